@@ -81,10 +81,7 @@ pub fn push_ipv6(out: &mut Vec<u8>, a: Ipv6Addr) {
         if i != 0 {
             out.push(b':');
         }
-        if i == 6
-            && best_base == 0
-            && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))
-        {
+        if i == 6 && best_base == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff)) {
             let o = a.octets();
             push_ipv4(out, Ipv4Addr::new(o[12], o[13], o[14], o[15]));
             return;

@@ -275,7 +275,7 @@ impl Filter {
             return false;
         }
         if let Some((v, m)) = self.mark
-            && !f.mark.is_some_and(|mark| mark & m == v)
+            && f.mark.is_none_or(|mark| mark & m != v)
         {
             return false;
         }

@@ -237,10 +237,17 @@ pub struct HelperName {
 impl HelperName {
     /// Builds a name from raw bytes, cut at the first NUL and at 15 bytes.
     pub fn from_bytes(raw: &[u8]) -> HelperName {
-        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len()).min(15);
+        let end = raw
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw.len())
+            .min(15);
         let mut bytes = [0u8; 16];
         bytes[..end].copy_from_slice(&raw[..end]);
-        HelperName { bytes, len: end as u8 }
+        HelperName {
+            bytes,
+            len: end as u8,
+        }
     }
 
     /// The name's bytes (no NUL).

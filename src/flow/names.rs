@@ -101,12 +101,18 @@ pub fn tcp_state_name(s: u8) -> &'static str {
 
 /// Name of an SCTP state (`NONE` when out of range).
 pub fn sctp_state_name(s: u8) -> &'static str {
-    SCTP_STATES.get(s as usize).copied().unwrap_or(SCTP_STATES[0])
+    SCTP_STATES
+        .get(s as usize)
+        .copied()
+        .unwrap_or(SCTP_STATES[0])
 }
 
 /// Name of a DCCP state (`NONE` when out of range).
 pub fn dccp_state_name(s: u8) -> &'static str {
-    DCCP_STATES.get(s as usize).copied().unwrap_or(DCCP_STATES[0])
+    DCCP_STATES
+        .get(s as usize)
+        .copied()
+        .unwrap_or(DCCP_STATES[0])
 }
 
 /// TCP state number for a name given to `--state` (exact, upper case;

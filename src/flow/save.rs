@@ -147,7 +147,11 @@ pub fn write_line(out: &mut Vec<u8>, f: &Flow, event: Option<EventKind>) {
             ["--srckey", "--dstkey", "--reply-key-src", "--reply-key-dst"],
         ),
         proto::ICMP | proto::ICMPV6 if f.has_orig => {
-            let pre = if p == proto::ICMP { "--icmp" } else { "--icmpv6" };
+            let pre = if p == proto::ICMP {
+                "--icmp"
+            } else {
+                "--icmpv6"
+            };
             for (suffix, v) in [
                 ("-type", f.orig.icmp_type as u64),
                 ("-code", f.orig.icmp_code as u64),

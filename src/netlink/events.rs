@@ -1,0 +1,131 @@
+//! Conntrack event subscription: a socket bound to the NEW/UPDATE/DESTROY
+//! groups, decoding each event into a flow and its kind.
+
+use std::io;
+
+use super::attr::WireError;
+use super::client::Error;
+use super::ct::{self, msg};
+use super::message::{NLM_F_CREATE, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NlMsgs};
+use super::socket::{NETLINK_NETFILTER, NlSocket};
+use crate::flow::{EventKind, Flow};
+
+/// Legacy group bits of the conntrack event groups.
+pub mod group {
+    /// New entries.
+    pub const NEW: u32 = 0x1;
+    /// Changed entries.
+    pub const UPDATE: u32 = 0x2;
+    /// Removed entries.
+    pub const DESTROY: u32 = 0x4;
+    /// All three.
+    pub const ALL: u32 = NEW | UPDATE | DESTROY;
+}
+
+/// One received event.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// NEW, UPDATE or DESTROY.
+    pub kind: EventKind,
+    /// The entry.
+    pub flow: Flow,
+    /// Port id of the netlink socket whose request caused the event (0
+    /// when the kernel itself did).
+    pub portid: u32,
+}
+
+/// What one receive produced.
+#[derive(Debug)]
+pub enum Received {
+    /// Events (possibly none, if the datagram held only control messages).
+    Events,
+    /// The socket overran: events were lost (ENOBUFS).
+    Overrun,
+}
+
+/// A subscribed event socket.
+#[derive(Debug)]
+pub struct EventSocket {
+    sock: NlSocket,
+    /// Events that failed to decode so far.
+    pub malformed: u64,
+}
+
+impl EventSocket {
+    /// Subscribes to the `groups` (see [`group`]) in this or the named
+    /// network namespace.
+    pub fn open(groups: u32, netns: Option<&str>) -> Result<EventSocket, Error> {
+        let sock = NlSocket::open(NETLINK_NETFILTER, groups, netns)?;
+        Ok(EventSocket { sock, malformed: 0 })
+    }
+
+    /// The socket (for buffer sizes and poll).
+    pub fn socket(&self) -> &NlSocket {
+        &self.sock
+    }
+
+    /// Receives one datagram and appends its events to `out`.
+    pub fn recv_into(&mut self, out: &mut Vec<Event>) -> Result<Received, Error> {
+        let data = match self.sock.recv() {
+            Ok(d) => d,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Received::Overrun),
+            Err(e) => return Err(Error::Io(e)),
+        };
+        for m in NlMsgs::new(data) {
+            let m = match m {
+                Ok(m) => m,
+                Err(_) => {
+                    self.malformed += 1;
+                    break;
+                }
+            };
+            if matches!(m.ty, NLMSG_NOOP | NLMSG_ERROR | NLMSG_DONE | NLMSG_OVERRUN) {
+                continue;
+            }
+            if (m.ty >> 8) as u8 != ct::SUBSYS_CTNETLINK {
+                continue;
+            }
+            let kind = match (m.ty & 0xff) as u8 {
+                msg::NEW if m.flags & NLM_F_CREATE != 0 => EventKind::New,
+                msg::NEW => EventKind::Update,
+                msg::DELETE => EventKind::Destroy,
+                _ => continue,
+            };
+            match ct::decode_flow(m.payload) {
+                Ok(flow) => out.push(Event {
+                    kind,
+                    flow,
+                    portid: m.pid,
+                }),
+                Err(WireError(_)) => self.malformed += 1,
+            }
+        }
+        Ok(Received::Events)
+    }
+
+    /// Waits up to `timeout_ms` (-1: forever) for the socket to be readable.
+    pub fn wait(&self, timeout_ms: i32) -> io::Result<bool> {
+        poll_readable(self.sock.fd(), timeout_ms)
+    }
+}
+
+/// Waits up to `timeout_ms` (-1: forever) for `fd` to be readable.
+pub fn poll_readable(fd: i32, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `p` is one valid pollfd and we pass a count of 1.
+        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(n > 0);
+    }
+}

@@ -1,0 +1,12 @@
+//! The kernel boundary: ctnetlink requests, dumps and events over
+//! netlink-sys sockets, with our own allocation-free attribute codec.
+
+pub mod attr;
+pub mod client;
+pub mod ct;
+pub mod events;
+pub mod message;
+pub mod socket;
+
+pub use client::{Conntrack, DumpStats, Error};
+pub use events::{Event, EventSocket};

@@ -49,4 +49,5 @@ bench: deps
 clean:
 	$(CARGO) clean
 
--include packaging.mk
+# Each area adds its own test packages and targets here (TEST_PKGS += ...).
+-include mk/*.mk

@@ -41,7 +41,6 @@ NFT
 
 say "traffic: pings (v4, v6), a long TCP session, UDP, a port forward"
 ip netns exec $S sh -c 'while true; do nc -l -p 8080 >/dev/null 2>&1; done' & disown 2>/dev/null || true
-disown
 ip netns exec $C sh -c 'while true; do nc -l -p 22 >/dev/null 2>&1; done' & disown 2>/dev/null || true
 sleep 0.3
 ip netns exec $C ping -c 2 -i 0.2 10.9.2.2 >/dev/null

@@ -6,6 +6,13 @@
 //! `flow` (pure model and formats) <- `netlink` (kernel boundary) <- `cli`.
 
 pub mod cli;
+pub mod daemon;
+#[cfg(feature = "sync")]
+pub mod sync;
+#[cfg(feature = "wan")]
+pub mod wan;
+#[cfg(feature = "web")]
+pub mod web;
 pub mod flow;
 pub mod netlink;
 

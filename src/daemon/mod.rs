@@ -1,0 +1,2 @@
+//! ctrackd: the daemon (config, flow cache, control socket, logging,
+//! signals). Filled by the daemon work.

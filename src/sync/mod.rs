@@ -1,0 +1,2 @@
+//! Replication to a standby router: conntrackd protocol v1 (wire format,
+//! FTFW/NOTRACK/ALARM, UDP/multicast links, external cache, commit, HMAC).

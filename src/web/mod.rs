@@ -1,0 +1,1 @@
+//! The web page and JSON API of active connections (tiny_http).

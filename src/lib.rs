@@ -7,14 +7,14 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod flow;
+pub mod netlink;
 #[cfg(feature = "sync")]
 pub mod sync;
 #[cfg(feature = "wan")]
 pub mod wan;
 #[cfg(feature = "web")]
 pub mod web;
-pub mod flow;
-pub mod netlink;
 
 /// Picks the role from the program name (`ctrack`/`conntrack`: CLI,
 /// `ctrackd`/`conntrackd`: daemon) and the first word (`ctrack daemon`,
@@ -40,7 +40,6 @@ pub fn dispatch(argv0: &str, mut args: Vec<String>) -> i32 {
     }
 }
 
-fn daemon_role(_args: Vec<String>) -> i32 {
-    eprintln!("ctrackd: the daemon is not built yet");
-    1
+fn daemon_role(args: Vec<String>) -> i32 {
+    daemon::main(args)
 }

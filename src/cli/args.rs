@@ -994,6 +994,10 @@ fn nat_port(p: &str) -> Res<u16> {
 }
 
 /// Reads the protocol number of a name in /etc/protocols.
+pub fn protocol_number(name: &str) -> Option<u8> {
+    etc_protocols(name)
+}
+
 fn etc_protocols(name: &str) -> Option<u8> {
     let text = std::fs::read_to_string("/etc/protocols").ok()?;
     for line in text.lines() {

@@ -1,0 +1,624 @@
+//! ctrackd in the namespace lab: its internal cache against the kernel
+//! table through NEW/UPDATE/DESTROY, filters, overruns, reload, single
+//! instance, clean shutdown, client errors and syslog reconnects.
+
+mod lab;
+
+use std::collections::BTreeSet;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use lab::{Netns, RouterLab, addr, stdout, wait_until};
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "ctrackd-test-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A ctrackd running in a namespace with its files in a temp dir.
+struct Daemon<'a> {
+    ns: &'a Netns,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+fn config_text(dir: &TempDir, extra_general: &str, extra_blocks: &str) -> String {
+    format!(
+        "General {{\n  LockFile {}\n  UNIX {{ Path {} }}\n  LogFile {}\n{extra_general}\n}}\n{extra_blocks}\n",
+        dir.path("lock").display(),
+        dir.path("ctl").display(),
+        dir.path("log").display()
+    )
+}
+
+impl<'a> Daemon<'a> {
+    fn start(ns: &'a Netns, tag: &str, extra_general: &str) -> Daemon<'a> {
+        let dir = TempDir::new(tag);
+        std::fs::write(
+            dir.path("ctrackd.conf"),
+            config_text(&dir, extra_general, ""),
+        )
+        .unwrap();
+        let mut d = Daemon {
+            ns,
+            dir,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path("ctrackd.conf")
+    }
+
+    fn spawn(&mut self) {
+        let child = self
+            .ns
+            .cmd(&[
+                lab::ctrack_bin().to_str().unwrap(),
+                "daemon",
+                "-C",
+                self.conf().to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ctrackd");
+        self.child = Some(child);
+        let ctl = self.dir.path("ctl");
+        assert!(
+            wait_until(Duration::from_secs(10), || ctl.exists()
+                && self.client(&["-s"]).status.success()),
+            "ctrackd did not come up; log:\n{}",
+            self.log()
+        );
+    }
+
+    fn client(&self, args: &[&str]) -> Output {
+        let conf = self.conf();
+        let mut argv = vec!["daemon", "-C", conf.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        lab::run(Command::new(lab::ctrack_bin()).args(&argv))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("log")).unwrap_or_default()
+    }
+
+    /// Waits for the daemon process to exit; returns its exit code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let ok = wait_until(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        assert!(ok, "ctrackd did not stop");
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        // the child is `ip netns exec`, which execs ctrackd in place
+        lab::must(Command::new("kill").args([sig, &pid.to_string()]));
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The identity of a flow line: protocol, tuples, state, mark; without
+/// timeouts, counters, use and times, which differ between the two views.
+fn normalize(line: &str) -> String {
+    let line = match line.find(" [active since ") {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    line.split_whitespace()
+        .filter(|w| {
+            !(w.starts_with("packets=")
+                || w.starts_with("bytes=")
+                || w.starts_with("use=")
+                || w.starts_with("delta-time=")
+                || w.starts_with("id=")
+                || w.starts_with("mark=")
+                || w.starts_with('[')
+                || w.ends_with(']')
+                || w.ends_with("s]")
+                || w.chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn kernel_set(ns: &Netns) -> BTreeSet<String> {
+    stdout(&ns.conntrack(&["-L"]))
+        .lines()
+        .map(normalize)
+        .collect()
+}
+
+fn cache_set(d: &Daemon) -> BTreeSet<String> {
+    let o = d.client(&["-i"]);
+    assert!(o.status.success(), "{}", lab::stderr(&o));
+    stdout(&o).lines().map(normalize).collect()
+}
+
+fn wait_equal(d: &Daemon, ns: &Netns) {
+    let ok = wait_until(Duration::from_secs(10), || cache_set(d) == kernel_set(ns));
+    assert!(
+        ok,
+        "cache differs from the kernel table\ncache:  {:#?}\nkernel: {:#?}\nlog:\n{}",
+        cache_set(d),
+        kernel_set(ns),
+        d.log()
+    );
+}
+
+#[test]
+fn cache_follows_the_kernel_table() {
+    if !lab::can_run() {
+        return;
+    }
+    let lab = RouterLab::new("dcache");
+    lab.ping(addr::SERVER); // before the daemon: found by the startup dump
+    let d = Daemon::start(&lab.router, "cache", "");
+    wait_equal(&d, &lab.router);
+    // NEW
+    lab.ping(addr::SERVER6);
+    lab.tcp(addr::SERVER, 8081);
+    lab.udp(addr::SERVER, 5353);
+    lab.router.must(&[
+        "conntrack",
+        "-I",
+        "-p",
+        "tcp",
+        "-s",
+        "1.1.1.1",
+        "-d",
+        "2.2.2.2",
+        "--sport",
+        "10",
+        "--dport",
+        "20",
+        "--state",
+        "ESTABLISHED",
+        "-t",
+        "300",
+    ]);
+    wait_equal(&d, &lab.router);
+    // UPDATE: state and mark change
+    lab.router.must(&[
+        "conntrack",
+        "-U",
+        "-f",
+        "ipv4",
+        "-p",
+        "tcp",
+        "-s",
+        "1.1.1.1",
+        "-m",
+        "5",
+    ]);
+    let marked = wait_until(Duration::from_secs(5), || {
+        stdout(&d.client(&["-i"])).contains("src=1.1.1.1 dst=2.2.2.2 sport=10 dport=20")
+            && stdout(&d.client(&["-i"])).contains("mark=5")
+    });
+    assert!(marked, "{}", stdout(&d.client(&["-i"])));
+    // DESTROY
+    lab.router.must(&["conntrack", "-D", "-s", "1.1.1.1"]);
+    wait_equal(&d, &lab.router);
+    lab.router.must(&["conntrack", "-F"]);
+    wait_equal(&d, &lab.router);
+    assert!(cache_set(&d).is_empty());
+
+    // the counters add up: created - destroyed = active
+    let s = stdout(&d.client(&["-s"]));
+    let num = |label: &str| -> u64 {
+        s.lines()
+            .find(|l| l.starts_with(label))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.parse().ok()))
+            .unwrap_or_else(|| panic!("no `{label}' in {s}"))
+    };
+    let active = num("current active connections:");
+    let created = num("connections created:");
+    let destroyed = num("connections destroyed:");
+    assert_eq!(active, 0);
+    assert_eq!(created, destroyed, "{s}");
+    assert!(created >= 5, "{s}");
+    let rt = stdout(&d.client(&["-s", "runtime"]));
+    assert!(
+        rt.contains("daemon uptime:") && rt.contains("events received:"),
+        "{rt}"
+    );
+    // JSON and XML dumps of the cache parse
+    lab.router.must(&[
+        "conntrack",
+        "-I",
+        "-p",
+        "udp",
+        "-s",
+        "3.3.3.3",
+        "-d",
+        "4.4.4.4",
+        "--sport",
+        "1",
+        "--dport",
+        "2",
+        "-t",
+        "300",
+    ]);
+    wait_equal(&d, &lab.router);
+    let j = stdout(&d.client(&["-i", "ct", "-o", "json"]));
+    let v: serde_json::Value = serde_json::from_str(j.lines().next().unwrap()).unwrap();
+    assert_eq!(v["orig"]["src"], "3.3.3.3");
+    let x = stdout(&d.client(&["-i", "-x"]));
+    assert!(
+        x.starts_with("<?xml") && x.contains("<src>3.3.3.3</src>"),
+        "{x}"
+    );
+}
+
+#[test]
+fn filter_keeps_only_what_it_accepts() {
+    if !lab::can_run() {
+        return;
+    }
+    let ns = Netns::new("dfilt");
+    let d = Daemon::start(
+        &ns,
+        "filter",
+        "  Filter {\n    Protocol Accept { TCP }\n    Address Ignore { IPv4_address 10.66.0.0/16 }\n  }",
+    );
+    let add = |p: &str, s: &str| {
+        ns.must(&[
+            "conntrack",
+            "-I",
+            "-p",
+            p,
+            "-s",
+            s,
+            "-d",
+            "2.2.2.2",
+            "--sport",
+            "10",
+            "--dport",
+            "20",
+            "-t",
+            "300",
+            "--state",
+            "ESTABLISHED",
+        ]);
+    };
+    add("tcp", "1.1.1.1");
+    add("tcp", "10.66.1.1");
+    ns.must(&[
+        "conntrack",
+        "-I",
+        "-p",
+        "udp",
+        "-s",
+        "1.1.1.2",
+        "-d",
+        "2.2.2.2",
+        "--sport",
+        "10",
+        "--dport",
+        "20",
+        "-t",
+        "300",
+    ]);
+    let ok = wait_until(Duration::from_secs(5), || {
+        let c = cache_set(&d);
+        c.len() == 1 && c.iter().next().unwrap().contains("src=1.1.1.1")
+    });
+    assert!(ok, "{:#?}", cache_set(&d));
+    let rt = stdout(&d.client(&["-s", "runtime"]));
+    assert!(
+        rt.contains("events filtered:\t                   2"),
+        "{rt}"
+    );
+}
+
+#[test]
+fn overrun_ends_with_a_resync_equal_to_the_kernel() {
+    if !lab::can_run() {
+        return;
+    }
+    let ns = Netns::new("dburst");
+    let d = Daemon::start(
+        &ns,
+        "burst",
+        "  NetlinkBufferSize 8192\n  NetlinkBufferSizeMaxGrowth 16384\n  NetlinkOverrunResync 1",
+    );
+    // a burst far beyond 16 KiB of events
+    let mut lines = String::new();
+    for i in 0..6000u32 {
+        lines.push_str(&format!(
+            "-I -p udp -s 10.{}.{}.{} -d 10.200.0.1 --sport 1000 --dport 53 -t 600\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    let file = d.dir.path("burst.txt");
+    std::fs::write(&file, lines).unwrap();
+    ns.must(&["conntrack", "-R", file.to_str().unwrap()]);
+    let ok = wait_until(Duration::from_secs(20), || {
+        stdout(&d.client(&["-s"])).contains("current active connections:\t        6000")
+    });
+    assert!(ok, "{}\n{}", stdout(&d.client(&["-s"])), d.log());
+    let rt = stdout(&d.client(&["-s", "runtime"]));
+    let overruns: u64 = rt
+        .lines()
+        .find(|l| l.contains("netlink overrun:"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap();
+    assert!(
+        overruns > 0,
+        "the burst should overrun a 16 KiB buffer: {rt}"
+    );
+    assert!(
+        d.log()
+            .contains("resync with kernel table (after netlink overrun)"),
+        "{}",
+        d.log()
+    );
+    wait_equal(&d, &ns);
+    // -R forces the same resync on request
+    assert!(d.client(&["-R"]).status.success());
+    assert!(d.log().contains("resync with kernel table (requested)"));
+}
+
+#[test]
+fn reload_good_and_bad_config() {
+    if !lab::can_run() {
+        return;
+    }
+    let ns = Netns::new("dhup");
+    let mut d = Daemon::start(&ns, "hup", "");
+    for (p, s) in [("tcp", "1.1.1.1"), ("udp", "1.1.1.2")] {
+        ns.must(
+            &[
+                "conntrack",
+                "-I",
+                "-p",
+                p,
+                "-s",
+                s,
+                "-d",
+                "2.2.2.2",
+                "--sport",
+                "10",
+                "--dport",
+                "20",
+                "-t",
+                "300",
+                "--state",
+                "ESTABLISHED",
+            ][..if p == "udp" { 14 } else { 16 }],
+        );
+    }
+    wait_equal(&d, &ns);
+    // a good new config: only TCP, and a second log file
+    let good = config_text(&d.dir, "  Filter { Protocol Accept { TCP } }", "");
+    std::fs::write(d.conf(), good).unwrap();
+    d.signal("-HUP");
+    let ok = wait_until(Duration::from_secs(5), || cache_set(&d).len() == 1);
+    assert!(ok, "{:#?}\n{}", cache_set(&d), d.log());
+    assert!(d.log().contains("configuration reloaded"));
+    // a bad one: logged, the old one kept
+    std::fs::write(d.conf(), "General {\n  Bogus 1\n}\n").unwrap();
+    d.signal("-HUP");
+    let logged = wait_until(Duration::from_secs(5), || {
+        d.log()
+            .contains("reload failed, keeping the old configuration")
+    });
+    assert!(logged, "{}", d.log());
+    assert!(d.log().contains("unknown key `Bogus' in General"));
+    // the daemon still answers (at the old socket path: restore the file)
+    std::fs::write(d.conf(), config_text(&d.dir, "", "")).unwrap();
+    assert_eq!(cache_set(&d).len(), 1);
+    d.signal("-TERM");
+    assert_eq!(d.wait_exit(), Some(0));
+    assert!(!d.dir.path("ctl").exists(), "socket left behind");
+    assert!(!d.dir.path("lock").exists(), "lock file left behind");
+}
+
+#[test]
+fn single_instance_kill_and_client_errors() {
+    if !lab::can_run() {
+        return;
+    }
+    let ns = Netns::new("dlock");
+    let mut d = Daemon::start(&ns, "lock", "");
+    let second = ns.run(&[
+        lab::ctrack_bin().to_str().unwrap(),
+        "daemon",
+        "-C",
+        d.conf().to_str().unwrap(),
+    ]);
+    assert_eq!(second.status.code(), Some(1));
+    let err = lab::stderr(&second);
+    assert!(err.contains("another ctrackd is running (pid"), "{err}");
+    // commands that need sync fail with a reason and a non-zero exit
+    let c = d.client(&["-c"]);
+    assert_eq!(c.status.code(), Some(1));
+    assert!(
+        lab::stderr(&c).contains("needs sync"),
+        "{}",
+        lab::stderr(&c)
+    );
+    let k = d.client(&["-k"]);
+    assert!(k.status.success());
+    assert_eq!(d.wait_exit(), Some(0));
+    assert!(!d.dir.path("ctl").exists() && !d.dir.path("lock").exists());
+    let none = d.client(&["-s"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert_eq!(
+        lab::stderr(&none).trim(),
+        format!(
+            "ctrackd is not running (no socket at {})",
+            d.dir.path("ctl").display()
+        )
+    );
+    // bad flags and bad configs: one line, exit 1, nothing started
+    let bad = lab::run(Command::new(lab::ctrack_bin()).args(["daemon", "-Z"]));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(lab::stderr(&bad).starts_with("ctrackd: unknown option `-Z'"));
+    std::fs::write(d.conf(), "General {\n HashSize -3\n}\n").unwrap();
+    let badconf = ns.run(&[
+        lab::ctrack_bin().to_str().unwrap(),
+        "daemon",
+        "-C",
+        d.conf().to_str().unwrap(),
+    ]);
+    assert_eq!(badconf.status.code(), Some(1));
+    assert!(
+        lab::stderr(&badconf).contains("ctrackd.conf:2: bad value `-3' for `HashSize'"),
+        "{}",
+        lab::stderr(&badconf)
+    );
+}
+
+/// A syslog listener on a datagram socket, as syslogd on /dev/log.
+struct SyslogListener {
+    path: PathBuf,
+    sock: UnixDatagram,
+}
+
+impl SyslogListener {
+    fn bind(path: &Path) -> SyslogListener {
+        let _ = std::fs::remove_file(path);
+        let sock = UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        SyslogListener {
+            path: path.to_path_buf(),
+            sock,
+        }
+    }
+
+    fn wait_for(&self, needle: &str) -> Option<String> {
+        let mut buf = [0u8; 4096];
+        for _ in 0..50 {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if m.contains(needle) {
+                    return Some(m);
+                }
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn syslog_survives_a_syslogd_restart() {
+    if !lab::can_run() {
+        return;
+    }
+    let ns = Netns::new("dsys");
+    let dir = TempDir::new("syslog-sock");
+    let sock = dir.path("devlog");
+    let listener = SyslogListener::bind(&sock);
+    let d = Daemon::start(
+        &ns,
+        "syslog",
+        &format!("  Syslog local4\n  SyslogSocket {}", sock.display()),
+    );
+    let m = listener
+        .wait_for("ready:")
+        .expect("the start message reaches syslog");
+    // RFC 3164: <PRI> with facility local4 (20*8) + notice (5) = 165
+    assert!(m.starts_with("<165>"), "{m}");
+    assert!(m.contains("ctrackd["), "{m}");
+    // syslogd restarts: its socket goes away and comes back
+    drop(listener);
+    let _ = std::fs::remove_file(&sock);
+    let listener = SyslogListener::bind(&sock);
+    assert!(d.client(&["-R"]).status.success());
+    let m = listener
+        .wait_for("resync with kernel table (requested)")
+        .expect("the next message arrives after the restart");
+    assert!(m.contains("ctrackd["), "{m}");
+    let _ = &listener.path;
+}
+
+#[test]
+fn daemonizes_with_a_pid_file() {
+    if !lab::can_run() {
+        return;
+    }
+    let ns = Netns::new("dfork");
+    let dir = TempDir::new("fork");
+    let conf = dir.path("ctrackd.conf");
+    std::fs::write(
+        &conf,
+        config_text(
+            &dir,
+            &format!("  PidFile {}", dir.path("pid").display()),
+            "",
+        ),
+    )
+    .unwrap();
+    // -d returns at once; the daemon lives on in the background
+    let o = ns.run(&[
+        lab::ctrack_bin().to_str().unwrap(),
+        "daemon",
+        "-d",
+        "-C",
+        conf.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", lab::stderr(&o));
+    let up = wait_until(Duration::from_secs(10), || {
+        dir.path("pid").exists() && dir.path("ctl").exists()
+    });
+    assert!(up);
+    let pid: u32 = std::fs::read_to_string(dir.path("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let client = |a: &str| {
+        lab::run(Command::new(lab::ctrack_bin()).args(["daemon", "-C", conf.to_str().unwrap(), a]))
+    };
+    assert!(client("-s").status.success());
+    assert!(client("-k").status.success());
+    let gone = wait_until(Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(gone, "daemon still running");
+    assert!(!dir.path("pid").exists() && !dir.path("ctl").exists() && !dir.path("lock").exists());
+}

@@ -446,6 +446,10 @@ fn reload_good_and_bad_config() {
     });
     assert!(logged, "{}", d.log());
     assert!(d.log().contains("unknown key `Bogus' in General"));
+    // SIGUSR1 writes the statistics to the log
+    d.signal("-USR1");
+    let logged = wait_until(Duration::from_secs(5), || d.log().contains("stats: {"));
+    assert!(logged, "{}", d.log());
     // the daemon still answers (at the old socket path: restore the file)
     std::fs::write(d.conf(), config_text(&d.dir, "", "")).unwrap();
     assert_eq!(cache_set(&d).len(), 1);

@@ -21,6 +21,7 @@ pub mod hub;
 pub mod names;
 pub mod query;
 pub mod server;
+pub mod standalone;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

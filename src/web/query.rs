@@ -282,10 +282,12 @@ pub enum SortField {
     Zone,
     /// Kernel id.
     Id,
+    /// NAT kind (none, SNAT, DNAT, both), then the reply tuple's address.
+    Nat,
 }
 
 /// Every sort field with its name, as `sort=` accepts it.
-pub const SORT_FIELDS: [(&str, SortField); 18] = [
+pub const SORT_FIELDS: [(&str, SortField); 19] = [
     ("family", SortField::Family),
     ("proto", SortField::Proto),
     ("src", SortField::Src),
@@ -304,6 +306,7 @@ pub const SORT_FIELDS: [(&str, SortField); 18] = [
     ("mark", SortField::Mark),
     ("zone", SortField::Zone),
     ("id", SortField::Id),
+    ("nat", SortField::Nat),
 ];
 
 /// Most sort fields one request may give.
@@ -350,6 +353,15 @@ fn field_value(f: &Flow, field: SortField, now: i64) -> u128 {
         SortField::Mark => f.mark.unwrap_or(0) as u128,
         SortField::Zone => f.zone.unwrap_or(0) as u128,
         SortField::Id => f.id.unwrap_or(0) as u128,
+        SortField::Nat => {
+            let snat = f.is_snat() || f.is_spat();
+            let dnat = f.is_dnat() || f.is_dpat();
+            let kind = snat as u128 | (dnat as u128) << 1;
+            let addr = if dnat { f.reply.src } else { f.reply.dst };
+            // kind above the address: ip_key uses the low 128 bits, so
+            // fold the address into 120 bits
+            kind << 120 | (ip_key(addr) & ((1u128 << 120) - 1))
+        }
     }
 }
 

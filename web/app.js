@@ -78,6 +78,7 @@
     const td = cell(tr, 'addr');
     td._name = document.createElement('span');
     td._name.className = 'name';
+    td._name.hidden = true;
     td._addr = document.createElement('span');
     td.append(td._name, td._addr);
     return td;
@@ -243,8 +244,12 @@
   function drawSortHeads() {
     const key = st.sort.replace(/^-/, ''), desc = st.sort.startsWith('-');
     for (const th of $('flows').tHead.rows[0].cells) {
-      th.setAttribute('aria-sort', th.dataset.sort === key ? (desc ? 'descending' : 'ascending') : 'none');
+      // "bytes" (both ways) is shown on both byte columns
+      const on = th.dataset.sort === key || (key === 'bytes' && th.dataset.sort.startsWith('bytes_'));
+      th.setAttribute('aria-sort', on ? (desc ? 'descending' : 'ascending') : 'none');
     }
+    const sel = $('sortsel');
+    if ([...sel.options].some((o) => o.value === st.sort)) sel.value = st.sort;
   }
 
   function show(view) {
@@ -325,6 +330,9 @@
       refresh();
     });
     $('every').addEventListener('change', () => { st.every = +$('every').value; refresh(); });
+    $('sortsel').addEventListener('change', () => {
+      st.sort = $('sortsel').value; st.offset = 0; drawSortHeads(); save(); refresh();
+    });
     $('size').addEventListener('change', () => { st.size = +$('size').value; st.offset = 0; save(); refresh(); });
     $('prev').addEventListener('click', () => { st.offset = Math.max(0, st.offset - st.size); save(); refresh(); });
     $('next').addEventListener('click', () => { st.offset += st.size; save(); refresh(); });

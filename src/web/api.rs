@@ -208,12 +208,32 @@ impl Ord for Ranked {
     }
 }
 
-/// The sorted list: one dump, a heap of the `offset + limit` first flows
-/// by compact key (the heap's top is the worst kept, replaced when a
-/// better one comes), JSON only for the window.
-pub fn sorted_list(ct: &mut Conntrack, q: &FlowQuery, names: &Names) -> Result<Vec<u8>, ApiError> {
-    let now = now_secs();
+/// Windows up to this many flows keep whole flows in a heap; larger ones
+/// keep each flow's JSON in one arena (about the size of the reply).
+pub const HEAP_WINDOW: usize = 4096;
+
+/// A sorted reply: small windows as bytes, large ones as a reader over
+/// the arena (so the reply is not copied a second time).
+pub enum Sorted {
+    /// The whole reply.
+    Bytes(Vec<u8>),
+    /// A reply streamed from the arena in sorted order.
+    Stream(ArenaReader),
+}
+
+/// The sorted list. Small windows (`offset + limit` up to
+/// [`HEAP_WINDOW`]): one dump, a heap of the best flows by compact key
+/// (the heap's top is the worst kept, replaced when a better one comes),
+/// JSON only for the window. Larger windows: each matching flow's JSON
+/// goes into one arena with a 64-byte index entry; the index is ordered
+/// (`select_nth_unstable` for the window, then a sort of the window) and
+/// the reply is read straight out of the arena.
+pub fn sorted_list(ct: &mut Conntrack, q: &FlowQuery, names: &Names) -> Result<Sorted, ApiError> {
     let keep = q.limit.map_or(usize::MAX, |l| q.offset.saturating_add(l));
+    if keep > HEAP_WINDOW {
+        return arena_list(ct, q, names, keep).map(Sorted::Stream);
+    }
+    let now = now_secs();
     let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
     let (mut total, mut matched) = (0u64, 0u64);
     let mut acct = false;
@@ -256,7 +276,113 @@ pub fn sorted_list(ct: &mut Conntrack, q: &FlowQuery, names: &Names) -> Result<V
         write_item(&mut out, &r.flow, names, now);
     }
     trailer(&mut out, total, matched, q, acct);
-    Ok(out)
+    Ok(Sorted::Bytes(out))
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    key: SortKey,
+    seq: u32,
+    off: u32,
+    len: u32,
+}
+
+fn arena_list(
+    ct: &mut Conntrack,
+    q: &FlowQuery,
+    names: &Names,
+    keep: usize,
+) -> Result<ArenaReader, ApiError> {
+    let now = now_secs();
+    let mut arena: Vec<u8> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
+    let (mut total, mut matched) = (0u64, 0u64);
+    let mut acct = false;
+    ct.dump(&dump_all(), &mut |f| {
+        total += 1;
+        acct |= f.counters.iter().any(Option::is_some);
+        if !q.filter.matches(f, names) {
+            return Ok(());
+        }
+        matched += 1;
+        let off = arena.len();
+        if off > u32::MAX as usize / 2 {
+            return Ok(());
+        }
+        write_item(&mut arena, f, names, now);
+        slots.push(Slot {
+            key: q.sort.key(f, now),
+            seq: slots.len() as u32,
+            off: off as u32,
+            len: (arena.len() - off) as u32,
+        });
+        Ok(())
+    })
+    .map_err(|e| kernel_error(&e))?;
+    let order = |a: &Slot, b: &Slot| (a.key, a.seq).cmp(&(b.key, b.seq));
+    let end = keep.min(slots.len());
+    if end < slots.len() && end > 0 {
+        slots.select_nth_unstable_by(end - 1, order);
+    }
+    slots.truncate(end);
+    slots.sort_unstable_by(order);
+    let start = q.offset.min(slots.len());
+    let mut tail = Vec::with_capacity(160);
+    trailer(&mut tail, total, matched, q, acct);
+    Ok(ArenaReader {
+        arena,
+        slots,
+        next: start,
+        first: start,
+        head: b"{\"items\":[".to_vec(),
+        tail,
+        buf: Vec::with_capacity(CHUNK + 4096),
+        pos: 0,
+        done: false,
+    })
+}
+
+/// Reads a sorted reply out of the arena, a chunk at a time.
+pub struct ArenaReader {
+    arena: Vec<u8>,
+    slots: Vec<Slot>,
+    next: usize,
+    first: usize,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ArenaReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.buf.clear();
+            self.pos = 0;
+            self.buf.append(&mut self.head);
+            while self.buf.len() < CHUNK && self.next < self.slots.len() {
+                let s = self.slots[self.next];
+                if self.next > self.first {
+                    self.buf.push(b',');
+                }
+                let (a, b) = (s.off as usize, s.off as usize + s.len as usize);
+                self.buf.extend_from_slice(self.arena.get(a..b).unwrap_or_default());
+                self.next += 1;
+            }
+            if self.next >= self.slots.len() {
+                self.buf.append(&mut self.tail);
+                self.done = true;
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Deletes the selected flows (batched, many per syscall); returns the

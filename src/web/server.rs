@@ -541,8 +541,16 @@ fn list(sh: &Arc<Shared>, rq: Request, qs: &str) {
     };
     let names = sh.names.get();
     if !q.sort.is_empty() {
-        let res = api::sorted_list(&mut ct, &q, &names);
-        return reply(sh, rq, res);
+        match api::sorted_list(&mut ct, &q, &names) {
+            Ok(api::Sorted::Bytes(b)) => reply(sh, rq, Ok(b)),
+            Ok(api::Sorted::Stream(r)) => {
+                let mut r = Response::new(StatusCode(200), Vec::new(), r, None, None);
+                add(&mut r, "Content-Type", "application/json");
+                let _ = rq.respond(secure(r, API_CSP));
+            }
+            Err(e) => respond_error(sh, rq, &e, &[]),
+        }
+        return;
     }
     // unsorted: stream from the dump on a helper thread through a small
     // bounded channel, so memory stays flat whatever the table size

@@ -45,7 +45,10 @@ fn busy_lab(tag: &str, n: u32) -> RouterLab {
     // port forward: server -> router wan:2222 -> client:22
     let mut l = lab.client.spawn(&["nc", "-l", "-p", "22"]);
     lab::wait_until(Duration::from_secs(3), || {
-        !lab.client.run(&["ss", "-Htln", "sport = :22"]).stdout.is_empty()
+        !lab.client
+            .run(&["ss", "-Htln", "sport = :22"])
+            .stdout
+            .is_empty()
     });
     lab.server.sh(&format!(
         "echo hi | nc -w 1 -q 1 {} 2222 >/dev/null 2>&1 || true",
@@ -82,12 +85,18 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
     let mut ok = false;
     let mut all = Value::Null;
     for _ in 0..3 {
-        let before = stdout(&lab.router.conntrack(&["-C"])).trim().parse::<u64>().unwrap();
+        let before = stdout(&lab.router.conntrack(&["-C"]))
+            .trim()
+            .parse::<u64>()
+            .unwrap();
         let r = get(ns, a, "/api/v1/connections");
         assert_eq!(r.status, 200);
         assert_eq!(r.header("transfer-encoding"), Some("chunked"));
         all = r.json();
-        let after = stdout(&lab.router.conntrack(&["-C"])).trim().parse::<u64>().unwrap();
+        let after = stdout(&lab.router.conntrack(&["-C"]))
+            .trim()
+            .parse::<u64>()
+            .unwrap();
         let total = all["total"].as_u64().unwrap();
         // our own request is a flow in this table (loopback is tracked):
         // it is in the dump and in the count after, not in the one before
@@ -109,7 +118,11 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
         let r = get(ns, a, &format!("/api/v1/connections?{qs}"));
         assert_eq!(r.status, 200, "{qs}: {}", r.text());
         let v = r.json();
-        assert_eq!(items(&v).len() as u64, v["matched"].as_u64().unwrap(), "{qs}");
+        assert_eq!(
+            items(&v).len() as u64,
+            v["matched"].as_u64().unwrap(),
+            "{qs}"
+        );
         v["matched"].as_u64().unwrap() as usize
     };
     assert_eq!(count("mark=77"), 3000);
@@ -125,14 +138,20 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
     assert_eq!(count("nat=dnat"), 1);
     assert_eq!(count("src=10.77.0.0/16"), 3000);
     assert_eq!(count("src=10.77.1.0/24"), 256);
-    assert_eq!(count(&format!("src={}", addr::CLIENT)), conntrack_count(&lab, &["-s", addr::CLIENT]));
+    assert_eq!(
+        count(&format!("src={}", addr::CLIENT)),
+        conntrack_count(&lab, &["-s", addr::CLIENT])
+    );
     assert_eq!(count("dst=10.78.0.1"), 3000);
     assert_eq!(count("status=ASSURED&mark=77"), 3000);
     // inserted flows never saw a reply
     assert_eq!(count("status=UNREPLIED&mark=77"), 3000);
     assert_eq!(count("status=SEEN_REPLY&mark=77"), 0);
     assert_eq!(count("status=!SEEN_REPLY,ASSURED&mark=77"), 3000);
-    assert_eq!(count("status=SEEN_REPLY"), conntrack_count(&lab, &["-u", "SEEN_REPLY"]));
+    assert_eq!(
+        count("status=SEEN_REPLY"),
+        conntrack_count(&lab, &["-u", "SEEN_REPLY"])
+    );
     assert_eq!(count("state=ESTABLISHED&mark=77"), 3000);
     assert_eq!(count("zone=0&mark=77"), 3000);
     assert_eq!(count("zone=3"), 0);
@@ -142,31 +161,75 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
     assert_eq!(count("host=10.77.0.5"), 1);
     assert_eq!(count("q=10.77.0.5%3A"), 1);
     // names: the lease resolves, host= by name, q by name
-    assert_eq!(count("host=laptop"), count(&format!("host={}", addr::CLIENT)));
+    assert_eq!(
+        count("host=laptop"),
+        count(&format!("host={}", addr::CLIENT))
+    );
     assert!(count("host=laptop") >= 3);
     assert_eq!(count("q=LAPTOP"), count("host=laptop"));
-    let v = get(ns, a, &format!("/api/v1/connections?src={}&limit=1", addr::CLIENT)).json();
+    let v = get(
+        ns,
+        a,
+        &format!("/api/v1/connections?src={}&limit=1", addr::CLIENT),
+    )
+    .json();
     assert_eq!(v["items"][0]["names"][addr::CLIENT], "laptop");
 
     // sort by bytes, descending: the first page is ordered and is the top
     let v = get(ns, a, "/api/v1/connections?sort=-bytes&limit=10").json();
-    let b: Vec<u64> = items(&v).iter().map(|i| i["bytes"].as_u64().unwrap_or(0)).collect();
+    let b: Vec<u64> = items(&v)
+        .iter()
+        .map(|i| i["bytes"].as_u64().unwrap_or(0))
+        .collect();
     assert!(b.windows(2).all(|w| w[0] >= w[1]), "{b:?}");
-    let max = items(&all).iter().map(|i| i["bytes"].as_u64().unwrap_or(0)).max().unwrap();
+    let max = items(&all)
+        .iter()
+        .map(|i| i["bytes"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap();
     // counters only grow (our own earlier requests are flows here too)
     assert!(b[0] >= max, "{} < {max}", b[0]);
     assert_eq!(v["matched"], v["total"]);
     // ascending addresses, then a two-field order
     let v = get(ns, a, "/api/v1/connections?mark=77&sort=src&limit=300").json();
-    let src: Vec<std::net::Ipv4Addr> = items(&v).iter().map(|i| i["orig"]["src"].as_str().unwrap().parse().unwrap()).collect();
+    let src: Vec<std::net::Ipv4Addr> = items(&v)
+        .iter()
+        .map(|i| i["orig"]["src"].as_str().unwrap().parse().unwrap())
+        .collect();
     assert!(src.windows(2).all(|w| w[0] <= w[1]));
-    let v = get(ns, a, "/api/v1/connections?mark=77&sort=-dport,-sport&limit=5").json();
-    let sp: Vec<u64> = items(&v).iter().map(|i| i["orig"]["sport"].as_u64().unwrap()).collect();
+    let v = get(
+        ns,
+        a,
+        "/api/v1/connections?mark=77&sort=-dport,-sport&limit=5",
+    )
+    .json();
+    let sp: Vec<u64> = items(&v)
+        .iter()
+        .map(|i| i["orig"]["sport"].as_u64().unwrap())
+        .collect();
     assert!(sp.windows(2).all(|w| w[0] > w[1]), "{sp:?}");
     // every sort field is accepted
-    for f in ["family", "proto", "src", "dst", "sport", "dport", "state", "bytes", "packets",
-        "bytes_orig", "bytes_reply", "packets_orig", "packets_reply", "timeout", "age", "mark",
-        "zone", "id", "nat"] {
+    for f in [
+        "family",
+        "proto",
+        "src",
+        "dst",
+        "sport",
+        "dport",
+        "state",
+        "bytes",
+        "packets",
+        "bytes_orig",
+        "bytes_reply",
+        "packets_orig",
+        "packets_reply",
+        "timeout",
+        "age",
+        "mark",
+        "zone",
+        "id",
+        "nat",
+    ] {
         let r = get(ns, a, &format!("/api/v1/connections?sort=-{f}&limit=3"));
         assert_eq!(r.status, 200, "{f}");
         assert_eq!(items(&r.json()).len(), 3);
@@ -174,10 +237,16 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
 
     // paging: pages of 700 concatenate to the whole sorted selection
     let whole = get(ns, a, "/api/v1/connections?mark=77&sort=sport,src").json();
-    let ids = |v: &Value| -> Vec<u64> { items(v).iter().map(|i| i["id"].as_u64().unwrap()).collect() };
+    let ids =
+        |v: &Value| -> Vec<u64> { items(v).iter().map(|i| i["id"].as_u64().unwrap()).collect() };
     let mut paged = Vec::new();
     for off in (0..3000).step_by(700) {
-        let p = get(ns, a, &format!("/api/v1/connections?mark=77&sort=sport,src&limit=700&offset={off}")).json();
+        let p = get(
+            ns,
+            a,
+            &format!("/api/v1/connections?mark=77&sort=sport,src&limit=700&offset={off}"),
+        )
+        .json();
         assert_eq!(p["matched"], 3000);
         assert_eq!(p["offset"], off);
         paged.extend(ids(&p));
@@ -216,7 +285,13 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
     assert_eq!(get(ns, a, "/etc/passwd").status, 404);
     assert_eq!(get(ns, a, "/../../etc/passwd").status, 404);
     assert_eq!(get(ns, a, "/%2e%2e/Cargo.toml").status, 404);
-    let r = req(ns, a, "POST", "/api/v1/connections", "Content-Length: 0\r\n");
+    let r = req(
+        ns,
+        a,
+        "POST",
+        "/api/v1/connections",
+        "Content-Length: 0\r\n",
+    );
     assert_eq!(r.status, 405);
     assert!(r.header("allow").unwrap().contains("GET"));
     assert_eq!(req(ns, a, "PUT", "/api/v1/stats", "").status, 405);
@@ -225,12 +300,18 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
     let h = get(ns, a, "/api/v1/hosts").json();
     assert_eq!(h["acct"], true);
     let hosts = h["hosts"].as_array().unwrap();
-    let c = hosts.iter().find(|x| x["addr"] == addr::CLIENT).expect("client host");
+    let c = hosts
+        .iter()
+        .find(|x| x["addr"] == addr::CLIENT)
+        .expect("client host");
     assert_eq!(c["name"], "laptop");
     assert!(c["flows"].as_u64().unwrap() >= 3);
     assert!(c["up"]["bytes"].as_u64().unwrap() > 0 && c["down"]["bytes"].as_u64().unwrap() > 0);
     assert!(hosts.iter().any(|x| x["addr"] == "10.77.0.5"));
-    assert!(!hosts.iter().any(|x| x["addr"] == addr::SERVER), "WAN peers are no LAN hosts");
+    assert!(
+        !hosts.iter().any(|x| x["addr"] == addr::SERVER),
+        "WAN peers are no LAN hosts"
+    );
     let h = get(ns, a, "/api/v1/hosts?mark=77").json();
     assert_eq!(h["hosts"].as_array().unwrap().len(), 3000);
 
@@ -247,7 +328,10 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
         .filter(|l| l.starts_with("ctrack_flows{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
-    let kernel = stdout(&lab.router.conntrack(&["-C"])).trim().parse::<u64>().unwrap();
+    let kernel = stdout(&lab.router.conntrack(&["-C"]))
+        .trim()
+        .parse::<u64>()
+        .unwrap();
     assert!(flows.abs_diff(kernel) <= 2, "{flows} vs {kernel}");
     assert!(text.contains("ctrack_flows{family=\"ipv4\",proto=\"tcp\",state=\"ESTABLISHED\"}"));
     assert!(text.contains("ctrack_table_max "));
@@ -267,11 +351,25 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
     assert!(!csp.contains("unsafe-inline"));
     for r in [&page, &spec, &m] {
-        assert!(r.headers.iter().all(|(k, _)| !k.starts_with("access-control-")));
+        assert!(
+            r.headers
+                .iter()
+                .all(|(k, _)| !k.starts_with("access-control-"))
+        );
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     }
-    let cors = req(ns, a, "GET", "/api/v1/stats", "Origin: http://evil.example\r\n");
-    assert!(cors.headers.iter().all(|(k, _)| !k.starts_with("access-control-")));
+    let cors = req(
+        ns,
+        a,
+        "GET",
+        "/api/v1/stats",
+        "Origin: http://evil.example\r\n",
+    );
+    assert!(
+        cors.headers
+            .iter()
+            .all(|(k, _)| !k.starts_with("access-control-"))
+    );
     web.stop();
 }
 
@@ -285,7 +383,13 @@ fn delete_needs_a_token_and_really_deletes() {
     let ns = lab.router.name.clone();
     // no TokenFile: 403 whatever the request says
     let web = start(&ns, config(), Hub::default());
-    let r = req(&ns, web.local_addr(), "DELETE", "/api/v1/connections?mark=77", "Authorization: Bearer whatever-token-123\r\n");
+    let r = req(
+        &ns,
+        web.local_addr(),
+        "DELETE",
+        "/api/v1/connections?mark=77",
+        "Authorization: Bearer whatever-token-123\r\n",
+    );
     assert_eq!(r.status, 403);
     assert!(r.json()["error"].as_str().unwrap().contains("TokenFile"));
     web.stop();
@@ -297,8 +401,12 @@ fn delete_needs_a_token_and_really_deletes() {
     cfg.token_file = Some(tf);
     let web = start(&ns, cfg, Hub::default());
     let a = web.local_addr();
-    for auth in ["", "Authorization: Bearer wrong-token-0123456789\r\n",
-        "Authorization: Bearer s3cret-token-012345678\r\n", "Authorization: Basic czNjcmV0\r\n"] {
+    for auth in [
+        "",
+        "Authorization: Bearer wrong-token-0123456789\r\n",
+        "Authorization: Bearer s3cret-token-012345678\r\n",
+        "Authorization: Basic czNjcmV0\r\n",
+    ] {
         let r = req(&ns, a, "DELETE", "/api/v1/connections?mark=77", auth);
         assert_eq!(r.status, 403, "{auth}");
     }
@@ -310,7 +418,13 @@ fn delete_needs_a_token_and_really_deletes() {
     let r = req(&ns, a, "DELETE", "/api/v1/connections?port=banana", good);
     assert_eq!(r.status, 400);
     // a filtered delete: exactly those flows go
-    let r = req(&ns, a, "DELETE", "/api/v1/connections?mark=77&src=10.77.0.0/24", good);
+    let r = req(
+        &ns,
+        a,
+        "DELETE",
+        "/api/v1/connections?mark=77&src=10.77.0.0/24",
+        good,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["deleted"], 256);
     assert_eq!(r.json()["matched"], 256);
@@ -331,13 +445,15 @@ fn event_stream_gets_a_new_flow_within_a_second() {
     let hub = Hub::default();
     let stop = Arc::new(AtomicBool::new(false));
     // what the daemon does: kernel events into the hub
-    let feed = ctrack::web::standalone::feed_events(Some(ns.clone()), hub.clone(), stop.clone()).unwrap();
+    let feed =
+        ctrack::web::standalone::feed_events(Some(ns.clone()), hub.clone(), stop.clone()).unwrap();
     let mut cfg = config();
     cfg.limits.max_streams = 2;
     let web = start(&ns, cfg, hub.clone());
     let a = web.local_addr();
     let mut s = webtest::connect(&ns, a);
-    s.write_all(b"GET /api/v1/events?proto=udp&dst=10.9.2.2 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(b"GET /api/v1/events?proto=udp&dst=10.9.2.2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let mut rd = BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
     rd.read_line(&mut line).unwrap();
@@ -356,16 +472,36 @@ fn event_stream_gets_a_new_flow_within_a_second() {
     assert!(ctype.contains("text/event-stream"));
     // a second and third stream: the cap is 2
     let mut s2 = webtest::connect(&ns, a);
-    s2.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s2.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     lab::wait_until(Duration::from_secs(3), || hub.clients() == 2);
     let r = get(&ns, a, "/api/v1/events");
     assert_eq!(r.status, 503);
     drop(s2);
     // a TCP flow (filtered out) and then a UDP one: the first data line
     // must be the UDP flow's NEW, within a second of its creation
-    lab.router.conntrack(&["-I", "-p", "tcp", "-s", "10.9.1.2", "-d", "10.9.2.2", "--sport", "1", "--dport", "2", "--state", "ESTABLISHED", "-t", "60"]);
+    lab.router.conntrack(&[
+        "-I",
+        "-p",
+        "tcp",
+        "-s",
+        "10.9.1.2",
+        "-d",
+        "10.9.2.2",
+        "--sport",
+        "1",
+        "--dport",
+        "2",
+        "--state",
+        "ESTABLISHED",
+        "-t",
+        "60",
+    ]);
     let t0 = Instant::now();
-    lab.router.conntrack(&["-I", "-p", "udp", "-s", "10.9.1.2", "-d", "10.9.2.2", "--sport", "4000", "--dport", "53", "-t", "60"]);
+    lab.router.conntrack(&[
+        "-I", "-p", "udp", "-s", "10.9.1.2", "-d", "10.9.2.2", "--sport", "4000", "--dport", "53",
+        "-t", "60",
+    ]);
     let data = loop {
         line.clear();
         rd.read_line(&mut line).unwrap();
@@ -374,7 +510,10 @@ fn event_stream_gets_a_new_flow_within_a_second() {
         }
     };
     let elapsed = t0.elapsed();
-    assert!(elapsed < Duration::from_secs(1), "NEW arrived after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "NEW arrived after {elapsed:?}"
+    );
     let v: Value = serde_json::from_str(&data).unwrap();
     assert_eq!(v["event"], "new");
     assert_eq!(v["layer4"], "udp");
@@ -408,7 +547,10 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
     let a = web.local_addr();
 
     // a 64 KiB header: 431 or a closed connection, never a 200
-    let big = format!("GET /api/v1/stats HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(64 * 1024));
+    let big = format!(
+        "GET /api/v1/stats HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
     let r = raw(&ns, a, big.as_bytes());
     assert!(r.status == 431 || r.status == 0, "got {}", r.status);
     // many small headers too
@@ -416,10 +558,20 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
     let r = req(&ns, a, "GET", "/api/v1/stats", &many);
     assert_eq!(r.status, 431);
     // a long URL: 414
-    let r = get(&ns, a, &format!("/api/v1/connections?q={}", "x".repeat(5000)));
+    let r = get(
+        &ns,
+        a,
+        &format!("/api/v1/connections?q={}", "x".repeat(5000)),
+    );
     assert_eq!(r.status, 414);
     // a body: 413
-    let r = req(&ns, a, "DELETE", "/api/v1/connections?all=1", "Content-Length: 5000\r\n");
+    let r = req(
+        &ns,
+        a,
+        "DELETE",
+        "/api/v1/connections?all=1",
+        "Content-Length: 5000\r\n",
+    );
     assert_eq!(r.status, 413);
 
     // CR/LF in the query cannot add a response header
@@ -430,9 +582,21 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
         "/api/v1/connections?x%0d%0aSet-Cookie:%20pwned=1=1",
     ] {
         let r = get(&ns, a, target);
-        assert!(r.status == 400 || r.status == 404 || r.status == 200, "{target}: {}", r.status);
-        assert!(r.header("set-cookie").is_none(), "{target}: {:?}", r.headers);
-        assert!(r.headers.iter().all(|(k, v)| !k.contains("pwned") && !v.contains("pwned")));
+        assert!(
+            r.status == 400 || r.status == 404 || r.status == 200,
+            "{target}: {}",
+            r.status
+        );
+        assert!(
+            r.header("set-cookie").is_none(),
+            "{target}: {:?}",
+            r.headers
+        );
+        assert!(
+            r.headers
+                .iter()
+                .all(|(k, v)| !k.contains("pwned") && !v.contains("pwned"))
+        );
     }
 
     // slowloris: 150 connections each holding half a request line; a
@@ -440,7 +604,8 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
     let mut slow = Vec::new();
     for _ in 0..150 {
         let mut s = webtest::connect(&ns, a);
-        s.write_all(b"GET /api/v1/stats HTTP/1.1\r\nX-Slow: ").unwrap();
+        s.write_all(b"GET /api/v1/stats HTTP/1.1\r\nX-Slow: ")
+            .unwrap();
         slow.push(s);
     }
     let t0 = Instant::now();
@@ -458,7 +623,9 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
         ..cfg.limits
     };
     let web = start(&ns, cfg, Hub::default());
-    let codes: Vec<u16> = (0..8).map(|_| get(&ns, web.local_addr(), "/api/v1/stats").status).collect();
+    let codes: Vec<u16> = (0..8)
+        .map(|_| get(&ns, web.local_addr(), "/api/v1/stats").status)
+        .collect();
     assert_eq!(&codes[..5], &[200; 5], "{codes:?}");
     assert!(codes[5..].iter().all(|&c| c == 429), "{codes:?}");
     let r = get(&ns, web.local_addr(), "/api/v1/stats");
@@ -477,7 +644,11 @@ fn host_names_from_leases_are_escaped_in_json() {
     let dir = TempDir::new("xss");
     let leases = dir.0.join("dhcp.leases");
     let evil = "<img src=x onerror=alert(1)>";
-    std::fs::write(&leases, format!("1999999999 02:00:00:00:00:09 10.77.0.9 {evil} *\n")).unwrap();
+    std::fs::write(
+        &leases,
+        format!("1999999999 02:00:00:00:00:09 10.77.0.9 {evil} *\n"),
+    )
+    .unwrap();
     let hosts = dir.0.join("hosts");
     std::fs::write(&hosts, "10.77.0.10 \"quoted\"&amp;\n").unwrap();
     load_flows(&ns, &volume_lines(12));
@@ -485,10 +656,21 @@ fn host_names_from_leases_are_escaped_in_json() {
     cfg.dhcp_leases = Some(leases);
     cfg.hosts = Some(hosts);
     let web = start(&ns, cfg, Hub::default());
-    for path in ["/api/v1/connections?host=10.77.0.9", "/api/v1/connections?sort=src", "/api/v1/hosts"] {
+    for path in [
+        "/api/v1/connections?host=10.77.0.9",
+        "/api/v1/connections?sort=src",
+        "/api/v1/hosts",
+    ] {
         let r = get(&ns, web.local_addr(), path);
-        assert!(!r.text().contains('<') && !r.text().contains('>'), "{path}: raw angle brackets");
-        assert!(r.text().contains("\\u003cimg src=x onerror=alert(1)\\u003e"), "{path}");
+        assert!(
+            !r.text().contains('<') && !r.text().contains('>'),
+            "{path}: raw angle brackets"
+        );
+        assert!(
+            r.text()
+                .contains("\\u003cimg src=x onerror=alert(1)\\u003e"),
+            "{path}"
+        );
     }
     let v = get(&ns, web.local_addr(), "/api/v1/connections?host=10.77.0.9").json();
     assert_eq!(v["items"][0]["names"]["10.77.0.9"], evil);

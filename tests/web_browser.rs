@@ -19,7 +19,9 @@ fn have_chromium() -> bool {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the browser test needs Debian's chromium: apt-get install chromium (make test does)");
+        panic!(
+            "the browser test needs Debian's chromium: apt-get install chromium (make test does)"
+        );
     }
     eprintln!("skipping browser test: /usr/bin/chromium is not installed");
     false
@@ -63,7 +65,11 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
     )
     .unwrap();
     let hosts = dir.0.join("hosts");
-    std::fs::write(&hosts, format!("{} nas\n{} nas\n", addr::SERVER, addr::SERVER6)).unwrap();
+    std::fs::write(
+        &hosts,
+        format!("{} nas\n{} nas\n", addr::SERVER, addr::SERVER6),
+    )
+    .unwrap();
     let mut cfg = config();
     cfg.dhcp_leases = Some(leases);
     cfg.hosts = Some(hosts);
@@ -75,7 +81,10 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
     b.color_scheme("light");
     let t0 = Instant::now();
     b.goto(&url);
-    b.wait_for("document.querySelectorAll('#flows tbody tr').length > 0", 20);
+    b.wait_for(
+        "document.querySelectorAll('#flows tbody tr').length > 0",
+        20,
+    );
     eprintln!("page with rows after {:?}", t0.elapsed());
 
     // the lab's flows are there, biggest first, with names
@@ -86,12 +95,22 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
         .parse()
         .unwrap();
     assert!(total >= 1506, "{total}");
-    assert_eq!(b.eval("document.querySelectorAll('#flows tbody tr').length"), 100);
-    let text = b.eval("document.querySelector('#flows tbody').textContent").as_str().unwrap().to_string();
+    assert_eq!(
+        b.eval("document.querySelectorAll('#flows tbody tr').length"),
+        100
+    );
+    let text = b
+        .eval("document.querySelector('#flows tbody').textContent")
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(text.contains("laptop"), "{text}");
     assert!(text.contains("nas"));
     assert!(text.contains("SNAT"), "NAT mapping shown");
-    assert_eq!(b.eval("document.querySelector('th[data-sort=bytes_orig]') !== null"), true);
+    assert_eq!(
+        b.eval("document.querySelector('th[data-sort=bytes_orig]') !== null"),
+        true
+    );
 
     // sort by source, ascending: the first rows' sources are ordered
     let n = b.eval("+document.body.dataset.loaded").as_u64().unwrap();
@@ -111,7 +130,10 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
     assert!(v4.windows(2).all(|w| w[0] <= w[1]), "{v4:?}");
     // click again: descending
     b.eval("document.querySelector('th[data-sort=src]').click()");
-    b.wait_for("document.querySelector('th[data-sort=src]').getAttribute('aria-sort') === 'descending'", 5);
+    b.wait_for(
+        "document.querySelector('th[data-sort=src]').getAttribute('aria-sort') === 'descending'",
+        5,
+    );
 
     // filter box: only UDP rows, and the count follows
     type_filter(&mut b, "proto:udp");
@@ -122,10 +144,17 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
 
     // the hostile lease name shows as text, and creates no element
     type_filter(&mut b, "host:10.77.0.9");
-    b.wait_for("document.querySelectorAll('#flows tbody tr').length === 1", 10);
-    let name = b.eval("document.querySelector('#flows tbody tr td:nth-child(3) .name').textContent");
+    b.wait_for(
+        "document.querySelectorAll('#flows tbody tr').length === 1",
+        10,
+    );
+    let name =
+        b.eval("document.querySelector('#flows tbody tr td:nth-child(3) .name').textContent");
     assert_eq!(name, EVIL);
-    assert_eq!(b.eval("document.querySelector('img[src=\"x\"]') === null"), true);
+    assert_eq!(
+        b.eval("document.querySelector('img[src=\"x\"]') === null"),
+        true
+    );
     assert_eq!(b.eval("document.querySelectorAll('#flows img').length"), 0);
     b.screenshot(&target_dir().join("web-screenshot-xss.png"));
 
@@ -137,18 +166,27 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
         "[...document.querySelectorAll('#hosts tbody .name')].some(s => s.textContent === '<img src=x onerror=alert(1)>')",
     );
     assert_eq!(evil_host, true);
-    assert_eq!(b.eval("document.querySelector('img[src=\"x\"]') === null"), true);
+    assert_eq!(
+        b.eval("document.querySelector('img[src=\"x\"]') === null"),
+        true
+    );
     b.eval("[...document.querySelectorAll('#hosts tbody tr')].find(tr => tr.textContent.includes('laptop')).click()");
     b.wait_for("!document.getElementById('view-flows').hidden && document.getElementById('filter').value.startsWith('host:')", 5);
     b.wait_for("document.querySelectorAll('#flows tbody tr').length >= 2 && [...document.querySelectorAll('#flows tbody tr')].every(tr => tr.textContent.includes('laptop'))", 10);
 
     // pause stops the refreshes
     b.eval("document.getElementById('pause').click()");
-    b.wait_for("document.getElementById('pause').getAttribute('aria-pressed') === 'true'", 5);
+    b.wait_for(
+        "document.getElementById('pause').getAttribute('aria-pressed') === 'true'",
+        5,
+    );
     let n1 = b.eval("+document.body.dataset.loaded");
     std::thread::sleep(Duration::from_millis(2500));
     let n2 = b.eval("+document.body.dataset.loaded");
-    assert!(n2.as_u64().unwrap() <= n1.as_u64().unwrap() + 1, "{n1} -> {n2}");
+    assert!(
+        n2.as_u64().unwrap() <= n1.as_u64().unwrap() + 1,
+        "{n1} -> {n2}"
+    );
     b.eval("document.getElementById('pause').click()");
 
     // the screenshots: default view (largest flows first), dark, phone
@@ -169,9 +207,17 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
         true
     );
     b.screenshot(&shots.join("web-screenshot-phone.png"));
-    let dialogs = b.events.iter().filter(|(m, _)| m == "Page.javascriptDialogOpening").count();
+    let dialogs = b
+        .events
+        .iter()
+        .filter(|(m, _)| m == "Page.javascriptDialogOpening")
+        .count();
     assert_eq!(dialogs, 0);
-    let exceptions: Vec<_> = b.events.iter().filter(|(m, _)| m == "Runtime.exceptionThrown").collect();
+    let exceptions: Vec<_> = b
+        .events
+        .iter()
+        .filter(|(m, _)| m == "Runtime.exceptionThrown")
+        .collect();
     assert!(exceptions.is_empty(), "{exceptions:?}");
     drop(b);
     web.stop();
@@ -182,7 +228,10 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
 #[test]
 #[ignore]
 fn bench_page_load() {
-    let (Ok(url), Ok(ns)) = (std::env::var("CTRACK_BENCH_URL"), std::env::var("CTRACK_BENCH_NETNS")) else {
+    let (Ok(url), Ok(ns)) = (
+        std::env::var("CTRACK_BENCH_URL"),
+        std::env::var("CTRACK_BENCH_NETNS"),
+    ) else {
         eprintln!("set CTRACK_BENCH_URL and CTRACK_BENCH_NETNS");
         return;
     };

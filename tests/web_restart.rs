@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use ctrack::web::Hub;
 
+// rlim_t is u32 on 32-bit targets: the conversions are not useless there
+#[allow(clippy::useless_conversion)]
 fn set_nofile(soft: u64) -> u64 {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -21,9 +23,9 @@ fn set_nofile(soft: u64) -> u64 {
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
         let old = r.rlim_cur;
-        r.rlim_cur = soft as libc::rlim_t;
+        r.rlim_cur = soft.try_into().unwrap();
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
-        old as u64
+        u64::from(old)
     }
 }
 

@@ -134,12 +134,7 @@ impl Read for ChanReader {
 /// The unsorted list, streamed in dump order: flows are written as the
 /// kernel delivers them and sent in 64 KiB chunks; a slow reader pauses
 /// the dump (bounded channel), a gone reader ends it.
-pub fn stream_list(
-    mut ct: Conntrack,
-    q: &FlowQuery,
-    names: &Names,
-    tx: SyncSender<Vec<u8>>,
-) {
+pub fn stream_list(mut ct: Conntrack, q: &FlowQuery, names: &Names, tx: SyncSender<Vec<u8>>) {
     let now = now_secs();
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     buf.extend_from_slice(b"{\"items\":[");
@@ -370,7 +365,8 @@ impl Read for ArenaReader {
                     self.buf.push(b',');
                 }
                 let (a, b) = (s.off as usize, s.off as usize + s.len as usize);
-                self.buf.extend_from_slice(self.arena.get(a..b).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(self.arena.get(a..b).unwrap_or_default());
                 self.next += 1;
             }
             if self.next >= self.slots.len() {
@@ -436,7 +432,8 @@ pub fn delete(netns: Option<&str>, q: &FlowQuery, names: &Names) -> Result<Vec<u
     if let Some(e) = failure {
         return Err(ApiError::new(500, format!("delete failed: {e}")));
     }
-    flush(&mut pending, &mut deleted).map_err(|e| ApiError::new(500, format!("delete failed: {e}")))?;
+    flush(&mut pending, &mut deleted)
+        .map_err(|e| ApiError::new(500, format!("delete failed: {e}")))?;
     let mut out = b"{\"deleted\":".to_vec();
     push_u64(&mut out, deleted);
     out.extend_from_slice(b",\"matched\":");
@@ -483,7 +480,12 @@ fn lan_host(f: &Flow, names: &Names) -> Option<(IpAddr, bool)> {
 
 /// Per-LAN-host totals: flows, bytes and packets up (from the host) and
 /// down (to it), largest first.
-pub fn hosts(ct: &mut Conntrack, q: &FlowQuery, names: &Names, acct_sysctl: Option<bool>) -> Result<Vec<u8>, ApiError> {
+pub fn hosts(
+    ct: &mut Conntrack,
+    q: &FlowQuery,
+    names: &Names,
+    acct_sysctl: Option<bool>,
+) -> Result<Vec<u8>, ApiError> {
     let mut map: HashMap<IpAddr, HostAgg> = HashMap::new();
     let (mut total, mut other) = (0u64, 0u64);
     let mut acct = false;
@@ -576,9 +578,12 @@ pub fn acct_sysctl(netns: Option<&str>) -> Option<bool> {
     Some(text.trim() != "0")
 }
 
+/// Family, protocol number and state name of a flow, for /metrics.
+pub type FlowClass = (u8, u8, &'static str);
+
 /// Flow counts by (family, protocol, state), for /metrics.
-pub fn flow_counts(ct: &mut Conntrack) -> Result<Vec<((u8, u8, &'static str), u64)>, ApiError> {
-    let mut map: HashMap<(u8, u8, &'static str), u64> = HashMap::new();
+pub fn flow_counts(ct: &mut Conntrack) -> Result<Vec<(FlowClass, u64)>, ApiError> {
+    let mut map: HashMap<FlowClass, u64> = HashMap::new();
     ct.dump(&dump_all(), &mut |f| {
         *map.entry((f.family, f.orig.proto, state_name(f).unwrap_or("")))
             .or_default() += 1;

@@ -88,7 +88,9 @@ impl Hub {
     /// A hub whose clients each get a queue of `queue` events.
     pub fn new(queue: usize) -> Hub {
         let inner = Inner::default();
-        inner.queue.store(queue.clamp(1, 1 << 20) as u32, Ordering::Relaxed);
+        inner
+            .queue
+            .store(queue.clamp(1, 1 << 20) as u32, Ordering::Relaxed);
         Hub {
             inner: Arc::new(inner),
         }
@@ -221,7 +223,9 @@ pub const KEEPALIVE: Duration = Duration::from_secs(15);
 /// the hub drops it, or writing fails (the socket's send timeout bounds a
 /// stalled write). Runs on the client's own thread.
 pub fn pump(hub: &Hub, sub: Subscription, out: &mut dyn Write) {
-    let _ = out.write_all(b": ctrack events\n\n").and_then(|_| out.flush());
+    let _ = out
+        .write_all(b": ctrack events\n\n")
+        .and_then(|_| out.flush());
     loop {
         match sub.rx.recv_timeout(KEEPALIVE) {
             Ok(first) => {
@@ -284,10 +288,17 @@ mod tests {
         let none = hub.subscribe(udp, true);
         hub.publish(&ev(EventKind::New));
         hub.publish(&ev(EventKind::Update));
-        assert_eq!(all.rx.try_recv().unwrap().len(), with_updates.rx.try_recv().unwrap().len());
+        assert_eq!(
+            all.rx.try_recv().unwrap().len(),
+            with_updates.rx.try_recv().unwrap().len()
+        );
         assert!(all.rx.try_recv().is_err(), "no UPDATE without update=1");
         let upd = with_updates.rx.try_recv().unwrap();
-        assert!(std::str::from_utf8(&upd).unwrap().contains("\"event\":\"update\""));
+        assert!(
+            std::str::from_utf8(&upd)
+                .unwrap()
+                .contains("\"event\":\"update\"")
+        );
         assert!(none.rx.try_recv().is_err());
         // `all` does not read: its queue of 2 fills and it is dropped
         hub.publish(&ev(EventKind::Destroy));

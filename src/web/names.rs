@@ -207,7 +207,9 @@ mod tests {
     fn long_and_odd_names_are_kept_safely() {
         let mut n = Names::default();
         let long = "é".repeat(300);
-        n.add_leases(&format!("1 m 10.1.1.1 {long} x\n1 m 10.1.1.2 <img/src=x> x\n"));
+        n.add_leases(&format!(
+            "1 m 10.1.1.1 {long} x\n1 m 10.1.1.2 <img/src=x> x\n"
+        ));
         let got = n.get(&"10.1.1.1".parse().unwrap()).unwrap();
         assert!(got.len() <= MAX_NAME_BYTES);
         assert_eq!(n.get(&"10.1.1.2".parse().unwrap()), Some("<img/src=x>"));

@@ -172,21 +172,15 @@ impl WebFilter {
         {
             return false;
         }
-        match &self.host {
-            None => {}
-            Some(HostMatch::Addr(a)) => {
-                if !addrs(f).contains(a) {
-                    return false;
-                }
-            }
-            Some(HostMatch::Name(n)) => {
-                if !addrs(f)
-                    .iter()
-                    .any(|a| names.get(a).is_some_and(|x| x.eq_ignore_ascii_case(n)))
-                {
-                    return false;
-                }
-            }
+        let host_ok = match &self.host {
+            None => true,
+            Some(HostMatch::Addr(a)) => addrs(f).contains(a),
+            Some(HostMatch::Name(n)) => addrs(f)
+                .iter()
+                .any(|a| names.get(a).is_some_and(|x| x.eq_ignore_ascii_case(n))),
+        };
+        if !host_ok {
+            return false;
         }
         if let Some(q) = &self.q
             && !text_contains(f, names, q)
@@ -347,9 +341,9 @@ fn field_value(f: &Flow, field: SortField, now: i64) -> u128 {
         SortField::PacketsOrig => c(0).packets as u128,
         SortField::PacketsReply => c(1).packets as u128,
         SortField::Timeout => f.timeout.unwrap_or(0) as u128,
-        SortField::Age => f.timestamp_start.map_or(0, |s| {
-            (now - (s / 1_000_000_000) as i64).max(0) as u128
-        }),
+        SortField::Age => f
+            .timestamp_start
+            .map_or(0, |s| (now - (s / 1_000_000_000) as i64).max(0) as u128),
         SortField::Mark => f.mark.unwrap_or(0) as u128,
         SortField::Zone => f.zone.unwrap_or(0) as u128,
         SortField::Id => f.id.unwrap_or(0) as u128,
@@ -442,9 +436,7 @@ fn parse_num<T: std::str::FromStr>(param: &str, v: &str) -> Result<T, ApiError> 
 
 fn parse_u32_any(param: &str, v: &str) -> Result<u32, ApiError> {
     match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(h) if !h.is_empty() => {
-            u32::from_str_radix(h, 16).map_err(|_| ApiError::bad(param, v))
-        }
+        Some(h) if !h.is_empty() => u32::from_str_radix(h, 16).map_err(|_| ApiError::bad(param, v)),
         Some(_) => Err(ApiError::bad(param, v)),
         None => parse_num(param, v),
     }
@@ -668,7 +660,10 @@ mod tests {
         assert_eq!(q.filter.q.as_deref(), Some("foo"));
         assert_eq!(q.limit, Some(10));
         assert_eq!(q.offset, 5);
-        assert_eq!(q.sort.fields, vec![(SortField::Bytes, true), (SortField::Src, false)]);
+        assert_eq!(
+            q.sort.fields,
+            vec![(SortField::Bytes, true), (SortField::Src, false)]
+        );
         for (qs, param) in [
             ("port=abc", "port"),
             ("port=70000", "port"),
@@ -689,7 +684,11 @@ mod tests {
         let e = FlowQuery::parse("colour=red", Endpoint::List).unwrap_err();
         assert_eq!(e.msg, "unknown parameter 'colour'");
         assert!(FlowQuery::parse("sort=bytes", Endpoint::Events).is_err());
-        assert!(FlowQuery::parse("update=1", Endpoint::Events).unwrap().updates);
+        assert!(
+            FlowQuery::parse("update=1", Endpoint::Events)
+                .unwrap()
+                .updates
+        );
         assert!(FlowQuery::parse("family=ipv6&src=10.0.0.1", Endpoint::List).is_err());
     }
 
@@ -723,8 +722,20 @@ mod tests {
     fn sort_keys_order_descending_by_inverting() {
         let mut a = tcp4();
         let mut b = tcp4();
-        a.counters = [Some(crate::flow::Counters { packets: 1, bytes: 10 }), None];
-        b.counters = [Some(crate::flow::Counters { packets: 1, bytes: 20 }), None];
+        a.counters = [
+            Some(crate::flow::Counters {
+                packets: 1,
+                bytes: 10,
+            }),
+            None,
+        ];
+        b.counters = [
+            Some(crate::flow::Counters {
+                packets: 1,
+                bytes: 20,
+            }),
+            None,
+        ];
         let s = Sort::parse("-bytes").unwrap();
         assert!(s.key(&b, 0) < s.key(&a, 0));
         let s = Sort::parse("bytes").unwrap();

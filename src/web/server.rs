@@ -176,7 +176,9 @@ fn read_token(path: &std::path::Path) -> Result<Vec<u8>, Error> {
             "the token must be at least 16 characters".into(),
         ));
     }
-    if t.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if t.bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return Err(Error::Token(
             path.to_path_buf(),
             "the token must be one word".into(),
@@ -202,7 +204,10 @@ impl Server {
             Some(p) => Some(read_token(p)?),
             None => None,
         };
-        let names = Arc::new(NameCache::new(config.dhcp_leases.clone(), config.hosts.clone()));
+        let names = Arc::new(NameCache::new(
+            config.dhcp_leases.clone(),
+            config.hosts.clone(),
+        ));
         ctx.hub.set_names(names.clone());
         let limits = config.limits.clone();
         let shared = Arc::new(Shared {
@@ -231,11 +236,9 @@ impl Server {
                 .map_err(Error::Io)?;
             workers.push(w);
         }
-        let first = tiny_http::Server::from_listener(
-            listener.try_clone().map_err(Error::Io)?,
-            None,
-        )
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        let first =
+            tiny_http::Server::from_listener(listener.try_clone().map_err(Error::Io)?, None)
+                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         let sh = shared.clone();
         let supervisor = std::thread::Builder::new()
             .name("ctrack-webgate".into())
@@ -255,7 +258,12 @@ impl Server {
 /// accept error such as EMFILE or ECONNABORTED), a new one is built on the
 /// same listener, with a growing pause if they keep dying. The old server
 /// is drained on a thread of its own for requests already in flight.
-fn supervise(sh: &Arc<Shared>, listener: TcpListener, first: tiny_http::Server, tx: SyncSender<Request>) {
+fn supervise(
+    sh: &Arc<Shared>,
+    listener: TcpListener,
+    first: tiny_http::Server,
+    tx: SyncSender<Request>,
+) {
     let mut server = Some(first);
     let mut pause = Duration::from_millis(50);
     while !sh.stopping.load(Ordering::SeqCst) {
@@ -350,11 +358,14 @@ impl RateLimiter {
         if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(&ip) {
             // forget the buckets that have refilled; if none, the oldest
             let (rate, burst) = (self.rate, self.burst);
-            self.buckets.retain(|_, (t, at)| {
-                *t + now.duration_since(*at).as_secs_f32() * rate < burst
-            });
+            self.buckets
+                .retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f32() * rate < burst);
             if self.buckets.len() >= MAX_BUCKETS
-                && let Some(oldest) = self.buckets.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k)
+                && let Some(oldest) = self
+                    .buckets
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| *k)
             {
                 self.buckets.remove(&oldest);
             }
@@ -448,7 +459,10 @@ fn gate(sh: &Arc<Shared>, rq: Request, tx: &SyncSender<Request>) {
         }
     }
     let has_body = rq.body_length().is_some_and(|n| n > 0)
-        || rq.headers().iter().any(|h| h.field.equiv("Transfer-Encoding"));
+        || rq
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Transfer-Encoding"));
     if has_body {
         sh.counters.too_large.fetch_add(1, Ordering::Relaxed);
         let e = ApiError::new(413, "this API takes no request body");
@@ -514,9 +528,7 @@ fn route(sh: &Arc<Shared>, rq: Request) {
         }
         "/metrics" if get => metrics(sh, rq),
         "/api/v1/events" if matches!(rq.method(), Method::Get) => events(sh, rq, qs),
-        "/api/v1/hosts" | "/api/v1/stats" | "/metrics" | "/api/v1/events" => {
-            allow(sh, rq, "GET")
-        }
+        "/api/v1/hosts" | "/api/v1/stats" | "/metrics" | "/api/v1/events" => allow(sh, rq, "GET"),
         _ => respond_error(sh, rq, &ApiError::new(404, "not found"), &[]),
     }
 }
@@ -565,7 +577,13 @@ fn list(sh: &Arc<Shared>, rq: Request, qs: &str) {
             let e = ApiError::new(503, "server busy: try again");
             return respond_error(sh, rq, &e, &[]);
         }
-        let mut r = Response::new(StatusCode(200), Vec::new(), api::ChanReader::new(rx), None, None);
+        let mut r = Response::new(
+            StatusCode(200),
+            Vec::new(),
+            api::ChanReader::new(rx),
+            None,
+            None,
+        );
         add(&mut r, "Content-Type", "application/json");
         let _ = rq.respond(secure(r, API_CSP));
     });
@@ -600,7 +618,10 @@ fn authorized(sh: &Shared, rq: &Request) -> Result<(), ApiError> {
         .map(str::trim);
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token) => Ok(()),
-        _ => Err(ApiError::new(403, "a valid bearer token is needed to delete")),
+        _ => Err(ApiError::new(
+            403,
+            "a valid bearer token is needed to delete",
+        )),
     }
 }
 
@@ -635,7 +656,10 @@ fn events(sh: &Arc<Shared>, rq: Request, qs: &str) {
          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
          Content-Security-Policy: {API_CSP}\r\nConnection: close\r\n\r\n"
     );
-    if w.write_all(head.as_bytes()).and_then(|_| w.flush()).is_err() {
+    if w.write_all(head.as_bytes())
+        .and_then(|_| w.flush())
+        .is_err()
+    {
         sh.hub.unsubscribe(sub.id);
         sh.counters.streams.fetch_sub(1, Ordering::SeqCst);
         return;
@@ -688,7 +712,10 @@ fn stats_body(sh: &Shared) -> Vec<u8> {
     if let Some(m) = v.as_object_mut() {
         m.insert("web".into(), web_stats(sh));
         if let Some((count, max)) = table_counts(sh) {
-            m.insert("table".into(), serde_json::json!({"count": count, "max": max}));
+            m.insert(
+                "table".into(),
+                serde_json::json!({"count": count, "max": max}),
+            );
         }
     }
     serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec())
@@ -741,7 +768,11 @@ fn metrics(sh: &Arc<Shared>, rq: Request) {
     }
     api::flatten_metrics(&mut out, "ctrack", &v, 0);
     let mut r = Response::from_data(out);
-    add(&mut r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    add(
+        &mut r,
+        "Content-Type",
+        "text/plain; version=0.0.4; charset=utf-8",
+    );
     let _ = rq.respond(secure(r, API_CSP));
 }
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use crate::netlink::events::group;
 use crate::netlink::EventSocket;
 use crate::netlink::events::Received;
+use crate::netlink::events::group;
 
 use super::{Hub, Server, WebConfig, WebContext};
 
@@ -69,9 +69,9 @@ pub fn main(args: &[String]) -> i32 {
         let res: Result<(), String> = match a.as_str() {
             "--netns" => val("--netns").map(|v| netns = Some(v)),
             "--listen" => val("--listen").and_then(|v| {
-                let sa: SocketAddr = v
-                    .parse()
-                    .map_err(|_| format!("ctrack: invalid address '{v}' for --listen (want IP:PORT)"))?;
+                let sa: SocketAddr = v.parse().map_err(|_| {
+                    format!("ctrack: invalid address '{v}' for --listen (want IP:PORT)")
+                })?;
                 cfg.address = sa.ip();
                 cfg.port = sa.port();
                 Ok(())

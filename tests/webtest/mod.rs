@@ -29,9 +29,9 @@ pub fn start(ns: &str, mut cfg: WebConfig, hub: Hub) -> Handle {
     let ctx = WebContext {
         netns: Some(ns.to_string()),
         hub,
-        stats: Some(std::sync::Arc::new(|| {
-            serde_json::json!({"cache": {"entries": 7, "overruns": 0}, "sync": {"up": true}})
-        })),
+        stats: Some(std::sync::Arc::new(
+            || serde_json::json!({"cache": {"entries": 7, "overruns": 0}, "sync": {"up": true}}),
+        )),
         log: None,
     };
     Server::start(cfg, ctx).expect("web server starts")
@@ -47,8 +47,10 @@ pub fn config() -> WebConfig {
 
 /// Opens a TCP connection from inside `ns`.
 pub fn connect(ns: &str, addr: SocketAddr) -> TcpStream {
-    let s = in_netns(ns, || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
-        .expect("connect in netns");
+    let s = in_netns(ns, || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    })
+    .expect("connect in netns");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s
 }
@@ -96,8 +98,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
             return out;
         };
         let size = std::str::from_utf8(&b[..eol]).unwrap_or("0");
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
+        let size =
+            usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
         b = &b[eol + 2..];
         if size == 0 || b.len() < size {
             return out;
@@ -133,7 +135,11 @@ pub fn parse(raw: &[u8]) -> Reply {
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     Reply {
         status,
-        body: if chunked { dechunk(body) } else { body.to_vec() },
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_vec()
+        },
         headers,
     }
 }
@@ -149,9 +155,7 @@ pub fn raw(ns: &str, addr: SocketAddr, request: &[u8]) -> Reply {
 
 /// One request with `Connection: close`.
 pub fn req(ns: &str, addr: SocketAddr, method: &str, target: &str, extra: &str) -> Reply {
-    let r = format!(
-        "{method} {target} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n"
-    );
+    let r = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n");
     raw(ns, addr, r.as_bytes())
 }
 
@@ -317,7 +321,10 @@ impl Browser {
 
     /// Opens a page and attaches to it.
     pub fn open_page(&mut self, width: u32, height: u32) {
-        let t = self.call("Target.createTarget", serde_json::json!({"url": "about:blank"}));
+        let t = self.call(
+            "Target.createTarget",
+            serde_json::json!({"url": "about:blank"}),
+        );
         let target = t["targetId"].as_str().unwrap().to_string();
         let a = self.call(
             "Target.attachToTarget",
@@ -440,7 +447,11 @@ pub fn load_flows(ns: &str, lines: &str) {
         .args(["--netns", ns, "-R", f.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(o.status.success(), "ctrack -R: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "ctrack -R: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// `count` TCP flows 10.77.a.b:sport -> 10.78.0.1:80 with mark 77, in

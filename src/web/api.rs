@@ -79,7 +79,28 @@ fn write_item(out: &mut Vec<u8>, f: &Flow, names: &Names, now: i64) {
     append_names(out, f, names);
 }
 
-fn trailer(out: &mut Vec<u8>, total: u64, matched: u64, q: &FlowQuery, acct: bool) {
+/// Counts of one dump: every entry, the selected ones, and whether any
+/// carried counters (nf_conntrack_acct).
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    total: u64,
+    matched: u64,
+    acct: bool,
+}
+
+impl Tally {
+    /// Counts `f` and says whether the query selects it.
+    fn see(&mut self, f: &Flow, q: &FlowQuery, names: &Names) -> bool {
+        self.total += 1;
+        self.acct |= f.counters.iter().any(Option::is_some);
+        let hit = q.filter.matches(f, names);
+        self.matched += hit as u64;
+        hit
+    }
+}
+
+fn trailer(out: &mut Vec<u8>, t: Tally, q: &FlowQuery) {
+    let (total, matched, acct) = (t.total, t.matched, t.acct);
     out.extend_from_slice(b"],\"total\":");
     push_u64(out, total);
     out.extend_from_slice(b",\"matched\":");
@@ -138,18 +159,15 @@ pub fn stream_list(mut ct: Conntrack, q: &FlowQuery, names: &Names, tx: SyncSend
     let now = now_secs();
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     buf.extend_from_slice(b"{\"items\":[");
-    let (mut total, mut matched, mut shown) = (0u64, 0u64, 0u64);
-    let mut acct = false;
+    let mut tally = Tally::default();
+    let mut shown = 0u64;
     let limit = q.limit.map_or(u64::MAX, |l| l as u64);
     let mut gone = false;
     let res = ct.dump(&dump_all(), &mut |f| {
-        total += 1;
-        acct |= f.counters.iter().any(Option::is_some);
-        if !q.filter.matches(f, names) {
+        if !tally.see(f, q, names) {
             return Ok(());
         }
-        matched += 1;
-        if matched <= q.offset as u64 || shown >= limit {
+        if tally.matched <= q.offset as u64 || shown >= limit {
             return Ok(());
         }
         if shown > 0 {
@@ -169,7 +187,7 @@ pub fn stream_list(mut ct: Conntrack, q: &FlowQuery, names: &Names, tx: SyncSend
     if gone {
         return;
     }
-    trailer(&mut buf, total, matched, q, acct);
+    trailer(&mut buf, tally, q);
     if let Err(e) = res {
         // the status line is gone already: say it in the body
         buf.pop();
@@ -230,17 +248,10 @@ pub fn sorted_list(ct: &mut Conntrack, q: &FlowQuery, names: &Names) -> Result<S
     }
     let now = now_secs();
     let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
-    let (mut total, mut matched) = (0u64, 0u64);
-    let mut acct = false;
+    let mut tally = Tally::default();
     let mut seq = 0u32;
     ct.dump(&dump_all(), &mut |f| {
-        total += 1;
-        acct |= f.counters.iter().any(Option::is_some);
-        if !q.filter.matches(f, names) {
-            return Ok(());
-        }
-        matched += 1;
-        if keep == 0 {
+        if !tally.see(f, q, names) || keep == 0 {
             return Ok(());
         }
         let key = q.sort.key(f, now);
@@ -270,7 +281,7 @@ pub fn sorted_list(ct: &mut Conntrack, q: &FlowQuery, names: &Names) -> Result<S
         }
         write_item(&mut out, &r.flow, names, now);
     }
-    trailer(&mut out, total, matched, q, acct);
+    trailer(&mut out, tally, q);
     Ok(Sorted::Bytes(out))
 }
 
@@ -291,15 +302,11 @@ fn arena_list(
     let now = now_secs();
     let mut arena: Vec<u8> = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
-    let (mut total, mut matched) = (0u64, 0u64);
-    let mut acct = false;
+    let mut tally = Tally::default();
     ct.dump(&dump_all(), &mut |f| {
-        total += 1;
-        acct |= f.counters.iter().any(Option::is_some);
-        if !q.filter.matches(f, names) {
+        if !tally.see(f, q, names) {
             return Ok(());
         }
-        matched += 1;
         let off = arena.len();
         if off > u32::MAX as usize / 2 {
             return Ok(());
@@ -323,7 +330,7 @@ fn arena_list(
     slots.sort_unstable_by(order);
     let start = q.offset.min(slots.len());
     let mut tail = Vec::with_capacity(160);
-    trailer(&mut tail, total, matched, q, acct);
+    trailer(&mut tail, tally, q);
     Ok(ArenaReader {
         arena,
         slots,
@@ -487,12 +494,10 @@ pub fn hosts(
     acct_sysctl: Option<bool>,
 ) -> Result<Vec<u8>, ApiError> {
     let mut map: HashMap<IpAddr, HostAgg> = HashMap::new();
-    let (mut total, mut other) = (0u64, 0u64);
-    let mut acct = false;
+    let mut tally = Tally::default();
+    let mut other = 0u64;
     ct.dump(&dump_all(), &mut |f| {
-        total += 1;
-        acct |= f.counters.iter().any(Option::is_some);
-        if !q.filter.matches(f, names) {
+        if !tally.see(f, q, names) {
             return Ok(());
         }
         let Some((h, orig)) = lan_host(f, names) else {
@@ -526,6 +531,7 @@ pub fn hosts(
             .then(b.1.flows.cmp(&a.1.flows))
             .then(a.0.cmp(&b.0))
     });
+    let (total, acct) = (tally.total, tally.acct);
     let acct_on = acct_sysctl.unwrap_or(acct || total == 0);
     let mut out = Vec::with_capacity(256 + list.len() * 160);
     out.extend_from_slice(b"{\"hosts\":[");

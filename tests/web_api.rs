@@ -678,3 +678,42 @@ fn host_names_from_leases_are_escaped_in_json() {
     assert_eq!(v["items"][0]["names"]["10.77.0.10"], "\"quoted\"&amp;");
     web.stop();
 }
+
+/// Why read timeouts cannot be set through the listener with tiny_http
+/// 0.12 (README "Web page and JSON API"): Linux copies SO_RCVTIMEO to
+/// accepted sockets, but accept() itself then times out with EAGAIN, an
+/// error that ends tiny_http's accept loop.
+#[test]
+fn listener_receive_timeout_also_times_out_accept() {
+    if !lab::can_run() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let ns = lab::Netns::new("wrcv");
+    let l =
+        ctrack::netlink::socket::in_netns(&ns.name, || std::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: setsockopt reads the timeval we pass, on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            l.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let t0 = Instant::now();
+    let e = l.accept().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+    assert!(t0.elapsed() >= Duration::from_millis(150));
+    // and an accepted socket inherits it
+    let _c = webtest::connect(&ns.name, l.local_addr().unwrap());
+    let (s, _) = l.accept().unwrap();
+    assert_eq!(s.read_timeout().unwrap(), Some(Duration::from_millis(200)));
+}

@@ -29,6 +29,8 @@ pub fn dispatch(argv0: &str, mut args: Vec<String>) -> i32 {
             args.remove(0);
             daemon_role(args)
         }
+        #[cfg(feature = "web")]
+        Some("web") => web::standalone::main(&args[1..]),
         Some("version") => {
             println!(
                 "ctrack {} (conntrack-tools 1.4.7 compatible)",

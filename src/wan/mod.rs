@@ -1,2 +1,8 @@
 //! WAN address tracking and the stale-flow rule: which flows to delete when
-//! a WAN interface's address changes.
+//! a WAN interface's address changes (an ISP reconnect), and the pieces
+//! that do it: the rtnetlink watch, the sans-I/O tracker with its
+//! debounce, the flush executor and the `ctrack flush-wan` command.
+//!
+//! See docs/wan-integration.md for how the daemon wires these together.
+
+pub mod rtnl;

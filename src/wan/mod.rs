@@ -5,4 +5,7 @@
 //!
 //! See docs/wan-integration.md for how the daemon wires these together.
 
+pub mod config;
 pub mod rtnl;
+pub mod rule;
+pub mod tracker;

@@ -6,6 +6,8 @@
 //! See docs/wan-integration.md for how the daemon wires these together.
 
 pub mod config;
+pub mod flush;
 pub mod rtnl;
 pub mod rule;
+pub mod stats;
 pub mod tracker;

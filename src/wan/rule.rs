@@ -244,7 +244,7 @@ impl fmt::Display for Rule {
                 if i > 0 {
                     f.write_str(", ")?;
                 }
-                write!(f, "{a}")?;
+                f.write_str(&crate::flow::addr::ip_to_string(*a))?;
             }
             Ok(())
         };

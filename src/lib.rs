@@ -18,7 +18,8 @@ pub mod web;
 
 /// Picks the role from the program name (`ctrack`/`conntrack`: CLI,
 /// `ctrackd`/`conntrackd`: daemon) and the first word (`ctrack daemon`,
-/// `ctrack version`, ...), runs it and returns the exit code.
+/// `ctrack version`, `ctrack flush-wan`, ...), runs it and returns the exit
+/// code.
 pub fn dispatch(argv0: &str, mut args: Vec<String>) -> i32 {
     let name = argv0.rsplit('/').next().unwrap_or(argv0);
     if name.starts_with("ctrackd") || name.starts_with("conntrackd") {
@@ -29,6 +30,10 @@ pub fn dispatch(argv0: &str, mut args: Vec<String>) -> i32 {
             args.remove(0);
             daemon_role(args)
         }
+        Some("flush-wan") => {
+            args.remove(0);
+            flush_wan(args)
+        }
         Some("version") => {
             println!(
                 "ctrack {} (conntrack-tools 1.4.7 compatible)",
@@ -38,6 +43,17 @@ pub fn dispatch(argv0: &str, mut args: Vec<String>) -> i32 {
         }
         _ => cli::main(args),
     }
+}
+
+#[cfg(feature = "wan")]
+fn flush_wan(args: Vec<String>) -> i32 {
+    wan::cli::main(args)
+}
+
+#[cfg(not(feature = "wan"))]
+fn flush_wan(_args: Vec<String>) -> i32 {
+    eprintln!("ctrack: flush-wan is not built in (cargo feature \"wan\")");
+    cli::args::exit::OTHER
 }
 
 fn daemon_role(_args: Vec<String>) -> i32 {

@@ -3,6 +3,8 @@
 //! the captures in tests/data/wan/ the unit tests decode:
 //! `cargo test --test wan_rtnl -- --ignored record_captures`.
 
+#![cfg(feature = "wan")]
+
 mod lab;
 
 use std::net::IpAddr;

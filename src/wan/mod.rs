@@ -5,9 +5,11 @@
 //!
 //! See docs/wan-integration.md for how the daemon wires these together.
 
+pub mod cli;
 pub mod config;
 pub mod flush;
 pub mod rtnl;
 pub mod rule;
 pub mod stats;
 pub mod tracker;
+pub mod watch;

@@ -357,55 +357,82 @@ impl RtnlWatch {
         }
     }
 
-    /// Dumps every link, then every address, into `out` (links first, so
-    /// an address's interface is known when it is read). A dump the kernel
-    /// marks as interrupted is redone.
+    /// Dumps every link, then every address, into `out` (see [`dump_on`]).
     pub fn dump(&mut self, out: &mut Vec<RtMsg>) -> Result<(), Error> {
-        let start = out.len();
-        for _attempt in 0..4 {
-            out.truncate(start);
-            let mut intr = false;
-            for ty in [rtm::GETLINK, rtm::GETADDR] {
-                intr |= self.dump_one(ty, out)?;
-            }
-            if !intr {
-                return Ok(());
-            }
-        }
-        Err(Error::Wire(WireError(
-            "address dump kept changing while it was read",
-        )))
+        self.seq = self.seq.wrapping_add(8);
+        self.malformed += dump_on(&mut self.query, self.seq, out)?;
+        Ok(())
     }
+}
 
-    fn dump_one(&mut self, ty: u16, out: &mut Vec<RtMsg>) -> Result<bool, Error> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        self.query.send(&dump_request(ty, seq))?;
-        let portid = self.query.portid();
+/// Dumps every link, then every address, in this or the named namespace
+/// (for one-shot users such as `ctrack flush-wan --interface`).
+pub fn dump(netns: Option<&str>) -> Result<Vec<RtMsg>, Error> {
+    let mut sock = NlSocket::open(NETLINK_ROUTE, 0, netns)?;
+    let mut out = Vec::new();
+    dump_on(&mut sock, crate::flow::now_secs() as u32, &mut out)?;
+    Ok(out)
+}
+
+/// Dumps every link, then every address, into `out` on `sock` (links
+/// first, so an address's interface is known when it is read), with
+/// sequence numbers from `seq`. A dump the kernel marks as interrupted is
+/// redone. Returns how many messages were malformed (skipped).
+pub fn dump_on(sock: &mut NlSocket, seq: u32, out: &mut Vec<RtMsg>) -> Result<u64, Error> {
+    let start = out.len();
+    let mut seq = seq;
+    for _attempt in 0..4 {
+        out.truncate(start);
         let mut intr = false;
-        loop {
-            let data = self.query.recv()?;
-            for m in NlMsgs::new(data) {
-                let m = m?;
-                if m.seq != seq || (m.pid != 0 && m.pid != portid) {
-                    continue;
-                }
-                intr |= m.flags & NLM_F_DUMP_INTR != 0;
-                match m.ty {
-                    NLMSG_DONE => return Ok(intr),
-                    NLMSG_ERROR => {
-                        let code = m.error_code()?;
-                        if code != 0 {
-                            return Err(Error::Kernel(code));
-                        }
-                        return Ok(intr);
+        let mut bad = 0;
+        for ty in [rtm::GETLINK, rtm::GETADDR] {
+            seq = seq.wrapping_add(1);
+            let (i, b) = dump_one(sock, ty, seq, out)?;
+            intr |= i;
+            bad += b;
+        }
+        if !intr {
+            return Ok(bad);
+        }
+    }
+    Err(Error::Wire(WireError(
+        "address dump kept changing while it was read",
+    )))
+}
+
+/// One dump of `ty`; returns (interrupted, malformed).
+fn dump_one(
+    sock: &mut NlSocket,
+    ty: u16,
+    seq: u32,
+    out: &mut Vec<RtMsg>,
+) -> Result<(bool, u64), Error> {
+    sock.send(&dump_request(ty, seq))?;
+    let portid = sock.portid();
+    let mut intr = false;
+    let mut bad = 0;
+    loop {
+        let data = sock.recv()?;
+        for m in NlMsgs::new(data) {
+            let m = m?;
+            if m.seq != seq || (m.pid != 0 && m.pid != portid) {
+                continue;
+            }
+            intr |= m.flags & NLM_F_DUMP_INTR != 0;
+            match m.ty {
+                NLMSG_DONE => return Ok((intr, bad)),
+                NLMSG_ERROR => {
+                    let code = m.error_code()?;
+                    if code != 0 {
+                        return Err(Error::Kernel(code));
                     }
-                    _ => match parse_message(&m) {
-                        Ok(Some(r)) => out.push(r),
-                        Ok(None) => {}
-                        Err(_) => self.malformed += 1,
-                    },
+                    return Ok((intr, bad));
                 }
+                _ => match parse_message(&m) {
+                    Ok(Some(r)) => out.push(r),
+                    Ok(None) => {}
+                    Err(_) => bad += 1,
+                },
             }
         }
     }

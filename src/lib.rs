@@ -25,14 +25,19 @@ pub fn dispatch(argv0: &str, mut args: Vec<String>) -> i32 {
     if name.starts_with("ctrackd") || name.starts_with("conntrackd") {
         return daemon_role(args);
     }
+    // `ctrack --netns NAME flush-wan ...` works as well as
+    // `ctrack flush-wan --netns NAME ...`
+    let word = first_word(&args);
+    if word.map(|i| args[i].as_str()) == Some("flush-wan") {
+        if let Some(i) = word {
+            args.remove(i);
+        }
+        return flush_wan(args);
+    }
     match args.first().map(String::as_str) {
         Some("daemon") => {
             args.remove(0);
             daemon_role(args)
-        }
-        Some("flush-wan") => {
-            args.remove(0);
-            flush_wan(args)
         }
         Some("version") => {
             println!(
@@ -43,6 +48,21 @@ pub fn dispatch(argv0: &str, mut args: Vec<String>) -> i32 {
         }
         _ => cli::main(args),
     }
+}
+
+/// Index of the first argument that is not `--netns NAME`/`--netns=NAME`.
+fn first_word(args: &[String]) -> Option<usize> {
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--netns" {
+            i += 2;
+        } else if args[i].starts_with("--netns=") {
+            i += 1;
+        } else {
+            return Some(i);
+        }
+    }
+    None
 }
 
 #[cfg(feature = "wan")]

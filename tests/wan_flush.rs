@@ -114,12 +114,7 @@ fn dnat_port_forward_reply_direction_moves_to_new_address() {
     );
     // the LAN server keeps sending to the peer through the forward's
     // reply direction (from its port 5060)
-    drop(lan_srv);
-    let _ka = keepalive(
-        &lab.client,
-        sa(&format!("{CLIENT}:5060")),
-        sa(&format!("{SERVER}:7000")),
-    );
+    let _ka = keepalive_on(lan_srv.sock.clone(), sa(&format!("{SERVER}:7000")));
     assert!(
         remote
             .wait_for(ip(A), Instant::now(), Duration::from_secs(3))
@@ -209,7 +204,7 @@ fn dry_run_lists_exactly_the_stale_flows_and_the_rest_is_untouched() {
         .collect();
     assert!(others.len() >= 4, "{before}");
 
-    for extra in [&[][..], &["--no-kernel-filter"][..]] {
+    for extra in [&[][..], &["--kernel-filter"][..]] {
         let mut args = vec![
             "flush-wan",
             "--old-address",

@@ -24,7 +24,8 @@ longer has. Flows that do not involve it are never touched.
                        old and current addresses; all: the whole table
   --dry-run            list what would be deleted, delete nothing
   -o json|extended|id  format of the listed flows (default: conntrack's text)
-  --no-kernel-filter   select in userspace from one full dump
+  --kernel-filter      let the kernel pre-select IPv4 flows (faster only
+                       on very large tables)
   --netns NAME         work in the network namespace NAME
 
 Prints the flows it deletes (or would delete) on stdout and the count on
@@ -47,7 +48,7 @@ pub struct FlushWanArgs {
     pub dry_run: bool,
     /// `-o`.
     pub output: Output,
-    /// Not `--no-kernel-filter`.
+    /// `--kernel-filter`.
     pub kernel_filter: bool,
     /// `--netns`.
     pub netns: Option<String>,
@@ -62,10 +63,7 @@ fn parse_ip(v: &str, opt: &str) -> Result<IpAddr, String> {
 
 /// Parses the arguments after `flush-wan`.
 pub fn parse(args: &[String]) -> Result<FlushWanArgs, String> {
-    let mut a = FlushWanArgs {
-        kernel_filter: true,
-        ..FlushWanArgs::default()
-    };
+    let mut a = FlushWanArgs::default();
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -129,7 +127,7 @@ pub fn parse(args: &[String]) -> Result<FlushWanArgs, String> {
             }
             "--netns" => a.netns = Some(v),
             "--dry-run" => a.dry_run = true,
-            "--no-kernel-filter" => a.kernel_filter = false,
+            "--kernel-filter" => a.kernel_filter = true,
             "-h" | "--help" => a.help = true,
             _ => return Err(format!("unknown option '{arg}' for flush-wan")),
         }
@@ -325,14 +323,14 @@ mod tests {
             "--dry-run",
             "-o",
             "json",
-            "--no-kernel-filter",
+            "--kernel-filter",
         ])
         .unwrap();
         assert_eq!(a.old.len(), 2);
         assert_eq!(a.new, ["198.51.100.9".parse::<IpAddr>().unwrap()]);
         assert_eq!(a.interface.as_deref(), Some("pppoe-wan"));
         assert_eq!(a.mode, FlushMode::AllWan);
-        assert!(a.dry_run && a.output.json && !a.kernel_filter);
+        assert!(a.dry_run && a.output.json && a.kernel_filter);
         assert!(p(&["--help"]).unwrap().help);
         assert_eq!(p(&["--flush", "all"]).unwrap().mode, FlushMode::All);
     }

@@ -55,8 +55,12 @@ impl Note {
             }
             Note::Flushed(o, r) => {
                 let mut s = format!(
-                    "wan: flushed {}: {} deleted, {} already gone, {} errors",
-                    o.rule, r.deleted, r.already_gone, r.errors
+                    "wan: flushed {}: {} deleted, {} already gone, {} errors in {} ms",
+                    o.rule,
+                    r.deleted,
+                    r.already_gone,
+                    r.errors,
+                    r.elapsed.as_millis()
                 );
                 let why = r.reasons_text();
                 if !why.is_empty() {

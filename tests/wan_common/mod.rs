@@ -30,7 +30,11 @@ pub struct Keepalive {
 
 /// Starts a keepalive from `ns` (bound to `from`) to `to`.
 pub fn keepalive(ns: &Netns, from: SocketAddr, to: SocketAddr) -> Keepalive {
-    let sock = Arc::new(udp_in(ns, from));
+    keepalive_on(Arc::new(udp_in(ns, from)), to)
+}
+
+/// Starts a keepalive to `to` on an existing socket (a listener's).
+pub fn keepalive_on(sock: Arc<UdpSocket>, to: SocketAddr) -> Keepalive {
     let stop = Arc::new(AtomicBool::new(false));
     let (s, st) = (sock.clone(), stop.clone());
     let handle = std::thread::spawn(move || {
@@ -203,4 +207,30 @@ pub fn key(line: &str) -> String {
         }
     }
     out.join(" ")
+}
+
+/// The identity of the UDP flow to `dport` in `router`: its id and start
+/// time. (The id alone is not enough: the kernel derives it from the
+/// entry's address and original tuple, so an entry freed and re-created
+/// for the same tuple often gets the same id back.)
+pub fn flow_ident(router: &Netns, dport: u16) -> Option<String> {
+    let o = router.conntrack(&[
+        "-L",
+        "-p",
+        "udp",
+        "--dport",
+        &dport.to_string(),
+        "-o",
+        "id,ktimestamp",
+    ]);
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()?
+        .to_string();
+    let id = line
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("id="))?
+        .to_string();
+    let start = line.split("[start=").nth(1)?.split(']').next()?.to_string();
+    Some(format!("id={id} start={start}"))
 }

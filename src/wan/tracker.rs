@@ -228,11 +228,16 @@ impl Tracker {
         }
     }
 
+    /// When the current burst of changes settles, if there is one.
+    fn debounce_deadline(&self) -> Option<Instant> {
+        self.pending.map(|(first, last)| {
+            (last + self.cfg.debounce).min(first + self.cfg.max_delay.max(self.cfg.debounce))
+        })
+    }
+
     /// When [`Input::Tick`] must be fed next, if anything is pending.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let debounce = self.pending.map(|(first, last)| {
-            (last + self.cfg.debounce).min(first + self.cfg.max_delay.max(self.cfg.debounce))
-        });
+        let debounce = self.debounce_deadline();
         let retry = self.retry.as_ref().map(|(t, _)| *t);
         match (debounce, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -415,10 +420,7 @@ impl Tracker {
         if now < deadline {
             return;
         }
-        let debounce_due = self.pending.is_some()
-            && self.pending.map(|(first, last)| {
-                (last + self.cfg.debounce).min(first + self.cfg.max_delay.max(self.cfg.debounce))
-            }) <= Some(now);
+        let debounce_due = self.debounce_deadline().is_some_and(|d| d <= now);
         let mut old = Vec::new();
         let mut current = Vec::new();
         let mut net_change = false;

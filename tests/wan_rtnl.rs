@@ -45,6 +45,23 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A tun device `ppp-x` (point-to-point, like PPP) with `local peer
+/// 100.64.0.1`, up.
+fn ppp_like(r: &Netns, local: &str) {
+    r.must(&["ip", "tuntap", "add", "dev", "ppp-x", "mode", "tun"]);
+    r.must(&[
+        "ip",
+        "addr",
+        "add",
+        local,
+        "peer",
+        "100.64.0.1",
+        "dev",
+        "ppp-x",
+    ]);
+    r.must(&["ip", "link", "set", "ppp-x", "up"]);
+}
+
 /// A namespace with wan0 (a veth to a peer namespace) and one address.
 fn wan_ns(tag: &str) -> (Netns, Netns) {
     let r = Netns::new(tag);
@@ -105,18 +122,7 @@ fn watch_sees_v4_v6_and_point_to_point_changes() {
     }
 
     // a PPP-like point-to-point address: IFA_LOCAL is ours, IFA_ADDRESS the peer
-    r.must(&["ip", "tuntap", "add", "dev", "ppp-x", "mode", "tun"]);
-    r.must(&[
-        "ip",
-        "addr",
-        "add",
-        "100.64.0.5",
-        "peer",
-        "100.64.0.1",
-        "dev",
-        "ppp-x",
-    ]);
-    r.must(&["ip", "link", "set", "ppp-x", "up"]);
+    ppp_like(&r, "100.64.0.5");
     r.must(&["ip", "link", "set", "ppp-x", "down"]);
     r.must(&["ip", "tuntap", "del", "dev", "ppp-x", "mode", "tun"]);
     let got = drain_watch(&mut w, Duration::from_millis(300));
@@ -157,18 +163,7 @@ fn record_captures() {
     };
     let quiet = Duration::from_millis(300);
     let (r, _peer) = wan_ns("rtc");
-    r.must(&["ip", "tuntap", "add", "dev", "ppp-x", "mode", "tun"]);
-    r.must(&[
-        "ip",
-        "addr",
-        "add",
-        "100.64.0.5",
-        "peer",
-        "100.64.0.1",
-        "dev",
-        "ppp-x",
-    ]);
-    r.must(&["ip", "link", "set", "ppp-x", "up"]);
+    ppp_like(&r, "100.64.0.5");
 
     // the initial dump: links, then addresses
     let mut q = NlSocket::open(NETLINK_ROUTE, 0, Some(&r.name)).unwrap();

@@ -102,9 +102,17 @@ impl Drop for Running {
 
 /// The SNAT keepalive lab: client:40000 -> server:5000, SNAT to A.
 fn snat_lab(tag: &str) -> (RouterLab, Listener, Keepalive) {
+    keepalive_lab(tag, Some(&format!("oifname \"wan0\" snat ip to {A}")))
+}
+
+/// A lab router (with `postnat` instead of its masquerade when given)
+/// and a keepalive client:40000 -> server:5000 that got through.
+fn keepalive_lab(tag: &str, postnat: Option<&str>) -> (RouterLab, Listener, Keepalive) {
     let lab = RouterLab::new(tag);
     promote_secondaries(&lab.router, "wan0");
-    set_postnat(&lab.router, &[&format!("oifname \"wan0\" snat ip to {A}")]);
+    if let Some(rule) = postnat {
+        set_postnat(&lab.router, &[rule]);
+    }
     let srv = listener(&lab.server, sa("0.0.0.0:5000"), true);
     let ka = keepalive(
         &lab.client,
@@ -217,19 +225,7 @@ fn masquerade_is_left_to_the_kernel_without_errors() {
     if !lab::can_run() {
         return;
     }
-    let lab = RouterLab::new("wwm"); // masquerade on wan0
-    promote_secondaries(&lab.router, "wan0");
-    let srv = listener(&lab.server, sa("0.0.0.0:5000"), true);
-    let _ka = keepalive(
-        &lab.client,
-        sa(&format!("{CLIENT}:40000")),
-        sa(&format!("{SERVER}:5000")),
-    );
-    assert!(
-        srv.wait_for(ip(A), Instant::now(), Duration::from_secs(5))
-            .is_some()
-    );
-    std::thread::sleep(Duration::from_millis(1100));
+    let (lab, srv, _ka) = keepalive_lab("wwm", None); // masquerade on wan0
     let original = flow_ident(&lab.router, 5000).expect("the keepalive flow");
     // a long debounce, so whatever happens first is the kernel's doing
     let watch = start_with(&lab.router, &["wan0"], FlushMode::Stale, 3000);

@@ -18,11 +18,21 @@ pub mod web;
 
 /// Picks the role from the program name (`ctrack`/`conntrack`: CLI,
 /// `ctrackd`/`conntrackd`: daemon) and the first word (`ctrack daemon`,
-/// `ctrack version`, ...), runs it and returns the exit code.
+/// `ctrack version`, `ctrack flush-wan`, ...), runs it and returns the exit
+/// code.
 pub fn dispatch(argv0: &str, mut args: Vec<String>) -> i32 {
     let name = argv0.rsplit('/').next().unwrap_or(argv0);
     if name.starts_with("ctrackd") || name.starts_with("conntrackd") {
         return daemon_role(args);
+    }
+    // `ctrack --netns NAME flush-wan ...` works as well as
+    // `ctrack flush-wan --netns NAME ...`
+    let word = first_word(&args);
+    if word.map(|i| args[i].as_str()) == Some("flush-wan") {
+        if let Some(i) = word {
+            args.remove(i);
+        }
+        return flush_wan(args);
     }
     match args.first().map(String::as_str) {
         Some("daemon") => {
@@ -40,6 +50,32 @@ pub fn dispatch(argv0: &str, mut args: Vec<String>) -> i32 {
         }
         _ => cli::main(args),
     }
+}
+
+/// Index of the first argument that is not `--netns NAME`/`--netns=NAME`.
+fn first_word(args: &[String]) -> Option<usize> {
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--netns" {
+            i += 2;
+        } else if args[i].starts_with("--netns=") {
+            i += 1;
+        } else {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[cfg(feature = "wan")]
+fn flush_wan(args: Vec<String>) -> i32 {
+    wan::cli::main(args)
+}
+
+#[cfg(not(feature = "wan"))]
+fn flush_wan(_args: Vec<String>) -> i32 {
+    eprintln!("ctrack: flush-wan is not built in (cargo feature \"wan\")");
+    cli::args::exit::OTHER
 }
 
 fn daemon_role(args: Vec<String>) -> i32 {

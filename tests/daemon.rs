@@ -2,140 +2,17 @@
 //! table through NEW/UPDATE/DESTROY, filters, overruns, reload, single
 //! instance, clean shutdown, client errors and syslog reconnects.
 
+mod daemon_common;
 mod lab;
 
 use std::collections::BTreeSet;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use daemon_common::{Daemon, TempDir, config_text};
 use lab::{Netns, RouterLab, addr, stdout, wait_until};
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "ctrackd-test-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A ctrackd running in a namespace with its files in a temp dir.
-struct Daemon<'a> {
-    ns: &'a Netns,
-    dir: TempDir,
-    child: Option<Child>,
-}
-
-fn config_text(dir: &TempDir, extra_general: &str, extra_blocks: &str) -> String {
-    format!(
-        "General {{\n  LockFile {}\n  UNIX {{ Path {} }}\n  LogFile {}\n{extra_general}\n}}\n{extra_blocks}\n",
-        dir.path("lock").display(),
-        dir.path("ctl").display(),
-        dir.path("log").display()
-    )
-}
-
-impl<'a> Daemon<'a> {
-    fn start(ns: &'a Netns, tag: &str, extra_general: &str) -> Daemon<'a> {
-        let dir = TempDir::new(tag);
-        std::fs::write(
-            dir.path("ctrackd.conf"),
-            config_text(&dir, extra_general, ""),
-        )
-        .unwrap();
-        let mut d = Daemon {
-            ns,
-            dir,
-            child: None,
-        };
-        d.spawn();
-        d
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.path("ctrackd.conf")
-    }
-
-    fn spawn(&mut self) {
-        let child = self
-            .ns
-            .cmd(&[
-                lab::ctrack_bin().to_str().unwrap(),
-                "daemon",
-                "-C",
-                self.conf().to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ctrackd");
-        self.child = Some(child);
-        let ctl = self.dir.path("ctl");
-        assert!(
-            wait_until(Duration::from_secs(10), || ctl.exists()
-                && self.client(&["-s"]).status.success()),
-            "ctrackd did not come up; log:\n{}",
-            self.log()
-        );
-    }
-
-    fn client(&self, args: &[&str]) -> Output {
-        let conf = self.conf();
-        let mut argv = vec!["daemon", "-C", conf.to_str().unwrap()];
-        argv.extend_from_slice(args);
-        lab::run(Command::new(lab::ctrack_bin()).args(&argv))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path("log")).unwrap_or_default()
-    }
-
-    /// Waits for the daemon process to exit; returns its exit code.
-    fn wait_exit(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let ok = wait_until(Duration::from_secs(10), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
-        assert!(ok, "ctrackd did not stop");
-        child.wait().ok().and_then(|s| s.code())
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id();
-        // the child is `ip netns exec`, which execs ctrackd in place
-        lab::must(Command::new("kill").args([sig, &pid.to_string()]));
-    }
-}
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// The identity of a flow line: protocol, tuples, state, mark; without
 /// timeouts, counters, use and times, which differ between the two views.

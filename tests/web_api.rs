@@ -2,6 +2,7 @@
 //! every filter, sort and paging, bad parameters, hosts with names,
 //! stats/metrics, DELETE with a token, the event stream, and the limits
 //! (431, slowloris, CR/LF injection, 429, 413, 414, 503).
+#![cfg(feature = "web")]
 
 mod lab;
 mod webtest;

@@ -2,6 +2,7 @@
 //! DevTools pipe, loads the page from the lab router, sees the lab's
 //! flows, sorts, filters, shows the hosts view, shows a hostile lease name
 //! as text, and leaves screenshots under target/ (light, dark, phone).
+#![cfg(feature = "web")]
 
 mod lab;
 mod webtest;

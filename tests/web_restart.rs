@@ -4,6 +4,7 @@
 //! connections; once they close, requests are answered again and the
 //! restart is counted. Alone in its binary: it lowers this process's fd
 //! limit.
+#![cfg(feature = "web")]
 
 mod lab;
 mod webtest;

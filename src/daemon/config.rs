@@ -315,6 +315,12 @@ pub struct Config {
     pub wan: Option<Item>,
     /// The `Auth` block (ctrack, for sync).
     pub auth: Option<Item>,
+    /// The `Web` block as the web server's settings.
+    #[cfg(feature = "web")]
+    pub web_config: Option<crate::web::WebConfig>,
+    /// The `WAN` block as the WAN watch's settings.
+    #[cfg(feature = "wan")]
+    pub wan_config: Option<crate::wan::config::WanConfig>,
     /// One-line warnings about ignored conntrackd keys.
     pub warnings: Vec<String>,
 }
@@ -729,6 +735,43 @@ fn parse_general(c: &mut Checker, it: &Item) -> Result<General, ConfigError> {
     Ok(g)
 }
 
+#[cfg(feature = "web")]
+fn web_config(c: &Checker, it: &Item) -> Result<crate::web::WebConfig, ConfigError> {
+    let mut w = crate::web::WebConfig::default();
+    for x in it.items() {
+        match x.key.as_str() {
+            "Address" => {
+                let v = single(c, x)?;
+                w.address = v.parse().map_err(|_| {
+                    c.err(
+                        x,
+                        format!("bad value `{v}' for `Address': an IPv4 or IPv6 address"),
+                    )
+                })?;
+            }
+            "Port" => w.port = uint(c, x, 1, 65535)? as u16,
+            "TokenFile" => w.token_file = Some(path(c, x)?),
+            "DHCPLeases" => w.dhcp_leases = Some(path(c, x)?),
+            "Hosts" => w.hosts = Some(path(c, x)?),
+            "MaxConnections" => w.limits.queue = uint(c, x, 1, 1024)? as usize,
+            "Workers" => w.limits.workers = uint(c, x, 1, 64)? as usize,
+            _ => {}
+        }
+    }
+    Ok(w)
+}
+
+#[cfg(feature = "wan")]
+fn wan_config(c: &Checker, it: &Item) -> Result<crate::wan::config::WanConfig, ConfigError> {
+    let mut w = crate::wan::config::WanConfig::default();
+    for x in it.items() {
+        let v = single(c, x)?;
+        w.set(&x.key, v).map_err(|e| c.err(x, e))?;
+    }
+    w.validate().map_err(|e| c.err(it, e))?;
+    Ok(w)
+}
+
 /// Parses and checks configuration text.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let items = parse_items(file, text)?;
@@ -743,6 +786,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         web: None,
         wan: None,
         auth: None,
+        #[cfg(feature = "web")]
+        web_config: None,
+        #[cfg(feature = "wan")]
+        wan_config: None,
         warnings: Vec::new(),
     };
     let mut seen_general = false;
@@ -774,12 +821,42 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             "Web" => {
                 dup(&c, cfg.web.is_some())?;
                 c.check("Web", it.items(), WEB_KEYS)?;
-                cfg.web = Some(it.clone());
+                #[cfg(feature = "web")]
+                {
+                    cfg.web_config = Some(web_config(&c, it)?);
+                }
+                #[cfg(not(feature = "web"))]
+                {
+                    return Err(c.err(
+                        it,
+                        "this ctrackd is built without the web server (cargo feature \"web\")"
+                            .into(),
+                    ));
+                }
+                #[cfg(feature = "web")]
+                {
+                    cfg.web = Some(it.clone());
+                }
             }
             "WAN" => {
                 dup(&c, cfg.wan.is_some())?;
                 c.check("WAN", it.items(), WAN_KEYS)?;
-                cfg.wan = Some(it.clone());
+                #[cfg(feature = "wan")]
+                {
+                    cfg.wan_config = Some(wan_config(&c, it)?);
+                }
+                #[cfg(not(feature = "wan"))]
+                {
+                    return Err(c.err(
+                        it,
+                        "this ctrackd is built without the WAN flush (cargo feature \"wan\")"
+                            .into(),
+                    ));
+                }
+                #[cfg(feature = "wan")]
+                {
+                    cfg.wan = Some(it.clone());
+                }
             }
             "Auth" => {
                 dup(&c, cfg.auth.is_some())?;
@@ -938,6 +1015,7 @@ General {
     }
 
     #[test]
+    #[cfg(all(feature = "web", feature = "wan"))]
     fn every_general_key() {
         let c = parse(
             "c",

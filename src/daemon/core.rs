@@ -34,6 +34,16 @@ pub enum Input {
     Control(Pending),
     /// A signal number.
     Signal(i32),
+    /// rtnetlink address/link messages (WAN watch).
+    #[cfg(feature = "wan")]
+    Rtnl(Vec<crate::wan::rtnl::RtMsg>),
+    /// The rtnetlink socket overran.
+    #[cfg(feature = "wan")]
+    RtnlOverrun,
+    /// A request for the counters as JSON (web API).
+    StatsJson(std::sync::mpsc::Sender<serde_json::Value>),
+    /// A line for the log from another thread.
+    Log(String),
 }
 
 /// What an event did to the cache (for hooks such as sync).
@@ -109,6 +119,12 @@ pub struct Core {
     /// Overrides /dev/log (from the environment, for tests).
     pub syslog_socket: Option<PathBuf>,
     warned_max_growth: bool,
+    /// The WAN watch, when configured.
+    #[cfg(feature = "wan")]
+    pub wan: Option<super::wanpart::WanPart>,
+    /// The web server, when configured.
+    #[cfg(feature = "web")]
+    pub web: Option<super::webpart::WebPart>,
 }
 
 fn now_u32() -> u32 {
@@ -137,12 +153,22 @@ impl Core {
             foreground,
             syslog_socket: None,
             warned_max_growth: false,
+            #[cfg(feature = "wan")]
+            wan: None,
+            #[cfg(feature = "web")]
+            web: None,
         })
     }
 
     /// When the core next needs [`Core::on_timer`].
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.resync_at
+        #[allow(unused_mut)]
+        let mut d = self.resync_at;
+        #[cfg(feature = "wan")]
+        if let Some(t) = self.wan.as_ref().and_then(|w| w.next_deadline()) {
+            d = Some(d.map_or(t, |x| x.min(t)));
+        }
+        d
     }
 
     /// Runs what is due.
@@ -151,6 +177,23 @@ impl Core {
             self.resync_at = None;
             self.resync("after netlink overrun");
         }
+        #[cfg(feature = "wan")]
+        if let Some(w) = self.wan.as_mut()
+            && w.next_deadline().is_some_and(|t| t <= now)
+        {
+            w.on_timer(&mut self.log);
+        }
+    }
+
+    /// The counters of every part as one JSON object.
+    pub fn stats_json(&self) -> serde_json::Value {
+        #[allow(unused_mut)]
+        let mut v = stats::to_json(&self.internal, &self.stats, crate::flow::now_secs());
+        #[cfg(feature = "wan")]
+        if let (Some(w), Some(o)) = (&self.wan, v.as_object_mut()) {
+            o.insert("wan".into(), w.to_json());
+        }
+        v
     }
 
     /// Replaces the cache content with a fresh kernel dump (mark and
@@ -235,6 +278,22 @@ impl Core {
                 let _ = p.reply.send(reply);
             }
             Input::Signal(sig) => self.signal(sig),
+            #[cfg(feature = "wan")]
+            Input::Rtnl(msgs) => {
+                if let Some(w) = self.wan.as_mut() {
+                    w.on_messages(&msgs, &mut self.log);
+                }
+            }
+            #[cfg(feature = "wan")]
+            Input::RtnlOverrun => {
+                if let Some(w) = self.wan.as_mut() {
+                    w.on_overrun(&mut self.log);
+                }
+            }
+            Input::StatsJson(tx) => {
+                let _ = tx.send(self.stats_json());
+            }
+            Input::Log(m) => self.log.notice(&m),
         }
     }
 
@@ -247,7 +306,7 @@ impl Core {
             }
             libc::SIGHUP => self.reload(),
             libc::SIGUSR1 => {
-                let s = stats::to_json(&self.internal, &self.stats, crate::flow::now_secs());
+                let s = self.stats_json();
                 self.log.notice(&format!("stats: {s}"));
             }
             _ => {}
@@ -299,6 +358,19 @@ impl Core {
         for f in &rejected {
             self.internal.remove(f);
         }
+        #[cfg(feature = "wan")]
+        match (self.wan.as_mut(), &new.wan_config) {
+            (Some(w), Some(cfg)) => w.reconfigure(cfg.clone(), &mut self.log),
+            (None, None) => {}
+            _ => self
+                .log
+                .warning("adding or removing the WAN block takes effect at the next restart"),
+        }
+        #[cfg(feature = "web")]
+        if self.config.web_config != new.web_config {
+            self.log
+                .warning("Web block changes take effect at the next restart");
+        }
         self.config = new;
         self.log.notice(&format!(
             "configuration reloaded from {} ({} flows dropped by the new filter)",
@@ -313,11 +385,26 @@ impl Core {
             None => {
                 let mut s = stats::cache_text(&self.internal);
                 s.push_str(&stats::traffic_text(&self.stats));
+                #[cfg(feature = "wan")]
+                if let Some(w) = &self.wan {
+                    let mut out = Vec::new();
+                    w.write_text(&mut out);
+                    s.push_str(&String::from_utf8_lossy(&out));
+                }
                 s
             }
             Some("runtime") => stats::runtime_text(&self.stats, now),
             Some("cache") => stats::cache_text_extended(&self.internal),
             Some("process") => String::new(),
+            #[cfg(feature = "wan")]
+            Some("wan") => match &self.wan {
+                Some(w) => {
+                    let mut out = Vec::new();
+                    w.write_text(&mut out);
+                    return Ok(out);
+                }
+                None => return Err("no WAN block is configured: nothing to show for `wan'".into()),
+            },
             Some("network" | "link" | "multicast" | "queue" | "rsqueue") => {
                 return Err(format!(
                     "no Sync block is configured: nothing to show for `{}'",

@@ -8,6 +8,10 @@ pub mod core;
 pub mod log;
 pub mod run;
 pub mod stats;
+#[cfg(feature = "wan")]
+pub mod wanpart;
+#[cfg(feature = "web")]
+pub mod webpart;
 
 use std::io::Write;
 use std::path::PathBuf;

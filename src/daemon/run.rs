@@ -212,9 +212,33 @@ fn serve(
     let (tx, rx) = mpsc::channel::<Input>();
     let max = g.netlink_buffer_max;
     let ktx = tx.clone();
+
+    #[cfg(feature = "web")]
+    let hub = match core.config.web_config.clone() {
+        Some(wcfg) => {
+            let addr = wcfg.socket_addr();
+            match super::webpart::WebPart::start(wcfg, tx.clone()) {
+                Ok(w) => {
+                    let hub = w.hub.clone();
+                    core.web = Some(w);
+                    core.log
+                        .notice(&format!("web: listening on http://{addr}/"));
+                    Some(hub)
+                }
+                Err(e) => {
+                    core.log.error(&e);
+                    return 1;
+                }
+            }
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "web"))]
+    let hub: Option<()> = None;
+
     let spawned = std::thread::Builder::new()
         .name("events".into())
-        .spawn(move || event_reader(es, ktx, max));
+        .spawn(move || event_reader(es, ktx, max, hub));
     if let Err(e) = spawned {
         core.log
             .error(&format!("cannot start the event thread: {e}"));
@@ -222,6 +246,17 @@ fn serve(
     }
 
     core.resync("startup");
+
+    #[cfg(feature = "wan")]
+    if let Some(wcfg) = core.config.wan_config.clone() {
+        match super::wanpart::WanPart::start(wcfg, tx.clone(), &mut core.log) {
+            Ok(w) => core.wan = Some(w),
+            Err(e) => {
+                core.log.error(&e);
+                return 1;
+            }
+        }
+    }
 
     let ctx = tx.clone();
     let control = std::thread::Builder::new()
@@ -292,13 +327,23 @@ fn serve(
             None => core.on_timer(Instant::now()),
         }
     }
+    #[cfg(feature = "web")]
+    if let Some(w) = core.web.as_mut() {
+        w.stop();
+    }
     core.log.notice("ctrackd stopped");
     0
 }
 
-/// The event thread: reads and decodes kernel events and forwards them;
-/// on an overrun doubles the buffer up to `max` and tells the core.
-fn event_reader(mut es: EventSocket, tx: mpsc::Sender<Input>, max: usize) {
+#[cfg(feature = "web")]
+type EventHub = Option<crate::web::Hub>;
+#[cfg(not(feature = "web"))]
+type EventHub = Option<()>;
+
+/// The event thread: reads and decodes kernel events, shows them to the
+/// web's event streams and forwards them to the core; on an overrun
+/// doubles the buffer up to `max` and tells the core.
+fn event_reader(mut es: EventSocket, tx: mpsc::Sender<Input>, max: usize, hub: EventHub) {
     let mut failures = 0u32;
     loop {
         let mut batch = Vec::new();
@@ -308,6 +353,14 @@ fn event_reader(mut es: EventSocket, tx: mpsc::Sender<Input>, max: usize) {
                 if batch.is_empty() {
                     continue;
                 }
+                #[cfg(feature = "web")]
+                if let Some(h) = &hub {
+                    for ev in &batch {
+                        h.publish(ev);
+                    }
+                }
+                #[cfg(not(feature = "web"))]
+                let _ = &hub;
                 Input::Kernel(batch)
             }
             Ok(Received::Overrun) => {

@@ -1,0 +1,68 @@
+//! The web page and JSON API inside ctrackd: started with the daemon,
+//! fed kernel events by the event reader through the [`Hub`], asking the
+//! core for its counters through the core's channel.
+
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::core::Input;
+use crate::web::{Handle, Hub, Server, WebConfig, WebContext};
+
+/// The running web server.
+pub struct WebPart {
+    handle: Option<Handle>,
+    /// Where kernel events are published for event streams.
+    pub hub: Hub,
+}
+
+impl WebPart {
+    /// Starts the server. `tx` reaches the core (stats requests and log
+    /// lines); the returned hub must get every kernel event.
+    pub fn start(cfg: WebConfig, tx: Sender<Input>) -> Result<WebPart, String> {
+        let hub = Hub::default();
+        let stats_tx = Mutex::new(tx.clone());
+        let log_tx = Mutex::new(tx);
+        let ctx = WebContext {
+            netns: None,
+            stats: Some(Arc::new(move || {
+                let (rtx, rrx) = mpsc::channel();
+                let sent = stats_tx
+                    .lock()
+                    .map(|t| t.send(Input::StatsJson(rtx)).is_ok())
+                    .unwrap_or(false);
+                if !sent {
+                    return serde_json::json!({});
+                }
+                rrx.recv_timeout(Duration::from_secs(2))
+                    .unwrap_or_else(|_| serde_json::json!({}))
+            })),
+            hub: hub.clone(),
+            log: Some(Arc::new(move |m: &str| {
+                if let Ok(t) = log_tx.lock() {
+                    let _ = t.send(Input::Log(m.to_string()));
+                }
+            })),
+        };
+        let addr = cfg.socket_addr();
+        let handle = Server::start(cfg, ctx).map_err(|e| e.to_string())?;
+        let _ = addr;
+        Ok(WebPart {
+            handle: Some(handle),
+            hub,
+        })
+    }
+
+    /// Stops the server (ends event streams, releases the port).
+    pub fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.stop();
+        }
+    }
+}
+
+impl Drop for WebPart {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

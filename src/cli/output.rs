@@ -140,6 +140,13 @@ impl<'a> Printer<'a> {
         self.flush()
     }
 
+    /// Writes out what is buffered without closing the XML document
+    /// (conntrack's `-G -o xml` prints the header but no footer).
+    pub fn finish_unclosed(&mut self) -> io::Result<()> {
+        self.xml_open = false;
+        self.flush()
+    }
+
     /// Writes out what is buffered.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {

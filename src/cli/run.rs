@@ -2,6 +2,7 @@
 //! conntrack does (summary line on stderr, exit codes 0/1/2).
 
 use std::io::{self, Read, Seek, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
@@ -239,7 +240,7 @@ impl Runner {
                 .flow(&flow, Context::Dump, None, b"")
                 .map_err(|e| io_fail(&e))?;
         }
-        printer.finish().map_err(|e| io_fail(&e))
+        printer.finish_unclosed().map_err(|e| io_fail(&e))
     }
 
     fn create(&mut self, c: &CtCommand, cmd: Cmd) -> Outcome {
@@ -633,6 +634,20 @@ fn build_create(c: &CtCommand) -> CtRequest {
             orig.icmp_type = f.icmp_type;
         }
     }
+    // a direction given in part (`-r A -n B`: NAT completes the reply)
+    // gets the missing address as zeros, as conntrack sends it; the
+    // kernel wants both addresses and the NAT setup replaces the zeros
+    for t in [&mut orig, &mut reply] {
+        let zero = |a: IpAddr| match a {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        match (t.src, t.dst) {
+            (Some(a), None) => t.dst = Some(zero(a)),
+            (None, Some(a)) => t.src = Some(zero(a)),
+            _ => {}
+        }
+    }
     let mut req = CtRequest::new(msg::NEW, c.family);
     let mut w = req.writer();
     ct::encode_tuple(&mut w, cta::TUPLE_ORIG, &orig);
@@ -682,18 +697,37 @@ fn encode_protoinfo(w: &mut crate::netlink::attr::AttrWriter, c: &CtCommand, p: 
                 },
             );
         }
-        proto::SCTP | proto::DCCP => {
+        proto::SCTP => {
+            let nest = w.begin(cta::PROTOINFO);
+            let inner = w.begin(cta::PROTOINFO_SCTP);
             if let Some(s) = c.filter.state {
-                let nest = w.begin(cta::PROTOINFO);
-                let inner = w.begin(if p == proto::SCTP {
-                    cta::PROTOINFO_SCTP
-                } else {
-                    cta::PROTOINFO_DCCP
-                });
-                w.u8(1, s);
-                w.end(inner);
-                w.end(nest);
+                w.u8(cta::SCTP_STATE, s);
             }
+            // conntrack 1.4.7 byte-swaps the tag on little-endian hosts
+            // (htonl twice); its `-o save` dumps print it swapped back,
+            // so swapping here keeps dumps of both tools loadable
+            for (i, kind) in [cta::SCTP_VTAG_ORIG, cta::SCTP_VTAG_REPLY]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(t) = c.sctp_vtag[i] {
+                    w.be32(kind, t.to_be());
+                }
+            }
+            w.end(inner);
+            w.end(nest);
+        }
+        proto::DCCP => {
+            let nest = w.begin(cta::PROTOINFO);
+            let inner = w.begin(cta::PROTOINFO_DCCP);
+            if let Some(s) = c.filter.state {
+                w.u8(cta::DCCP_STATE, s);
+            }
+            if let Some(r) = c.dccp_role {
+                w.u8(cta::DCCP_ROLE, r);
+            }
+            w.end(inner);
+            w.end(nest);
         }
         _ => {}
     }

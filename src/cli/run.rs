@@ -10,7 +10,7 @@ use super::args::{self, ArgError, Cmd, CtCommand, PROGNAME_VERSION, Table, exit,
 use super::output::{Context, Printer};
 use crate::flow::{Flow, TcpInfo, proto};
 use crate::netlink::ct::{self, CtRequest, TupleParts, cta, msg};
-use crate::netlink::events::{EventSocket, Received, group};
+use crate::netlink::events::{EventSocket, Received, group, poll_readable};
 use crate::netlink::message::{NLM_F_CREATE, NLM_F_EXCL};
 use crate::netlink::{Conntrack, Error};
 
@@ -453,11 +453,16 @@ impl Runner {
         }
         let mut names = ProgNames::new(self.netns.as_deref());
         let mut printer = Printer::new(c.output, c.labelmap.as_ref());
-        printer.line_buffered = true;
+        // drain what is queued without blocking, print it, then flush once
+        // before waiting again: lines appear as events come, but a burst
+        // costs one write per batch instead of one per event
+        if let Err(e) = es.socket().set_nonblocking(true) {
+            return Err(io_fail(&e));
+        }
         let mut batch = Vec::new();
         let mut overruns = 0u64;
         let mut counter = 0u64;
-        loop {
+        'outer: loop {
             let mut fds = [
                 libc::pollfd {
                     fd: es.socket().fd(),
@@ -485,52 +490,64 @@ impl Runner {
             if fds[0].revents == 0 {
                 continue;
             }
-            batch.clear();
-            match es.recv_into(&mut batch) {
-                Ok(Received::Overrun) => {
-                    overruns += 1;
-                    let _ = printer.flush();
-                    eprintln!(
-                        "WARNING: event buffer overrun (ENOBUFS), events were lost; overruns so far: {overruns}; raise --buffer-size"
-                    );
-                    continue;
-                }
-                Ok(Received::Events) => {}
-                Err(e) => {
-                    eprintln!("{PROGNAME_VERSION}: failed to received netlink event: {e}");
-                    return Err(exit::OTHER);
-                }
-            }
-            for ev in &batch {
-                if c.family != 0 && ev.flow.family != c.family {
-                    continue;
-                }
-                if !c.filter.matches(&ev.flow) {
-                    continue;
-                }
-                if c.output.timestamp && !c.output.xml && !c.output.save && !c.output.json {
-                    let (s, us) = now_timeval();
-                    printer.raw(format!("[{s:08}.{us:06}]\t").as_bytes());
-                }
-                let suffix = if ev.portid != 0 && !c.output.json {
-                    match names.name(ev.portid) {
-                        Some(p) => format!(" [USERSPACE] portid={} progname={p}", ev.portid),
-                        None => format!(" [USERSPACE] portid={}", ev.portid),
+            for _ in 0..EVENT_BATCH {
+                batch.clear();
+                match es.recv_into(&mut batch) {
+                    Ok(Received::Overrun) => {
+                        overruns += 1;
+                        let _ = printer.flush();
+                        eprintln!(
+                            "WARNING: event buffer overrun (ENOBUFS), events were lost; overruns so far: {overruns}; raise --buffer-size"
+                        );
+                        continue;
                     }
-                } else {
-                    String::new()
-                };
-                printer
-                    .flow(&ev.flow, Context::Event, Some(ev.kind), suffix.as_bytes())
-                    .map_err(|e| io_fail(&e))?;
-                counter += 1;
+                    Ok(Received::Events) => {}
+                    Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        let _ = printer.flush();
+                        eprintln!("{PROGNAME_VERSION}: failed to received netlink event: {e}");
+                        return Err(exit::OTHER);
+                    }
+                }
+                for ev in &batch {
+                    if c.family != 0 && ev.flow.family != c.family {
+                        continue;
+                    }
+                    if !c.filter.matches(&ev.flow) {
+                        continue;
+                    }
+                    if c.output.timestamp && !c.output.xml && !c.output.save && !c.output.json {
+                        let (s, us) = now_timeval();
+                        printer.raw(format!("[{s:08}.{us:06}]\t").as_bytes());
+                    }
+                    let suffix = if ev.portid != 0 && !c.output.json {
+                        match names.name(ev.portid) {
+                            Some(p) => format!(" [USERSPACE] portid={} progname={p}", ev.portid),
+                            None => format!(" [USERSPACE] portid={}", ev.portid),
+                        }
+                    } else {
+                        String::new()
+                    };
+                    printer
+                        .flow(&ev.flow, Context::Event, Some(ev.kind), suffix.as_bytes())
+                        .map_err(|e| io_fail(&e))?;
+                    counter += 1;
+                }
+                // a signal ends the loop even in a burst that never drains
+                if counter % 64 == 0 && poll_readable(sig_read.as_raw_fd(), 0).unwrap_or(false) {
+                    break 'outer;
+                }
             }
+            printer.flush().map_err(|e| io_fail(&e))?;
         }
         printer.finish().map_err(|e| io_fail(&e))?;
         self.counter += counter;
         Ok(())
     }
 }
+
+/// Datagrams read without blocking before the output is flushed.
+const EVENT_BATCH: usize = 256;
 
 /// Event receive buffer when `-b` is not given: room for a burst of about
 /// 200k events while we print.
@@ -801,6 +818,9 @@ fn build_update(c: &CtCommand, old: &Flow) -> Option<CtRequest> {
 struct ProgNames {
     netlink: Option<std::fs::File>,
     last: Option<(u32, u64, Option<String>)>,
+    /// The last answer and when it was found: a burst of events from one
+    /// program (a `conntrack -R` of 200k lines) is not one /proc scan each.
+    recent: Option<(u32, std::time::Instant, Option<String>)>,
 }
 
 impl ProgNames {
@@ -813,10 +833,23 @@ impl ProgNames {
         ProgNames {
             netlink,
             last: None,
+            recent: None,
         }
     }
 
     fn name(&mut self, portid: u32) -> Option<String> {
+        if let Some((p, at, n)) = &self.recent
+            && *p == portid
+            && at.elapsed() < std::time::Duration::from_millis(200)
+        {
+            return n.clone();
+        }
+        let n = self.lookup(portid);
+        self.recent = Some((portid, std::time::Instant::now(), n.clone()));
+        n
+    }
+
+    fn lookup(&mut self, portid: u32) -> Option<String> {
         let f = self.netlink.as_mut()?;
         f.rewind().ok()?;
         let mut text = String::new();

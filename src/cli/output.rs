@@ -43,7 +43,9 @@ impl<'a> Printer<'a> {
         Printer {
             out: Vec::with_capacity(FLUSH_AT + 4096),
             output,
-            labels: if output.labels { labels } else { None },
+            // conntrack prints labels whenever it loaded the label map:
+            // for `-o labels`, and also for `-l`/`--label-add`/`--label-del`
+            labels,
             xml_open: false,
             now: crate::flow::now_secs(),
             line_buffered: false,

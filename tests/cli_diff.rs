@@ -1516,6 +1516,13 @@ fn events_match_conntrack() {
             .expect("ctrack -E");
         kids.push((c, t, o));
     }
+    // a failed assertion must not leave listeners running (ctrack's
+    // socket is in the namespace but its process is not)
+    let guard = KillOnDrop(
+        kids.iter()
+            .flat_map(|(_, t, o)| [t.id(), o.id()])
+            .collect(),
+    );
     // wait until every listener that did not refuse its options has
     // bound its socket
     let bound = lab::wait_until(Duration::from_secs(10), || {
@@ -1566,6 +1573,7 @@ fn events_match_conntrack() {
             _ => l,
         }
     };
+    std::mem::forget(guard);
     for (c, t, o) in kids {
         for pid in [t.id(), o.id()] {
             // SAFETY: plain kill(2) on a child we started.
@@ -1580,6 +1588,18 @@ fn events_match_conntrack() {
         );
     }
     d.finish("events");
+}
+
+/// Kills the listed processes when dropped (a test that fails midway).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: plain kill(2) on children we started and did not reap.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
 }
 
 /// -o json: one object per line, parseable, one per flow.

@@ -32,7 +32,7 @@ fn populated(tag: &str) -> RouterLab {
     lab.tcp(addr::SERVER6, 8081);
     lab.udp(addr::SERVER, 5353);
     lab.udp(addr::SERVER6, 5354);
-    dnat_flow(&lab);
+    lab::dnat_flow(&lab);
     // real flows keep their state but get a long timeout
     for fam in ["ipv4", "ipv6"] {
         let o = lab.router.conntrack(&["-U", "-f", fam, "-t", "3000"]);
@@ -40,24 +40,6 @@ fn populated(tag: &str) -> RouterLab {
     }
     load(&lab.router, ENTRIES);
     lab
-}
-
-/// One TCP connection from the server to the router's WAN port 2222,
-/// which the router forwards to the client's port 22 (DNAT).
-fn dnat_flow(lab: &RouterLab) {
-    let mut srv = lab.client.spawn(&["nc", "-l", "-p", "22"]);
-    lab::wait_until(Duration::from_secs(3), || {
-        !lab.client
-            .run(&["ss", "-Htln", "sport = :22"])
-            .stdout
-            .is_empty()
-    });
-    lab.server.sh(&format!(
-        "echo hi | nc -w 1 -q 1 {} 2222 >/dev/null 2>&1 || true",
-        addr::ROUTER_WAN
-    ));
-    let _ = srv.kill();
-    let _ = srv.wait();
 }
 
 const FORMATS: &[&[&str]] = &[
@@ -1518,11 +1500,7 @@ fn events_match_conntrack() {
     }
     // a failed assertion must not leave listeners running (ctrack's
     // socket is in the namespace but its process is not)
-    let guard = KillOnDrop(
-        kids.iter()
-            .flat_map(|(_, t, o)| [t.id(), o.id()])
-            .collect(),
-    );
+    let guard = KillOnDrop(kids.iter().flat_map(|(_, t, o)| [t.id(), o.id()]).collect());
     // wait until every listener that did not refuse its options has
     // bound its socket
     let bound = lab::wait_until(Duration::from_secs(10), || {

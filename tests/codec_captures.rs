@@ -607,19 +607,7 @@ mod recorder {
         lab.tcp(addr::SERVER, 8080);
         lab.tcp(addr::SERVER6, 8081);
         lab.udp(addr::SERVER, 5353);
-        let mut srv = lab.client.spawn(&["nc", "-l", "-p", "22"]);
-        lab::wait_until(Duration::from_secs(3), || {
-            !lab.client
-                .run(&["ss", "-Htln", "sport = :22"])
-                .stdout
-                .is_empty()
-        });
-        lab.server.sh(&format!(
-            "echo hi | nc -w 1 -q 1 {} 2222 >/dev/null 2>&1 || true",
-            addr::ROUTER_WAN
-        ));
-        let _ = srv.kill();
-        let _ = srv.wait();
+        lab::dnat_flow(&lab);
         for fam in ["ipv4", "ipv6"] {
             lab.router
                 .must(&["conntrack", "-U", "-f", fam, "-t", "3000"]);

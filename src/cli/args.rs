@@ -607,13 +607,19 @@ fn proto_opts(p: u8) -> &'static ProtoOpts {
 
 /// The proto help text conntrack prints for `-h -p PROTO`.
 pub fn proto_help(p: u8) -> &'static str {
-    match p {
-        proto::TCP => {
-            "  --orig-port-src\t\toriginal source port\n  --orig-port-dst\t\toriginal destination port\n  --reply-port-src\t\treply source port\n  --reply-port-dst\t\treply destination port\n  --mask-port-src\t\tmask source port\n  --mask-port-dst\t\tmask destination port\n  --tuple-port-src\t\texpectation tuple src port\n  --tuple-port-src\t\texpectation tuple dst port\n  --state\t\t\tTCP state, fe. ESTABLISHED\n"
-        }
-        proto::UDP | proto::UDPLITE | proto::SCTP | proto::DCCP => {
+    macro_rules! ports {
+        () => {
             "  --orig-port-src\t\toriginal source port\n  --orig-port-dst\t\toriginal destination port\n  --reply-port-src\t\treply source port\n  --reply-port-dst\t\treply destination port\n  --mask-port-src\t\tmask source port\n  --mask-port-dst\t\tmask destination port\n  --tuple-port-src\t\texpectation tuple src port\n  --tuple-port-src\t\texpectation tuple dst port\n"
-        }
+        };
+    }
+    match p {
+        proto::TCP => concat!(ports!(), "  --state\t\t\tTCP state, fe. ESTABLISHED\n"),
+        proto::UDP | proto::UDPLITE => ports!(),
+        proto::SCTP => concat!(
+            ports!(),
+            "  --state\t\t\tSCTP state, fe. ESTABLISHED\n  --orig-vtag\t\toriginal verification tag\n  --reply-vtag\t\treply verification tag\n",
+        ),
+        proto::DCCP => concat!(ports!(), "  --state\t\t\tDCCP state, fe. RESPOND\n"),
         proto::ICMP => {
             "  --icmp-type\t\t\ticmp type\n  --icmp-code\t\t\ticmp code\n  --icmp-id\t\t\ticmp id\n"
         }
@@ -621,7 +627,7 @@ pub fn proto_help(p: u8) -> &'static str {
             "  --icmpv6-type\t\t\ticmpv6 type\n  --icmpv6-code\t\t\ticmpv6 code\n  --icmpv6-id\t\t\ticmpv6 id\n"
         }
         proto::GRE => {
-            "  --orig-key-src\t\toriginal source key\n  --orig-key-dst\t\toriginal destination key\n  --reply-key-src\t\treply source key\n  --reply-key-dst\t\treply destination key\n"
+            "  --orig-key-src\t\toriginal source key\n  --orig-key-dst\t\toriginal destination key\n  --reply-key-src\t\treply source key\n  --reply-key-dst\t\treply destination key\n  --mask-key-src\t\tmask source key\n  --mask-key-dst\t\tmask destination key\n  --tuple-key-src\t\texpectation tuple src key\n  --tuple-key-src\t\texpectation tuple dst key\n"
         }
         _ => "  no options (unsupported)\n",
     }
@@ -656,6 +662,10 @@ pub struct CtCommand {
     pub labelmap: Option<LabelMap>,
     /// `-p` given with `-h`: print that protocol's help too.
     pub help_proto: Option<u8>,
+    /// SCTP `--orig-vtag`, `--reply-vtag` (for `-I`).
+    pub sctp_vtag: [Option<u32>; 2],
+    /// DCCP `--role` (0 client, 1 server; for `-I`).
+    pub dccp_role: Option<u8>,
 }
 
 impl CtCommand {
@@ -674,6 +684,8 @@ impl CtCommand {
             label_modify: None,
             labelmap: None,
             help_proto: None,
+            sctp_vtag: [None; 2],
+            dccp_role: None,
         }
     }
 
@@ -1046,6 +1058,8 @@ struct Parser {
     proto_flags: u32,
     warnings: Vec<String>,
     labels_used: bool,
+    /// `--mask-src` / `--mask-dst` addresses.
+    masks: [Option<IpAddr>; 2],
 }
 
 impl Parser {
@@ -1071,8 +1085,9 @@ impl Parser {
             self.labels_used = true;
             self.c.labelmap = LabelMap::load_system();
             if self.c.labelmap.is_none() {
-                self.warnings
-                    .push("nfct_labelmap_new: No such file or directory".into());
+                // conntrack's perror(), printed at once: also before the
+                // error a missing label name then causes
+                eprintln!("nfct_labelmap_new: No such file or directory");
             }
         }
         self.c.labelmap.as_ref()
@@ -1248,15 +1263,16 @@ impl Parser {
                     .ok_or_else(|| ArgError::param(format!("Unknown DCCP state `{v}'")))?;
                 f.state = Some(s as u8);
             }
-            (proto::SCTP, 10 | 11) | (proto::DCCP, 10) => {
-                // vtags and roles only matter for -I; validate the value
-                if p == proto::DCCP {
-                    if !names::DCCP_ROLES.contains(&v) {
-                        return Err(ArgError::param(format!("Unknown DCCP role `{v}'")));
-                    }
-                } else {
-                    parse_u32(v, flag, "verification tag")?;
-                }
+            (proto::DCCP, 10) => {
+                let r = names::DCCP_ROLES
+                    .iter()
+                    .position(|&n| n == v)
+                    .ok_or_else(|| ArgError::param(format!("Unknown DCCP role `{v}'")))?;
+                self.c.dccp_role = Some(r as u8);
+            }
+            (proto::SCTP, 10 | 11) => {
+                let t = parse_u32(v, flag, "verification tag")?;
+                self.c.sctp_vtag[(code - 10) as usize] = Some(t);
             }
             (proto::ICMP | proto::ICMPV6, 1) => {
                 f.icmp_type = Some(parse_small(v, flag, "ICMP type", 255)? as u8)
@@ -1323,6 +1339,7 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), ArgError> {
         proto_flags: 0,
         warnings: Vec::new(),
         labels_used: false,
+        masks: [None; 2],
     };
     let mut longs = base_longs();
     let mut g = Getopt::new(args);
@@ -1355,8 +1372,10 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), ArgError> {
         let k = char::from_u32(key).unwrap_or('?');
         match k {
             'L' | 'I' | 'D' | 'G' | 'F' | 'E' | 'V' | 'h' | 'C' | 'S' | 'U' | 'A' => {
-                let word = match value.clone() {
-                    Some(v) => Some(v),
+                // conntrack's get_optional_arg ignores an attached value
+                // (`-Lx`, `--dump=expect`): the table is then conntrack
+                let word = match value {
+                    Some(_) => None,
                     None => g.take_optional_word(),
                 };
                 let table = match word.as_deref() {
@@ -1417,6 +1436,11 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), ArgError> {
                 let (addr, _) = parse_addr_mask(&v)
                     .map_err(|_| ArgError::param(format!("Invalid IP address `{v}'")))?;
                 p.set_family(if addr.is_ipv4() { AF_INET } else { AF_INET6 })?;
+                match k {
+                    '{' => p.masks[0] = Some(addr),
+                    '}' => p.masks[1] = Some(addr),
+                    _ => {}
+                }
                 p.c.options |= match k {
                     '[' => opt::EXP_SRC,
                     ']' => opt::EXP_DST,
@@ -1646,7 +1670,53 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), ArgError> {
             opt_check(p.proto_flags, (po.table)(cmd), po.flags, po.pairs)?;
         }
     }
+    // conntrack compares the template (and so a `-t`) only when a
+    // comparison option is given: `-D -t 1` deletes everything
+    if c.cmd == Some(Cmd::Delete) && c.options & opt::COMPARISON == 0 {
+        c.filter.timeout = None;
+    }
+    let filtering = match c.cmd {
+        Some(Cmd::List) => !matches!(c.table, Table::Dying | Table::Unconfirmed),
+        Some(Cmd::Update | Cmd::Delete | Cmd::Event) => true,
+        _ => false,
+    };
+    if filtering {
+        apply_masks(&mut c, p.masks)?;
+    }
     Ok((c, p.warnings))
+}
+
+/// `--mask-src`/`--mask-dst` turn `-s`/`-d` into a network match, as
+/// conntrack's `nfct_filter_init` does (a mask without its address is an
+/// error there).
+fn apply_masks(c: &mut CtCommand, masks: [Option<IpAddr>; 2]) -> Res<()> {
+    for (i, mask) in masks.into_iter().enumerate() {
+        let Some(mask) = mask else { continue };
+        let (bit, name) = if i == 0 {
+            (opt::ORIG_SRC, "src")
+        } else {
+            (opt::ORIG_DST, "dst")
+        };
+        if c.options & bit == 0 {
+            return Err(ArgError::param(format!(
+                "Can't use --mask-{name} without --{name}"
+            )));
+        }
+        let len = match mask {
+            IpAddr::V4(m) => u32::from(m).leading_ones() as u8,
+            IpAddr::V6(m) => u128::from(m).leading_ones() as u8,
+        };
+        let f = &mut c.filter;
+        let (exact, prefix) = if i == 0 {
+            (&mut f.orig_src, &mut f.src_prefix)
+        } else {
+            (&mut f.orig_dst, &mut f.dst_prefix)
+        };
+        if let Some(addr) = exact.take().or(prefix.map(|p| p.addr)) {
+            *prefix = Some(Prefix { addr, len });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

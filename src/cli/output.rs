@@ -43,7 +43,9 @@ impl<'a> Printer<'a> {
         Printer {
             out: Vec::with_capacity(FLUSH_AT + 4096),
             output,
-            labels: if output.labels { labels } else { None },
+            // conntrack prints labels whenever it loaded the label map:
+            // for `-o labels`, and also for `-l`/`--label-add`/`--label-del`
+            labels,
             xml_open: false,
             now: crate::flow::now_secs(),
             line_buffered: false,
@@ -137,6 +139,13 @@ impl<'a> Printer<'a> {
             self.out.extend_from_slice(xml::FOOTER.as_bytes());
             self.xml_open = false;
         }
+        self.flush()
+    }
+
+    /// Writes out what is buffered without closing the XML document
+    /// (conntrack's `-G -o xml` prints the header but no footer).
+    pub fn finish_unclosed(&mut self) -> io::Result<()> {
+        self.xml_open = false;
         self.flush()
     }
 

@@ -2,6 +2,7 @@
 //! conntrack does (summary line on stderr, exit codes 0/1/2).
 
 use std::io::{self, Read, Seek, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
@@ -9,7 +10,7 @@ use super::args::{self, ArgError, Cmd, CtCommand, PROGNAME_VERSION, Table, exit,
 use super::output::{Context, Printer};
 use crate::flow::{Flow, TcpInfo, proto};
 use crate::netlink::ct::{self, CtRequest, TupleParts, cta, msg};
-use crate::netlink::events::{EventSocket, Received, group};
+use crate::netlink::events::{EventSocket, Received, group, poll_readable};
 use crate::netlink::message::{NLM_F_CREATE, NLM_F_EXCL};
 use crate::netlink::{Conntrack, Error};
 
@@ -239,7 +240,7 @@ impl Runner {
                 .flow(&flow, Context::Dump, None, b"")
                 .map_err(|e| io_fail(&e))?;
         }
-        printer.finish().map_err(|e| io_fail(&e))
+        printer.finish_unclosed().map_err(|e| io_fail(&e))
     }
 
     fn create(&mut self, c: &CtCommand, cmd: Cmd) -> Outcome {
@@ -452,11 +453,16 @@ impl Runner {
         }
         let mut names = ProgNames::new(self.netns.as_deref());
         let mut printer = Printer::new(c.output, c.labelmap.as_ref());
-        printer.line_buffered = true;
+        // drain what is queued without blocking, print it, then flush once
+        // before waiting again: lines appear as events come, but a burst
+        // costs one write per batch instead of one per event
+        if let Err(e) = es.socket().set_nonblocking(true) {
+            return Err(io_fail(&e));
+        }
         let mut batch = Vec::new();
         let mut overruns = 0u64;
         let mut counter = 0u64;
-        loop {
+        'outer: loop {
             let mut fds = [
                 libc::pollfd {
                     fd: es.socket().fd(),
@@ -484,52 +490,64 @@ impl Runner {
             if fds[0].revents == 0 {
                 continue;
             }
-            batch.clear();
-            match es.recv_into(&mut batch) {
-                Ok(Received::Overrun) => {
-                    overruns += 1;
-                    let _ = printer.flush();
-                    eprintln!(
-                        "WARNING: event buffer overrun (ENOBUFS), events were lost; overruns so far: {overruns}; raise --buffer-size"
-                    );
-                    continue;
-                }
-                Ok(Received::Events) => {}
-                Err(e) => {
-                    eprintln!("{PROGNAME_VERSION}: failed to received netlink event: {e}");
-                    return Err(exit::OTHER);
-                }
-            }
-            for ev in &batch {
-                if c.family != 0 && ev.flow.family != c.family {
-                    continue;
-                }
-                if !c.filter.matches(&ev.flow) {
-                    continue;
-                }
-                if c.output.timestamp && !c.output.xml && !c.output.save && !c.output.json {
-                    let (s, us) = now_timeval();
-                    printer.raw(format!("[{s:08}.{us:06}]\t").as_bytes());
-                }
-                let suffix = if ev.portid != 0 && !c.output.json {
-                    match names.name(ev.portid) {
-                        Some(p) => format!(" [USERSPACE] portid={} progname={p}", ev.portid),
-                        None => format!(" [USERSPACE] portid={}", ev.portid),
+            for _ in 0..EVENT_BATCH {
+                batch.clear();
+                match es.recv_into(&mut batch) {
+                    Ok(Received::Overrun) => {
+                        overruns += 1;
+                        let _ = printer.flush();
+                        eprintln!(
+                            "WARNING: event buffer overrun (ENOBUFS), events were lost; overruns so far: {overruns}; raise --buffer-size"
+                        );
+                        continue;
                     }
-                } else {
-                    String::new()
-                };
-                printer
-                    .flow(&ev.flow, Context::Event, Some(ev.kind), suffix.as_bytes())
-                    .map_err(|e| io_fail(&e))?;
-                counter += 1;
+                    Ok(Received::Events) => {}
+                    Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        let _ = printer.flush();
+                        eprintln!("{PROGNAME_VERSION}: failed to received netlink event: {e}");
+                        return Err(exit::OTHER);
+                    }
+                }
+                for ev in &batch {
+                    if c.family != 0 && ev.flow.family != c.family {
+                        continue;
+                    }
+                    if !c.filter.matches(&ev.flow) {
+                        continue;
+                    }
+                    if c.output.timestamp && !c.output.xml && !c.output.save && !c.output.json {
+                        let (s, us) = now_timeval();
+                        printer.raw(format!("[{s:08}.{us:06}]\t").as_bytes());
+                    }
+                    let suffix = if ev.portid != 0 && !c.output.json {
+                        match names.name(ev.portid) {
+                            Some(p) => format!(" [USERSPACE] portid={} progname={p}", ev.portid),
+                            None => format!(" [USERSPACE] portid={}", ev.portid),
+                        }
+                    } else {
+                        String::new()
+                    };
+                    printer
+                        .flow(&ev.flow, Context::Event, Some(ev.kind), suffix.as_bytes())
+                        .map_err(|e| io_fail(&e))?;
+                    counter += 1;
+                }
+                // a signal ends the loop even in a burst that never drains
+                if counter % 64 == 0 && poll_readable(sig_read.as_raw_fd(), 0).unwrap_or(false) {
+                    break 'outer;
+                }
             }
+            printer.flush().map_err(|e| io_fail(&e))?;
         }
         printer.finish().map_err(|e| io_fail(&e))?;
         self.counter += counter;
         Ok(())
     }
 }
+
+/// Datagrams read without blocking before the output is flushed.
+const EVENT_BATCH: usize = 256;
 
 /// Event receive buffer when `-b` is not given: room for a burst of about
 /// 200k events while we print.
@@ -633,6 +651,20 @@ fn build_create(c: &CtCommand) -> CtRequest {
             orig.icmp_type = f.icmp_type;
         }
     }
+    // a direction given in part (`-r A -n B`: NAT completes the reply)
+    // gets the missing address as zeros, as conntrack sends it; the
+    // kernel wants both addresses and the NAT setup replaces the zeros
+    for t in [&mut orig, &mut reply] {
+        let zero = |a: IpAddr| match a {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        match (t.src, t.dst) {
+            (Some(a), None) => t.dst = Some(zero(a)),
+            (None, Some(a)) => t.src = Some(zero(a)),
+            _ => {}
+        }
+    }
     let mut req = CtRequest::new(msg::NEW, c.family);
     let mut w = req.writer();
     ct::encode_tuple(&mut w, cta::TUPLE_ORIG, &orig);
@@ -682,18 +714,37 @@ fn encode_protoinfo(w: &mut crate::netlink::attr::AttrWriter, c: &CtCommand, p: 
                 },
             );
         }
-        proto::SCTP | proto::DCCP => {
+        proto::SCTP => {
+            let nest = w.begin(cta::PROTOINFO);
+            let inner = w.begin(cta::PROTOINFO_SCTP);
             if let Some(s) = c.filter.state {
-                let nest = w.begin(cta::PROTOINFO);
-                let inner = w.begin(if p == proto::SCTP {
-                    cta::PROTOINFO_SCTP
-                } else {
-                    cta::PROTOINFO_DCCP
-                });
-                w.u8(1, s);
-                w.end(inner);
-                w.end(nest);
+                w.u8(cta::SCTP_STATE, s);
             }
+            // conntrack 1.4.7 byte-swaps the tag on little-endian hosts
+            // (htonl twice); its `-o save` dumps print it swapped back,
+            // so swapping here keeps dumps of both tools loadable
+            for (i, kind) in [cta::SCTP_VTAG_ORIG, cta::SCTP_VTAG_REPLY]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(t) = c.sctp_vtag[i] {
+                    w.be32(kind, t.to_be());
+                }
+            }
+            w.end(inner);
+            w.end(nest);
+        }
+        proto::DCCP => {
+            let nest = w.begin(cta::PROTOINFO);
+            let inner = w.begin(cta::PROTOINFO_DCCP);
+            if let Some(s) = c.filter.state {
+                w.u8(cta::DCCP_STATE, s);
+            }
+            if let Some(r) = c.dccp_role {
+                w.u8(cta::DCCP_ROLE, r);
+            }
+            w.end(inner);
+            w.end(nest);
         }
         _ => {}
     }
@@ -767,6 +818,9 @@ fn build_update(c: &CtCommand, old: &Flow) -> Option<CtRequest> {
 struct ProgNames {
     netlink: Option<std::fs::File>,
     last: Option<(u32, u64, Option<String>)>,
+    /// The last answer and when it was found: a burst of events from one
+    /// program (a `conntrack -R` of 200k lines) is not one /proc scan each.
+    recent: Option<(u32, std::time::Instant, Option<String>)>,
 }
 
 impl ProgNames {
@@ -779,10 +833,23 @@ impl ProgNames {
         ProgNames {
             netlink,
             last: None,
+            recent: None,
         }
     }
 
     fn name(&mut self, portid: u32) -> Option<String> {
+        if let Some((p, at, n)) = &self.recent
+            && *p == portid
+            && at.elapsed() < std::time::Duration::from_millis(200)
+        {
+            return n.clone();
+        }
+        let n = self.lookup(portid);
+        self.recent = Some((portid, std::time::Instant::now(), n.clone()));
+        n
+    }
+
+    fn lookup(&mut self, portid: u32) -> Option<String> {
         let f = self.netlink.as_mut()?;
         f.rewind().ok()?;
         let mut text = String::new();

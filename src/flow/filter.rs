@@ -296,7 +296,9 @@ impl Filter {
         if self.timeout.is_some() && self.timeout != f.timeout {
             return false;
         }
-        if self.secmark.is_some() && self.secmark != f.secmark {
+        // an entry without a secmark is not compared (libnetfilter_conntrack's
+        // non-strict comparison)
+        if self.secmark.is_some() && f.secmark.is_some() && self.secmark != f.secmark {
             return false;
         }
         if self.id.is_some() && f.id.is_some() && self.id != f.id {

@@ -118,16 +118,24 @@ pub fn write_line(out: &mut Vec<u8>, f: &Flow, event: Option<EventKind>) {
                     out.extend_from_slice(names::sctp_state_name(s).as_bytes());
                     out.push(b' ');
                 }
+                // conntrack 1.4.7 prints the tag byte-swapped on
+                // little-endian hosts (ntohl of a host-order value) and
+                // swaps it back when -I reads it, so its dumps load: do
+                // the same, so dumps of either tool load into the other
                 if let Some(v) = vtag[0] {
-                    opt(out, "--orig-vtag", v as u64);
+                    opt(out, "--orig-vtag", u32::from_be(v) as u64);
                 }
                 if let Some(v) = vtag[1] {
-                    opt(out, "--reply-vtag", v as u64);
+                    opt(out, "--reply-vtag", u32::from_be(v) as u64);
                 }
             }
         }
         proto::DCCP => {
-            ports(out, f, port_names);
+            // a kernel without DCCP tracking (6.16+) sends no ports and
+            // no DCCP info; conntrack then prints no port options
+            if matches!(f.protoinfo, ProtoInfo::Dccp { .. }) {
+                ports(out, f, port_names);
+            }
             if let ProtoInfo::Dccp { state, role, .. } = f.protoinfo {
                 if let Some(s) = state {
                     out.extend_from_slice(b"--state ");

@@ -372,3 +372,21 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// One TCP connection from the server to the router's WAN port 2222,
+/// which the router forwards to the client's port 22 (the DNAT rule).
+pub fn dnat_flow(lab: &RouterLab) {
+    let mut srv = lab.client.spawn(&["nc", "-l", "-p", "22"]);
+    wait_until(Duration::from_secs(3), || {
+        !lab.client
+            .run(&["ss", "-Htln", "sport = :22"])
+            .stdout
+            .is_empty()
+    });
+    lab.server.sh(&format!(
+        "echo hi | nc -w 1 -q 1 {} 2222 >/dev/null 2>&1 || true",
+        addr::ROUTER_WAN
+    ));
+    let _ = srv.kill();
+    let _ = srv.wait();
+}

@@ -1,0 +1,390 @@
+//! Helpers of the differential tests: run `ctrack` and Debian's
+//! `conntrack` on the same namespace and compare what they print.
+//!
+//! Read-only commands run back to back on the same live table; when the
+//! two differ the pair is run again (the table may have changed, or a
+//! second ticked between the two runs), and only a difference that
+//! persists counts. Modifying commands run on two identical tables built
+//! from the same `-R` script, one per tool, and are compared after the
+//! values that necessarily differ between two runs (entry ids, timeouts,
+//! port ids) are masked.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::lab::{Netns, ctrack_bin};
+
+/// What one tool printed and how it exited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// Standard output.
+    pub out: String,
+    /// Standard error.
+    pub err: String,
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+}
+
+impl Run {
+    /// From a finished process.
+    pub fn of(o: &Output) -> Run {
+        Run {
+            out: String::from_utf8_lossy(&o.stdout).into_owned(),
+            err: String::from_utf8_lossy(&o.stderr).into_owned(),
+            code: o.status.code().unwrap_or(-1),
+        }
+    }
+
+    /// With every line passed through `f`.
+    pub fn map(&self, f: impl Fn(&str) -> String) -> Run {
+        let m = |s: &str| {
+            let mut o = String::new();
+            for l in s.split_inclusive('\n') {
+                let (body, nl) = match l.strip_suffix('\n') {
+                    Some(b) => (b, "\n"),
+                    None => (l, ""),
+                };
+                o.push_str(&f(body));
+                o.push_str(nl);
+            }
+            o
+        };
+        Run {
+            out: m(&self.out),
+            err: m(&self.err),
+            code: self.code,
+        }
+    }
+}
+
+/// Describes how two runs differ (None when equal).
+pub fn describe(args: &[&str], ours: &Run, theirs: &Run) -> Option<String> {
+    if ours == theirs {
+        return None;
+    }
+    let mut s = format!("`{}`:\n", args.join(" "));
+    if ours.code != theirs.code {
+        s += &format!(
+            "  exit code: ctrack {} conntrack {}\n",
+            ours.code, theirs.code
+        );
+    }
+    if ours.err != theirs.err {
+        s += &format!(
+            "  stderr:\n    ctrack:    {:?}\n    conntrack: {:?}\n",
+            ours.err, theirs.err
+        );
+    }
+    if ours.out != theirs.out {
+        let a: Vec<&str> = ours.out.lines().collect();
+        let b: Vec<&str> = theirs.out.lines().collect();
+        s += &format!("  stdout: {} vs {} lines\n", a.len(), b.len());
+        let mut shown = 0;
+        for i in 0..a.len().max(b.len()) {
+            let (x, y) = (a.get(i), b.get(i));
+            if x != y && shown < 4 {
+                // long lines (XML): from a little before the first difference
+                let at = match (x, y) {
+                    (Some(x), Some(y)) => x
+                        .bytes()
+                        .zip(y.bytes())
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(x.len().min(y.len()))
+                        .saturating_sub(60),
+                    _ => 0,
+                };
+                let cut = |l: Option<&&str>| l.map(|l| l.get(at..).unwrap_or(l).to_string());
+                s += &format!("    ctrack:    {:?}\n    conntrack: {:?}\n", cut(x), cut(y));
+                shown += 1;
+            }
+        }
+    }
+    Some(s)
+}
+
+/// Runs ctrack with `--netns` on `ns`.
+pub fn ctrack(ns: &Netns, args: &[&str]) -> Run {
+    Run::of(&ns.ctrack(args))
+}
+
+/// Runs conntrack inside `ns`.
+pub fn conntrack(ns: &Netns, args: &[&str]) -> Run {
+    Run::of(&ns.conntrack(args))
+}
+
+/// Collects the differences of a test, so one run reports all of them.
+#[derive(Default)]
+pub struct Diffs {
+    found: Vec<String>,
+    /// How many comparisons were made.
+    pub checked: usize,
+}
+
+impl Diffs {
+    /// Records a difference (or nothing).
+    pub fn add(&mut self, d: Option<String>) {
+        self.checked += 1;
+        if let Some(d) = d {
+            self.found.push(d);
+        }
+    }
+
+    /// Records a failed expectation of ctrack's own behaviour.
+    pub fn fail(&mut self, what: String) {
+        self.checked += 1;
+        self.found.push(what);
+    }
+
+    /// Checks a condition about ctrack's own behaviour.
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        self.checked += 1;
+        if !ok {
+            self.found.push(what());
+        }
+    }
+
+    /// Read-only command: both tools on the same live table, retried
+    /// when they differ (at most twice, a moment apart).
+    pub fn same(&mut self, ns: &Netns, args: &[&str]) {
+        self.same_with(ns, args, |l| l.to_string());
+    }
+
+    /// As [`Diffs::same`], comparing after `norm` is applied to each line.
+    pub fn same_with(&mut self, ns: &Netns, args: &[&str], norm: impl Fn(&str) -> String) {
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let theirs = conntrack(ns, args).map(&norm);
+            let ours = ctrack(ns, args).map(&norm);
+            last = describe(args, &ours, &theirs);
+            if last.is_none() {
+                break;
+            }
+            // on a loaded machine a second may tick between the two runs
+            // every time: the last try ignores timeouts and delta-times
+            if attempt == 2 {
+                let m = |r: &Run| r.map(mask_volatile);
+                last = describe(args, &m(&ours), &m(&theirs));
+            }
+        }
+        self.add(last);
+    }
+
+    /// Panics listing every difference found.
+    pub fn finish(self, what: &str) {
+        assert!(
+            self.found.is_empty(),
+            "{what}: {} of {} comparisons differ:\n{}",
+            self.found.len(),
+            self.checked,
+            self.found.join("\n")
+        );
+        eprintln!("{what}: {} comparisons equal", self.checked);
+    }
+}
+
+/// Masks what differs between two runs on two copies of a table: the
+/// timeout (the number after the protocol number), `id=`, `portid=`,
+/// `progname=`, `delta-time=` and the XML equivalents.
+pub fn mask_volatile(line: &str) -> String {
+    let mut toks: Vec<String> = line.split(' ').map(str::to_string).collect();
+    let num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    for i in 0..toks.len().saturating_sub(1) {
+        if num(&toks[i]) && num(&toks[i + 1]) && i > 0 {
+            toks[i + 1] = "T".into();
+            break;
+        }
+    }
+    let mut prev_t = false;
+    for t in toks.iter_mut() {
+        for key in ["id=", "portid=", "progname=", "delta-time="] {
+            if t.starts_with(key) {
+                *t = format!("{key}*");
+                break;
+            }
+        }
+        // -o save: `-t N`
+        if prev_t && num(t) {
+            *t = "T".into();
+        }
+        prev_t = t == "-t";
+    }
+    let mut s = toks.join(" ");
+    for tag in ["timeout", "id", "deltatime"] {
+        s = mask_xml(&s, tag);
+    }
+    s
+}
+
+fn mask_xml(s: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(&open) {
+        out.push_str(&rest[..i + open.len()]);
+        rest = &rest[i + open.len()..];
+        match rest.find(&close) {
+            Some(j) => {
+                out.push('*');
+                rest = &rest[j..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Loads `-R` lines into the namespace's table with conntrack.
+pub fn load(ns: &Netns, script: &str) {
+    let mut child = ns
+        .cmd(&["conntrack", "-R", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("conntrack -R");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write script");
+    let o = child.wait_with_output().expect("conntrack -R");
+    assert!(
+        o.status.success(),
+        "conntrack -R failed on:\n{script}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Empties the namespace's table (both families).
+pub fn flush(ns: &Netns) {
+    let o = ns.conntrack(&["-F"]);
+    assert!(o.status.success(), "conntrack -F: {o:?}");
+}
+
+/// The table as sorted `-o save` lines with timeouts masked.
+pub fn table(ns: &Netns) -> Vec<String> {
+    let o = ns.conntrack(&["-L", "-o", "save"]);
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(mask_volatile)
+        .collect();
+    v.sort();
+    v
+}
+
+/// A modifying command: runs it with conntrack on a table loaded from
+/// `setup`, then with ctrack on the same table loaded again, and compares
+/// the outputs (volatile values masked) and the tables left behind.
+/// `theirs_args` lets the reference run use other arguments where 1.4.7
+/// needs them (`-U -f ipv4`).
+pub fn modify_case(
+    d: &mut Diffs,
+    ns: &Netns,
+    setup: &str,
+    args: &[&str],
+    theirs_args: Option<&[&str]>,
+) {
+    modify_case_with(d, ns, setup, args, theirs_args, |o, t| describe(args, o, t));
+}
+
+/// `-U`: 1.4.7 sends every per-entry request with the same sequence
+/// number and so pairs replies with the wrong requests: it updates every
+/// matching entry but prints only some of them (and miscounts entries in
+/// zones). So: same exit code and resulting table; ctrack prints every
+/// line conntrack printed, and exactly as many lines as its summary
+/// counts; when conntrack printed all it counted, everything is equal.
+pub fn update_case(d: &mut Diffs, ns: &Netns, setup: &str, args: &[&str], theirs_args: &[&str]) {
+    modify_case_with(d, ns, setup, args, Some(theirs_args), |o, t| {
+        let count = |r: &Run| -> Option<usize> {
+            r.err
+                .lines()
+                .find_map(|l| l.strip_suffix(" flow entries have been updated."))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+        };
+        let flows = |r: &Run| {
+            r.out
+                .lines()
+                .filter(|l| !l.starts_with("<?xml") && *l != "<conntrack>" && *l != "</conntrack>")
+                .count()
+        };
+        let (oc, tc) = (count(o), count(t));
+        if o.code != 0 || t.code != 0 || tc == Some(flows(t)) && oc == tc {
+            return describe(args, o, t);
+        }
+        let mut why = Vec::new();
+        if o.code != t.code {
+            why.push(format!("exit code {} vs {}", o.code, t.code));
+        }
+        if oc != Some(flows(o)) {
+            why.push(format!("ctrack counted {oc:?} but printed {}", flows(o)));
+        }
+        for l in t.out.lines() {
+            if !o.out.lines().any(|x| x == l) {
+                why.push(format!("conntrack printed {l:?}, ctrack did not"));
+            }
+        }
+        (!why.is_empty()).then(|| format!("`{}`: {}\n", args.join(" "), why.join("; ")))
+    });
+}
+
+fn modify_case_with(
+    d: &mut Diffs,
+    ns: &Netns,
+    setup: &str,
+    args: &[&str],
+    theirs_args: Option<&[&str]>,
+    compare: impl Fn(&Run, &Run) -> Option<String>,
+) {
+    let run = |tool: &dyn Fn(&Netns, &[&str]) -> Run, a: &[&str]| {
+        flush(ns);
+        if !setup.trim().is_empty() {
+            load(ns, setup);
+        }
+        let r = tool(ns, a).map(mask_volatile);
+        (r, table(ns))
+    };
+    let mut last = None;
+    for _ in 0..2 {
+        let (theirs, t_table) = run(&conntrack, theirs_args.unwrap_or(args));
+        let (ours, o_table) = run(&ctrack, args);
+        let mut diff = compare(&ours, &theirs);
+        if o_table != t_table {
+            diff = Some(format!(
+                "{}  table after `{}`:\n    ctrack:    {:?}\n    conntrack: {:?}\n",
+                diff.unwrap_or_else(|| format!("`{}`:\n", args.join(" "))),
+                args.join(" "),
+                o_table,
+                t_table
+            ));
+        }
+        last = diff;
+        if last.is_none() {
+            break;
+        }
+    }
+    d.add(last);
+}
+
+/// Runs ctrack directly (not in a namespace) for argument errors that
+/// never reach the kernel, and conntrack the same way, in `ns` so that a
+/// command that does reach the kernel touches only the test's table.
+pub fn both_in(ns: &Netns, args: &[&str]) -> (Run, Run) {
+    let ours = Run::of(
+        &Command::new(ctrack_bin())
+            .arg("--netns")
+            .arg(&ns.name)
+            .args(args)
+            .output()
+            .expect("ctrack"),
+    );
+    (ours, conntrack(ns, args))
+}

@@ -2,3 +2,6 @@
 //! FTFW/NOTRACK/ALARM, UDP/multicast links, external cache, commit, HMAC).
 
 pub mod wire;
+
+#[cfg(test)]
+mod captures;

@@ -16,9 +16,11 @@
 //! once more, so an x86 conntrackd puts them on the wire in *little*
 //! endian order ([`QuirkOrder::Little`], our default); a big-endian
 //! conntrackd (MIPS, PowerPC) puts them in network order
-//! ([`QuirkOrder::Big`]). For ICMP flows the NAT "ports" are the raw
-//! bytes of libnetfilter_conntrack's tuple union: SPAT is the reply's
-//! type/code pair, DPAT the reply's ICMP id.
+//! ([`QuirkOrder::Big`]). For ICMP flows through NAT, conntrackd decides
+//! whether to send SPAT/DPAT by comparing the raw bytes of
+//! libnetfilter_conntrack's tuple unions (an id against a type/code
+//! pair) and then sends zeros: we do the same, and a rebuilt ICMP reply
+//! keeps the original id (a NAT-changed ICMP id cannot be synced).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -295,12 +297,17 @@ pub fn encode_attrs(f: &Flow, o: &EncodeOpts, out: &mut Vec<u8>) -> Result<(), C
             _ => {}
         }
         // libnetfilter_conntrack compares the raw union bytes, also for
-        // ICMP (where they are an id against a type/code pair)
+        // ICMP (where they are an id against a type/code pair); the value
+        // it then reads is the reply port attribute, which is unset (0)
+        // for ICMP
+        let icmp = proto::is_icmp(p);
         if snat && l4dst_raw(&f.reply) != l4src_raw(&f.orig) {
-            w.put(nta::SPAT_PORT, &o.quirk.put(l4dst_raw(&f.reply)));
+            let v = if icmp { [0, 0] } else { l4dst_raw(&f.reply) };
+            w.put(nta::SPAT_PORT, &o.quirk.put(v));
         }
         if dnat && l4src_raw(&f.reply) != l4dst_raw(&f.orig) {
-            w.put(nta::DPAT_PORT, &o.quirk.put(l4src_raw(&f.reply)));
+            let v = if icmp { [0, 0] } else { l4src_raw(&f.reply) };
+            w.put(nta::DPAT_PORT, &o.quirk.put(v));
         }
     }
     if let [Some(a), Some(b)] = f.seq_adj {
@@ -594,13 +601,9 @@ fn rebuild_reply(orig: &Tuple, nat: &Nat) -> Tuple {
     {
         r.src = a;
     }
-    if proto::is_icmp(orig.proto) {
-        // DPAT is the reply's ICMP id; SPAT would be its type/code pair,
-        // which the inversion already gives
-        if let Some(id) = nat.dpat {
-            r.icmp_id = u16::from_be_bytes(id);
-        }
-    } else if proto::has_ports(orig.proto) || orig.proto == proto::GRE {
+    // for ICMP conntrackd sends SPAT/DPAT as zeros (see encode_attrs):
+    // the reply keeps the original id
+    if !proto::is_icmp(orig.proto) && (proto::has_ports(orig.proto) || orig.proto == proto::GRE) {
         if let Some(p) = nat.spat {
             r.dport = u16::from_be_bytes(p);
         }
@@ -739,13 +742,16 @@ mod tests {
         encode_attrs(&f, &EncodeOpts::default(), &mut out).unwrap();
         assert_eq!(find(&out, nta::ICMP_ID).unwrap(), [0x34, 0x12]);
         assert_eq!(find(&out, nta::SNAT_IPV4).unwrap(), [10, 9, 2, 1]);
-        // SPAT: reply type/code (0, 0) differs from the id: sent, swapped
+        // SPAT: reply type/code (0, 0) differs from the id: sent, as 0
         assert_eq!(find(&out, nta::SPAT_PORT).unwrap(), [0, 0]);
-        // DPAT: reply id 0x0457 differs from orig type/code 08 00
-        assert_eq!(find(&out, nta::DPAT_PORT).unwrap(), [0x57, 0x04]);
+        // DPAT: reply id 0x0457 differs from orig type/code 08 00: sent, 0
+        assert_eq!(find(&out, nta::DPAT_PORT).unwrap(), [0, 0]);
         let back = decode_attrs(&out, QuirkOrder::Little).unwrap();
         assert_eq!(back.orig, f.orig);
-        assert_eq!(back.reply, f.reply);
+        // the NAT'ed id is lost on the way, as with conntrackd
+        let mut want = f.reply;
+        want.icmp_id = 0x1234;
+        assert_eq!(back.reply, want);
 
         // a big-endian peer: network order on the wire
         let o = EncodeOpts {
@@ -755,7 +761,7 @@ mod tests {
         out.clear();
         encode_attrs(&f, &o, &mut out).unwrap();
         assert_eq!(find(&out, nta::ICMP_ID).unwrap(), [0x12, 0x34]);
-        assert_eq!(decode_attrs(&out, QuirkOrder::Big).unwrap().reply, f.reply);
+        assert_eq!(decode_attrs(&out, QuirkOrder::Big).unwrap().reply, want);
     }
 
     #[test]

@@ -152,7 +152,9 @@ const PRIMARY: &str = "10.9.9.1";
 
 /// Replays the primary's state messages into a map like conntrackd's
 /// external cache; returns it and the last message seen for each key.
-fn replay(c: &Capture) -> (HashMap<(crate::flow::Tuple, Option<u16>), Flow>, Vec<Vec<u8>>) {
+type Key = (crate::flow::Tuple, Option<u16>);
+
+fn replay(c: &Capture) -> (HashMap<Key, Flow>, Vec<Vec<u8>>) {
     let mut ext = HashMap::new();
     let mut last: HashMap<_, Vec<u8>> = HashMap::new();
     let primary: IpAddr = PRIMARY.parse().unwrap();
@@ -264,11 +266,17 @@ fn captures_cover_nat_ipv6_icmp_zone_sctp() {
     let (ext, _) = replay(c);
     let flows: Vec<&Flow> = ext.values().collect();
     let has = |p: &dyn Fn(&Flow) -> bool| flows.iter().any(|f| p(f));
-    assert!(has(&|f| f.is_snat() && f.orig.proto == proto::TCP && f.family == 2));
+    assert!(has(&|f| f.is_snat()
+        && f.orig.proto == proto::TCP
+        && f.family == 2));
     assert!(has(&|f| f.is_snat() && f.family == crate::flow::AF_INET6));
     assert!(has(&|f| f.is_dnat() && f.is_dpat()));
-    assert!(has(&|f| f.orig.proto == proto::ICMP && f.orig.icmp_id == 0x1234));
-    assert!(has(&|f| f.orig.proto == proto::ICMPV6 && f.orig.icmp_id == 0x1235));
+    assert!(has(
+        &|f| f.orig.proto == proto::ICMP && f.orig.icmp_id == 0x1234
+    ));
+    assert!(has(
+        &|f| f.orig.proto == proto::ICMPV6 && f.orig.icmp_id == 0x1235
+    ));
     assert!(has(&|f| matches!(
         f.protoinfo,
         crate::flow::ProtoInfo::Sctp { state: Some(_), .. }

@@ -168,7 +168,15 @@ impl Conntrackd {
     /// Runs `conntrackd -C conf ARGS` in the namespace.
     pub fn run(&self, args: &[&str]) -> Output {
         let conf = self.conf.display().to_string();
-        let mut argv = vec!["ip", "netns", "exec", &self.ns_name, "conntrackd", "-C", &conf];
+        let mut argv = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.ns_name,
+            "conntrackd",
+            "-C",
+            &conf,
+        ];
         argv.extend_from_slice(args);
         lab::run(std::process::Command::new(argv[0]).args(&argv[1..]))
     }
@@ -329,22 +337,80 @@ pub fn make_traffic(l: &RouterLab) -> Traffic {
 pub fn make_entries(ns: &Netns) -> Vec<&'static str> {
     let entries: [&[&str]; 4] = [
         &[
-            "-I", "-s", "192.0.2.1", "-d", "198.51.100.1", "-p", "tcp", "--sport", "1111",
-            "--dport", "80", "--state", "ESTABLISHED", "-t", "300", "-u", "SEEN_REPLY,ASSURED",
-            "-m", "7", "-w", "5",
+            "-I",
+            "-s",
+            "192.0.2.1",
+            "-d",
+            "198.51.100.1",
+            "-p",
+            "tcp",
+            "--sport",
+            "1111",
+            "--dport",
+            "80",
+            "--state",
+            "ESTABLISHED",
+            "-t",
+            "300",
+            "-u",
+            "SEEN_REPLY,ASSURED",
+            "-m",
+            "7",
+            "-w",
+            "5",
         ],
         &[
-            "-I", "-s", "2001:db8::1", "-d", "2001:db8::2", "-p", "udp", "--sport", "5353",
-            "--dport", "53", "-t", "200", "-m", "0x10",
+            "-I",
+            "-s",
+            "2001:db8::1",
+            "-d",
+            "2001:db8::2",
+            "-p",
+            "udp",
+            "--sport",
+            "5353",
+            "--dport",
+            "53",
+            "-t",
+            "200",
+            "-m",
+            "0x10",
         ],
         &[
-            "-I", "-s", "192.0.2.3", "-d", "198.51.100.3", "-p", "sctp", "--sport", "3868",
-            "--dport", "3868", "--state", "ESTABLISHED", "--orig-vtag", "0x11223344",
-            "--reply-vtag", "0x55667788", "-t", "250",
+            "-I",
+            "-s",
+            "192.0.2.3",
+            "-d",
+            "198.51.100.3",
+            "-p",
+            "sctp",
+            "--sport",
+            "3868",
+            "--dport",
+            "3868",
+            "--state",
+            "ESTABLISHED",
+            "--orig-vtag",
+            "0x11223344",
+            "--reply-vtag",
+            "0x55667788",
+            "-t",
+            "250",
         ],
         &[
-            "-I", "-s", "192.0.2.4", "-d", "198.51.100.4", "-p", "gre", "--srckey", "0x0102",
-            "--dstkey", "0x0304", "-t", "220",
+            "-I",
+            "-s",
+            "192.0.2.4",
+            "-d",
+            "198.51.100.4",
+            "-p",
+            "gre",
+            "--srckey",
+            "0x0102",
+            "--dstkey",
+            "0x0304",
+            "-t",
+            "220",
         ],
     ];
     for e in entries {
@@ -352,8 +418,19 @@ pub fn make_entries(ns: &Netns) -> Vec<&'static str> {
         assert!(o.status.success(), "conntrack {e:?}: {}", lab::stderr(&o));
     }
     vec![
-        "-D", "-s", "192.0.2.1", "-d", "198.51.100.1", "-p", "tcp", "--sport", "1111", "--dport",
-        "80", "-w", "5",
+        "-D",
+        "-s",
+        "192.0.2.1",
+        "-d",
+        "198.51.100.1",
+        "-p",
+        "tcp",
+        "--sport",
+        "1111",
+        "--dport",
+        "80",
+        "-w",
+        "5",
     ]
 }
 

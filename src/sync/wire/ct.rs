@@ -522,11 +522,9 @@ pub fn decode_attrs(body: &[u8], q: QuirkOrder) -> Result<Flow, CtError> {
             nta::ICMP_TYPE => f.orig.icmp_type = v[0],
             nta::ICMP_CODE => f.orig.icmp_code = v[0],
             nta::ICMP_ID => f.orig.icmp_id = u16::from_be_bytes(q.get([v[0], v[1]])),
-            nta::HELPER_NAME => {
-                // conntrackd refuses longer names; we keep what fits
-                if len <= HELPER_MAX_LEN + 4 {
-                    f.helper = Some(HelperName::from_bytes(v));
-                }
+            // conntrackd refuses longer names; we skip them
+            nta::HELPER_NAME if len <= HELPER_MAX_LEN + 4 => {
+                f.helper = Some(HelperName::from_bytes(v))
             }
             nta::LABELS => {
                 if len > LABELS_MAX_LEN {

@@ -5,9 +5,11 @@
 //! wiring is described in docs/sync-integration.md.
 
 pub mod auth;
+pub mod commit;
 pub mod config;
 pub mod engine;
 pub mod external;
+pub mod link;
 pub mod wire;
 
 #[cfg(test)]

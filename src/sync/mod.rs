@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod external;
 pub mod link;
+pub mod stats;
 pub mod wire;
 
 #[cfg(test)]

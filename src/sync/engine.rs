@@ -740,6 +740,20 @@ impl Engine {
         }
         self.rs.push_back(item);
         self.rs_live += 1;
+        // objects that moved back to the send queue leave stale entries
+        // behind; drop them before they outnumber the live ones
+        if self.rs.len() > 2 * self.rs_live + 64 {
+            let mut rs = std::mem::take(&mut self.rs);
+            rs.retain(|it| match *it {
+                RsItem::Obj {
+                    idx,
+                    generation,
+                    seq,
+                } => self.rs_item_live(idx, generation, seq),
+                RsItem::Ctl { .. } => true,
+            });
+            self.rs = rs;
+        }
     }
 
     fn rs_item_live(&self, idx: u32, generation: u32, seq: u32) -> bool {

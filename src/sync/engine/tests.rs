@@ -750,3 +750,22 @@ fn commit_timeout_config_omits_timeout_on_the_wire() {
         None
     );
 }
+
+#[test]
+fn updates_while_the_peer_is_away_do_not_grow_the_resend_queue() {
+    let t0 = Instant::now();
+    let mut c = cfg(ModeKind::Ftfw);
+    c.resend_queue_size = 100;
+    let mut a = Engine::new(&c, start(t0, 1));
+    for round in 0..200 {
+        for i in 0..10 {
+            let mut f = flow(i);
+            f.mark = Some(round);
+            a.on_event(t0, EventKind::Update, &f);
+        }
+        a.transmit(t0);
+        a.drain_actions();
+    }
+    assert_eq!(a.queue_stats().rs_len, 10);
+    assert!(a.rs.len() < 200, "{} entries kept", a.rs.len());
+}

@@ -427,7 +427,7 @@ fn ctrack_pair_with_auth_converges_over_a_lossy_link_and_refuses_forgeries() {
         flows.iter().map(|f| (FlowKey::of(f), f.clone())).collect();
     let template = flows
         .iter()
-        .find(|f| f.orig.proto == proto::TCP && f.zone.is_none())
+        .find(|f| f.orig.proto == proto::TCP && f.zone.is_none() && f.orig.src.is_ipv4())
         .unwrap()
         .clone();
     for i in 0..2000u32 {

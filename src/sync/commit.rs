@@ -459,6 +459,17 @@ mod tests {
     use super::*;
     use crate::flow::testutil;
 
+    /// What the kernel would read from a request.
+    fn roundtrip(req: &CtRequest) -> Flow {
+        let mut bytes = Vec::new();
+        req.serialize_into(&mut bytes, 0, 1);
+        let m = crate::netlink::message::NlMsgs::new(&bytes)
+            .next()
+            .unwrap()
+            .unwrap();
+        ct::decode_flow(m.payload).unwrap()
+    }
+
     #[test]
     fn create_request_sets_up_nat_and_be_liberal() {
         let mut f = testutil::tcp4();
@@ -466,13 +477,7 @@ mod tests {
         f.reply.dst = "100.64.0.5".parse().unwrap();
         f.reply.dport = 6000;
         let req = create_request(&f, Some(268), &CommitOpts::default());
-        let mut bytes = Vec::new();
-        req.serialize_into(&mut bytes, 0, 1);
-        let m = crate::netlink::message::NlMsgs::new(&bytes)
-            .next()
-            .unwrap()
-            .unwrap();
-        let back = ct::decode_flow(m.payload).unwrap();
+        let back = roundtrip(&req);
         assert_eq!(back.orig, f.orig);
         // the reply is sent un-NAT'ed; NAT comes from CTA_NAT_SRC
         assert_eq!(back.reply, f.orig.inverted());
@@ -499,13 +504,7 @@ mod tests {
                 ..CommitOpts::default()
             },
         );
-        let mut bytes = Vec::new();
-        req.serialize_into(&mut bytes, 0, 1);
-        let m = crate::netlink::message::NlMsgs::new(&bytes)
-            .next()
-            .unwrap()
-            .unwrap();
-        let back = ct::decode_flow(m.payload).unwrap();
+        let back = roundtrip(&req);
         assert_eq!(back.timeout, None);
         let ProtoInfo::Tcp(t) = back.protoinfo else {
             panic!()

@@ -1013,7 +1013,15 @@ impl Engine {
             }
             self.rs_walk(h.from, h.to, true);
             Class::Ctl
-        } else if h.is_resync() {
+        } else {
+            self.resync_or_alive(h)
+        }
+    }
+
+    /// RESYNC (answered with a bulk send) and ALIVE are control messages
+    /// in FTFW and NOTRACK; anything else is a bad header.
+    fn resync_or_alive(&mut self, h: &Header) -> Class {
+        if h.is_resync() {
             self.bulk_on_request();
             Class::Ctl
         } else if h.is_alive() {
@@ -1108,13 +1116,8 @@ impl Engine {
         self.track_seq(h.seq);
         let class = if h.is_data() {
             Class::Data
-        } else if h.is_resync() {
-            self.bulk_on_request();
-            Class::Ctl
-        } else if h.is_alive() {
-            Class::Ctl
         } else {
-            Class::Bad
+            self.resync_or_alive(h)
         };
         if class != Class::Bad {
             self.last_recv = Some(h.seq);

@@ -335,19 +335,22 @@ pub fn make_traffic(l: &RouterLab) -> Traffic {
 /// GRE with keys. Returns the `conntrack -D` arguments that delete the
 /// first one (the DEL message of the captures).
 pub fn make_entries(ns: &Netns) -> Vec<&'static str> {
-    let entries: [&[&str]; 4] = [
+    const ZONED: [&str; 10] = [
+        "-s",
+        "192.0.2.1",
+        "-d",
+        "198.51.100.1",
+        "-p",
+        "tcp",
+        "--sport",
+        "1111",
+        "--dport",
+        "80",
+    ];
+    let zoned = [
+        &["-I"][..],
+        &ZONED[..],
         &[
-            "-I",
-            "-s",
-            "192.0.2.1",
-            "-d",
-            "198.51.100.1",
-            "-p",
-            "tcp",
-            "--sport",
-            "1111",
-            "--dport",
-            "80",
             "--state",
             "ESTABLISHED",
             "-t",
@@ -358,7 +361,11 @@ pub fn make_entries(ns: &Netns) -> Vec<&'static str> {
             "7",
             "-w",
             "5",
-        ],
+        ][..],
+    ]
+    .concat();
+    let entries: [&[&str]; 4] = [
+        &zoned,
         &[
             "-I",
             "-s",
@@ -417,21 +424,7 @@ pub fn make_entries(ns: &Netns) -> Vec<&'static str> {
         let o = ns.conntrack(e);
         assert!(o.status.success(), "conntrack {e:?}: {}", lab::stderr(&o));
     }
-    vec![
-        "-D",
-        "-s",
-        "192.0.2.1",
-        "-d",
-        "198.51.100.1",
-        "-p",
-        "tcp",
-        "--sport",
-        "1111",
-        "--dport",
-        "80",
-        "-w",
-        "5",
-    ]
+    [&["-D"][..], &ZONED[..], &["-w", "5"][..]].concat()
 }
 
 /// Starts tcpdump on the standby's sync interface writing `file`.

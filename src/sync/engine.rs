@@ -780,7 +780,9 @@ impl Engine {
                     buf.clear();
                     wire::put_ctl(&mut buf, f, seq, from, to);
                     self.stats.ctl_sent += 1;
-                    self.emit(&buf.clone());
+                    let msg = std::mem::take(&mut buf);
+                    self.emit(&msg);
+                    buf = msg;
                     let ranged = flags & (flag::ACK | flag::NACK | flag::RESYNC) != 0;
                     if self.mode == ModeKind::Ftfw && ranged {
                         self.push_rs(RsItem::Ctl {
@@ -810,7 +812,9 @@ impl Engine {
                     buf[0] = (wire::VERSION << 4) | t;
                     wire::stamp(&mut buf, f, seq);
                     self.stats.state_sent += 1;
-                    self.emit(&buf.clone());
+                    let msg = std::mem::take(&mut buf);
+                    self.emit(&msg);
+                    buf = msg;
                     if self.mode == ModeKind::Ftfw {
                         if let Some(o) = self.obj_mut(idx) {
                             o.queued = Queued::Rs(seq);

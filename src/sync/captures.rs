@@ -431,3 +431,52 @@ fn external_dump_lines_match_conntrackd_e() {
         assert_eq!(ours, theirs, "{name}");
     }
 }
+
+#[test]
+fn our_datagrams_equal_conntrackds_bulk_datagrams() {
+    for c in captures() {
+        let table = table(c.table);
+        let by_key: HashMap<_, &Flow> = synced(&table).into_iter().map(|f| (key(f), f)).collect();
+        let (_, last) = replay(&c);
+        let last: std::collections::HashSet<Vec<u8>> = last.into_iter().collect();
+        let opts = EncodeOpts {
+            omit_timeout: c.commit_timeout,
+            ..EncodeOpts::default()
+        };
+        let mut rebuilt = 0;
+        for d in pcap_udp(c.pcap) {
+            let msgs: Vec<_> = Messages::new(&d.payload).flatten().collect();
+            // datagrams that carry only final states of live flows (the bulk)
+            let all_final = msgs.len() > 1
+                && msgs.iter().all(|m| {
+                    m.header.is_data()
+                        && last.contains(m.bytes)
+                        && ct::decode_msg(m.bytes, QuirkOrder::Little)
+                            .is_ok_and(|f| by_key.contains_key(&key(&f)))
+                });
+            if !all_final {
+                continue;
+            }
+            let mut packer = wire::Packer::new(1500 - wire::UDP_IP_OVERHEAD);
+            let mut out = Vec::new();
+            for m in &msgs {
+                let got = ct::decode_msg(m.bytes, QuirkOrder::Little).unwrap();
+                let mut f = (*by_key[&key(&got)]).clone();
+                f.timeout = got.timeout.or(f.timeout);
+                f.mark = event_mark(by_key[&key(&got)], &got);
+                let mut one = Vec::new();
+                ct::encode_msg(m.header.ty, &f, &opts, &mut one).unwrap();
+                wire::stamp(&mut one, m.header.flags, m.header.seq);
+                out.extend(packer.push(&one));
+            }
+            out.extend(packer.take());
+            assert_eq!(out.len(), 1, "{}: one datagram", c.name);
+            assert_eq!(out[0], d.payload, "{}: datagram differs", c.name);
+            rebuilt += 1;
+        }
+        // ALARM has no bulk send: its refreshes go out one by one
+        if !c.name.starts_with("alarm") {
+            assert!(rebuilt >= 1, "{}: no bulk datagram found", c.name);
+        }
+    }
+}

@@ -498,7 +498,7 @@ impl Engine {
             Queued::Tx => return,
             Queued::Rs(_) => {
                 o.queued = Queued::Tx;
-                self.rs_live -= 1;
+                self.rs_live = self.rs_live.saturating_sub(1);
             }
             Queued::None => o.queued = Queued::Tx,
         }
@@ -723,13 +723,13 @@ impl Engine {
                     seq,
                 }) => {
                     if self.rs_item_live(idx, generation, seq) {
-                        self.rs_live -= 1;
+                        self.rs_live = self.rs_live.saturating_sub(1);
                         self.rs_dropped += 1;
                         self.unqueued(idx);
                     }
                 }
                 Some(RsItem::Ctl { .. }) => {
-                    self.rs_live -= 1;
+                    self.rs_live = self.rs_live.saturating_sub(1);
                     self.rs_dropped += 1;
                 }
                 None => {
@@ -938,7 +938,7 @@ impl Engine {
                 break;
             }
             self.rs.remove(i);
-            self.rs_live -= 1;
+            self.rs_live = self.rs_live.saturating_sub(1);
             match (item, resend) {
                 (
                     RsItem::Obj {

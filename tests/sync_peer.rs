@@ -330,7 +330,7 @@ fn conntrackd_to_ctrack(transport: Transport, mode: ModeKind, block: &str) {
     }
     assert_eq!(s.engine.net_stats().malformed, 0, "{what}");
     // failover: our batched commit into the standby's kernel
-    let mut c = Conntrack::open(Some(&l.standby.name)).expect("ctnetlink");
+    let mut c = commit::Committer::open(Some(&l.standby.name)).expect("ctnetlink");
     // conntrackd syncs GRE without its keys: one more entry, not compared
     let gre = s
         .engine

@@ -1,0 +1,17 @@
+# Sync (issue 4): conntrackd is already in TEST_PKGS (the sync tests pair
+# with it); tcpdump regenerates the captures in tests/data/sync; shellcheck
+# checks the keepalived scripts.
+TEST_PKGS += tcpdump shellcheck
+
+SYNC_SCRIPTS := init/keepalived/ctrack-notify.sh init/openwrt/keepalived.hotplug
+
+.PHONY: sync-shellcheck sync-captures
+
+lint: sync-shellcheck
+
+sync-shellcheck:
+	shellcheck -s sh $(SYNC_SCRIPTS)
+
+# Regenerates tests/data/sync/*.pcap from live conntrackd pairs (root).
+sync-captures: deps
+	$(CARGO) test --test sync_capture -- --ignored --test-threads=1

@@ -1,0 +1,647 @@
+//! From synced flows to the kernel: the failover commit (`-c`), the
+//! direct injection of `DisableExternalCache`, and the `-t` purge.
+//!
+//! A commit turns every external flow into a ctnetlink create request
+//! (original tuple, the reply tuple as its inverse, NAT set up with
+//! CTA_NAT_SRC/DST so the kernel rebuilds the NAT'ed reply, status,
+//! timeout = CommitTimeout or what is left of the synced one, mark, zone,
+//! TCP state with BE_LIBERAL unless TCPWindowTracking, ...) and sends
+//! them with a [`Committer`]: many per `sendmsg`, and only the last
+//! request of each send asks for an acknowledgement, so a successful
+//! create costs no reply at all (conntrackd: one send and one receive per
+//! entry). Entries that exist already (EEXIST) are deleted and created
+//! again once, as conntrackd does. Flows without a master go first,
+//! related ones after.
+//!
+//! Events caused by these requests carry the committer's port id
+//! ([`Committer::portid`]): the daemon must not replicate them.
+
+use std::time::{Duration, Instant};
+
+use super::external::{self, ExternalCache};
+use crate::flow::{EventKind, Flow, ProtoInfo, TcpInfo, proto, status};
+use crate::netlink::client::{BatchResult, Conntrack, Error};
+use crate::netlink::ct::{self, CtRequest, NatSetup, TupleParts, cta, msg};
+use crate::netlink::message::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR, NlMsgs,
+};
+use crate::netlink::socket::{NETLINK_NETFILTER, NlSocket};
+
+/// `IP_CT_TCP_FLAG_BE_LIBERAL`: no window checks on this connection.
+pub const TCP_FLAG_BE_LIBERAL: u8 = 0x08;
+/// `IPS_NAT_MASK`: the NAT bits the kernel refuses to change.
+const NAT_MASK: u32 = status::SRC_NAT | status::DST_NAT;
+
+/// How flows are created in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitOpts {
+    /// `CommitTimeout`: the timeout every committed entry gets.
+    pub commit_timeout: Option<u32>,
+    /// `TCPWindowTracking`: keep window tracking (else BE_LIBERAL).
+    pub tcp_window_tracking: bool,
+}
+
+/// The outcome of a commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Entries created.
+    pub ok: usize,
+    /// Entries that could not be created, with the errno of each.
+    pub failed: Vec<(Flow, i32)>,
+    /// Entries that existed and were replaced (included in `ok`).
+    pub replaced: usize,
+    /// Wall time the commit took.
+    pub elapsed: Duration,
+}
+
+impl CommitReport {
+    /// conntrackd's log lines for this commit.
+    pub fn log_lines(&self) -> Vec<String> {
+        let mut v = vec![format!("Committed {} new entries", self.ok)];
+        if !self.failed.is_empty() {
+            v.push(format!("{} entries can't be committed", self.failed.len()));
+        }
+        v.push(format!(
+            "commit has taken {}.{:06} seconds",
+            self.elapsed.as_secs(),
+            self.elapsed.subsec_micros()
+        ));
+        v
+    }
+}
+
+fn nat_parts(f: &Flow) -> (Option<NatSetup>, Option<NatSetup>) {
+    let icmp = proto::is_icmp(f.orig.proto);
+    let ports = !icmp && (proto::has_ports(f.orig.proto) || f.orig.proto == proto::GRE);
+    let src = NatSetup {
+        addr: f.is_snat().then_some(f.reply.dst),
+        port: (ports && f.is_spat()).then_some(f.reply.dport),
+    };
+    let dst = NatSetup {
+        addr: f.is_dnat().then_some(f.reply.src),
+        port: (ports && f.is_dpat()).then_some(f.reply.sport),
+    };
+    let some = |n: NatSetup| (n != NatSetup::default()).then_some(n);
+    (some(src), some(dst))
+}
+
+fn encode_protoinfo(w: &mut crate::netlink::attr::AttrWriter, f: &Flow, o: &CommitOpts) {
+    match f.protoinfo {
+        ProtoInfo::Tcp(t) => {
+            let mut t = TcpInfo {
+                state: t.state,
+                wscale: t.wscale,
+                flags: t.flags,
+            };
+            if !o.tcp_window_tracking {
+                for d in &mut t.flags {
+                    let (fl, m) = d.unwrap_or((0, 0));
+                    *d = Some((fl | TCP_FLAG_BE_LIBERAL, m | TCP_FLAG_BE_LIBERAL));
+                }
+            }
+            if t.state.is_some() {
+                ct::encode_tcp_info(w, &t);
+            }
+        }
+        ProtoInfo::Sctp { state, vtag } => {
+            let nest = w.begin(cta::PROTOINFO);
+            let inner = w.begin(cta::PROTOINFO_SCTP);
+            if let Some(s) = state {
+                w.u8(cta::SCTP_STATE, s);
+            }
+            if let Some(v) = vtag[0] {
+                w.be32(cta::SCTP_VTAG_ORIG, v);
+            }
+            if let Some(v) = vtag[1] {
+                w.be32(cta::SCTP_VTAG_REPLY, v);
+            }
+            w.end(inner);
+            w.end(nest);
+        }
+        ProtoInfo::Dccp { state, role, .. } => {
+            let nest = w.begin(cta::PROTOINFO);
+            let inner = w.begin(cta::PROTOINFO_DCCP);
+            if let Some(s) = state {
+                w.u8(cta::DCCP_STATE, s);
+            }
+            if let Some(r) = role {
+                w.u8(cta::DCCP_ROLE, r);
+            }
+            w.end(inner);
+            w.end(nest);
+        }
+        ProtoInfo::None => {}
+    }
+}
+
+/// The request that creates `f` in the kernel with `timeout` (None: the
+/// kernel's default for its state).
+pub fn create_request(f: &Flow, timeout: Option<u32>, o: &CommitOpts) -> CtRequest {
+    let mut req = CtRequest::new(msg::NEW, f.family);
+    let mut w = req.writer();
+    ct::encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
+    ct::encode_tuple(
+        &mut w,
+        cta::TUPLE_REPLY,
+        &TupleParts::full(&f.orig.inverted(), None),
+    );
+    if let Some(m) = &f.master {
+        ct::encode_tuple(&mut w, cta::TUPLE_MASTER, &TupleParts::full(m, None));
+    }
+    if let Some(s) = f.status {
+        w.be32(cta::STATUS, s & !status::EXPECTED);
+    }
+    if let Some(t) = timeout {
+        w.be32(cta::TIMEOUT, t);
+    }
+    if let Some(m) = f.mark {
+        w.be32(cta::MARK, m);
+    }
+    encode_protoinfo(&mut w, f, o);
+    let (src, dst) = nat_parts(f);
+    if let Some(n) = src {
+        ct::encode_nat(&mut w, cta::NAT_SRC, &n);
+    }
+    if let Some(n) = dst {
+        ct::encode_nat(&mut w, cta::NAT_DST, &n);
+    }
+    if let Some(h) = &f.helper {
+        let nest = w.begin(cta::HELP);
+        w.strz(cta::HELP_NAME, h.as_bytes());
+        w.end(nest);
+    }
+    for (d, kind) in [(0, cta::SEQ_ADJ_ORIG), (1, cta::SEQ_ADJ_REPLY)] {
+        if let Some(s) = f.seq_adj[d] {
+            let nest = w.begin(kind);
+            w.be32(cta::SEQADJ_CORRECTION_POS, s.correction_pos);
+            w.be32(cta::SEQADJ_OFFSET_BEFORE, s.offset_before);
+            w.be32(cta::SEQADJ_OFFSET_AFTER, s.offset_after);
+            w.end(nest);
+        }
+    }
+    if let Some(l) = f.labels.filter(|l| !l.is_empty()) {
+        let mut b = Vec::with_capacity(16);
+        for word in &l.words[..(l.len as usize).clamp(1, 4)] {
+            b.extend_from_slice(&word.to_ne_bytes());
+        }
+        w.bytes(cta::LABELS, &b);
+    }
+    if let Some(z) = f.zone {
+        w.be16(cta::ZONE, z);
+    }
+    req
+}
+
+/// The request that updates an existing entry to `f` (NAT, helper and
+/// master left out: the kernel refuses to change them).
+pub fn update_request(f: &Flow, timeout: Option<u32>, o: &CommitOpts) -> CtRequest {
+    let mut req = CtRequest::new(msg::NEW, f.family);
+    let mut w = req.writer();
+    ct::encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
+    if let Some(s) = f.status {
+        w.be32(cta::STATUS, s & !(NAT_MASK | status::EXPECTED));
+    }
+    if let Some(t) = timeout {
+        w.be32(cta::TIMEOUT, t);
+    }
+    if let Some(m) = f.mark {
+        w.be32(cta::MARK, m);
+    }
+    encode_protoinfo(&mut w, f, o);
+    if let Some(z) = f.zone {
+        w.be16(cta::ZONE, z);
+    }
+    req
+}
+
+/// The request that deletes the entry with `f`'s original tuple and zone.
+pub fn delete_request(f: &Flow) -> CtRequest {
+    let mut req = CtRequest::new(msg::DELETE, f.family);
+    let mut w = req.writer();
+    ct::encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
+    if let Some(z) = f.zone {
+        w.be16(cta::ZONE, z);
+    }
+    req
+}
+
+/// Bytes of requests per `sendmsg`: small enough that the error replies of
+/// a send that fails entirely fit the receive buffer.
+const CHUNK_BYTES: usize = 32 * 1024;
+
+/// A ctnetlink socket for bulk modifications (commit, purge): requests go
+/// out many per `sendmsg`, the kernel answers only failures and the last
+/// request of each send.
+#[derive(Debug)]
+pub struct Committer {
+    sock: NlSocket,
+    dumper: Conntrack,
+    seq: u32,
+    out: Vec<u8>,
+}
+
+impl Committer {
+    /// Opens the sockets in `netns` (None: ours).
+    pub fn open(netns: Option<&str>) -> Result<Committer, Error> {
+        let sock = NlSocket::open(NETLINK_NETFILTER, 0, netns)?;
+        let _ = sock.set_netlink_opt(libc::NETLINK_CAP_ACK, true);
+        let _ = sock.set_recv_buffer(4 << 20);
+        Ok(Committer {
+            sock,
+            dumper: Conntrack::open(netns)?,
+            seq: crate::flow::now_secs() as u32,
+            out: Vec::with_capacity(CHUNK_BYTES + 4096),
+        })
+    }
+
+    /// Port id of the socket the modifications go through: events it
+    /// causes must not be replicated.
+    pub fn portid(&self) -> u32 {
+        self.sock.portid()
+    }
+
+    /// Sends `reqs` with `flags` and returns each one's outcome, in order.
+    pub fn batch(&mut self, reqs: &[CtRequest], flags: u16) -> Result<Vec<BatchResult>, Error> {
+        let mut results = vec![Ok(()); reqs.len()];
+        let portid = self.sock.portid();
+        let mut start = 0;
+        while start < reqs.len() {
+            self.out.clear();
+            let first = self.seq.wrapping_add(1);
+            let mut end = start;
+            let mut last_at = 0;
+            while end < reqs.len() && (end == start || self.out.len() < CHUNK_BYTES) {
+                self.seq = self.seq.wrapping_add(1);
+                last_at = self.out.len();
+                reqs[end].serialize_into(&mut self.out, NLM_F_REQUEST | flags, self.seq);
+                end += 1;
+            }
+            // only the last request asks for an ack (nlmsg_flags: bytes 6..8,
+            // host order): its answer ends the chunk
+            if let Some(b) = self.out.get_mut(last_at + 6..last_at + 8) {
+                let f = u16::from_ne_bytes([b[0], b[1]]) | NLM_F_ACK;
+                b.copy_from_slice(&f.to_ne_bytes());
+            }
+            let last_seq = self.seq;
+            self.sock.send(&self.out)?;
+            'chunk: loop {
+                let data = self.sock.recv()?;
+                for m in NlMsgs::new(data) {
+                    let m = m?;
+                    if m.ty != NLMSG_ERROR || (m.pid != 0 && m.pid != portid) {
+                        continue;
+                    }
+                    let i = m.seq.wrapping_sub(first) as usize;
+                    if i >= end - start {
+                        continue;
+                    }
+                    let code = m.error_code()?;
+                    if code != 0 {
+                        results[start + i] = Err(code);
+                    }
+                    if m.seq == last_seq {
+                        break 'chunk;
+                    }
+                }
+            }
+            start = end;
+        }
+        Ok(results)
+    }
+
+    /// Dumps the table through a separate socket.
+    pub fn dump(&mut self, each: &mut dyn FnMut(&Flow) -> Result<(), Error>) -> Result<(), Error> {
+        self.dumper
+            .dump(&CtRequest::new(msg::GET, 0), each)
+            .map(|_| ())
+    }
+}
+
+/// Creates `flows` (each with its timeout) in the kernel, masters first;
+/// EEXIST: delete and create again, once.
+pub fn commit_flows(
+    conn: &mut Committer,
+    flows: Vec<(Flow, Option<u32>)>,
+    o: &CommitOpts,
+) -> Result<CommitReport, Error> {
+    let started = Instant::now();
+    let mut report = CommitReport::default();
+    let (masters, related): (Vec<_>, Vec<_>) =
+        flows.into_iter().partition(|(f, _)| f.master.is_none());
+    for pass in [masters, related] {
+        if pass.is_empty() {
+            continue;
+        }
+        let reqs: Vec<CtRequest> = pass.iter().map(|(f, t)| create_request(f, *t, o)).collect();
+        let results = conn.batch(&reqs, NLM_F_CREATE | NLM_F_EXCL)?;
+        let mut again = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(()) => report.ok += 1,
+                Err(libc::EEXIST) => again.push(i),
+                Err(e) => report.failed.push((pass[i].0.clone(), e)),
+            }
+        }
+        if again.is_empty() {
+            continue;
+        }
+        let dels: Vec<CtRequest> = again.iter().map(|&i| delete_request(&pass[i].0)).collect();
+        let del_results = conn.batch(&dels, 0)?;
+        let mut retry = Vec::new();
+        for (k, r) in del_results.into_iter().enumerate() {
+            let i = again[k];
+            match r {
+                Ok(()) | Err(libc::ENOENT) => retry.push(i),
+                Err(e) => report.failed.push((pass[i].0.clone(), e)),
+            }
+        }
+        let reqs: Vec<CtRequest> = retry.iter().map(|&i| reqs[i].clone()).collect();
+        for (k, r) in conn
+            .batch(&reqs, NLM_F_CREATE | NLM_F_EXCL)?
+            .into_iter()
+            .enumerate()
+        {
+            match r {
+                Ok(()) => {
+                    report.ok += 1;
+                    report.replaced += 1;
+                }
+                Err(e) => report.failed.push((pass[retry[k]].0.clone(), e)),
+            }
+        }
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// `-c`: commits the whole external cache; timeouts are CommitTimeout or
+/// what is left of each synced timeout at `now`.
+pub fn commit_external(
+    conn: &mut Committer,
+    cache: &ExternalCache,
+    now: Instant,
+    o: &CommitOpts,
+) -> Result<CommitReport, Error> {
+    let flows = cache
+        .iter()
+        .map(|e| {
+            let t = external::commit_timeout(&e, now, o.commit_timeout);
+            (e.flow, t)
+        })
+        .collect();
+    commit_flows(conn, flows, o)
+}
+
+/// Counters of [`Injector`] (`conntrackd -s`, "external inject:").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectStats {
+    /// Created.
+    pub add_ok: u64,
+    /// Could not be created.
+    pub add_fail: u64,
+    /// Updated (or created by an update).
+    pub upd_ok: u64,
+    /// Could not be updated.
+    pub upd_fail: u64,
+    /// Deleted.
+    pub del_ok: u64,
+    /// Could not be deleted (missing entries are not failures).
+    pub del_fail: u64,
+}
+
+/// `DisableExternalCache on`: received flows go straight to the kernel,
+/// with conntrackd's fallbacks (NEW: EEXIST → delete + create; UPD:
+/// ENOENT → create, other errors → delete + create; DEL: ENOENT is fine).
+#[derive(Debug)]
+pub struct Injector {
+    conn: Conntrack,
+    opts: CommitOpts,
+    stats: InjectStats,
+}
+
+impl Injector {
+    /// An injector on its own ctnetlink socket in `netns` (None: ours).
+    pub fn open(netns: Option<&str>, opts: CommitOpts) -> Result<Injector, Error> {
+        Ok(Injector {
+            conn: Conntrack::open(netns)?,
+            opts,
+            stats: InjectStats::default(),
+        })
+    }
+
+    /// Port id of the socket: events it causes must not be replicated.
+    pub fn portid(&self) -> u32 {
+        self.conn.portid()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> InjectStats {
+        self.stats
+    }
+
+    fn create(&mut self, f: &Flow) -> Result<(), Error> {
+        let req = create_request(f, None, &self.opts);
+        self.conn.request(&req, NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    fn delete(&mut self, f: &Flow) -> Result<(), Error> {
+        match self.conn.request(&delete_request(f), 0) {
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Applies one received flow; returns the error the kernel gave when
+    /// even the fallback failed (already counted).
+    pub fn apply(&mut self, op: EventKind, f: &Flow) -> Result<(), Error> {
+        let r = match op {
+            EventKind::New => match self.create(f) {
+                Err(e) if e.errno() == Some(libc::EEXIST) => {
+                    self.delete(f).and_then(|()| self.create(f))
+                }
+                r => r,
+            },
+            EventKind::Update => {
+                let req = update_request(f, None, &self.opts);
+                match self.conn.request(&req, 0) {
+                    Err(e) if e.errno() == Some(libc::ENOENT) => self.create(f),
+                    Err(_) => self.delete(f).and_then(|()| self.create(f)),
+                    r => r,
+                }
+            }
+            EventKind::Destroy => match self.conn.request(&delete_request(f), 0) {
+                Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(()),
+                r => r,
+            },
+        };
+        let s = &mut self.stats;
+        let (ok, fail) = match op {
+            EventKind::New => (&mut s.add_ok, &mut s.add_fail),
+            EventKind::Update => (&mut s.upd_ok, &mut s.upd_fail),
+            EventKind::Destroy => (&mut s.del_ok, &mut s.del_fail),
+        };
+        if r.is_ok() {
+            *ok += 1;
+        } else {
+            *fail += 1;
+        }
+        r
+    }
+}
+
+/// `-t`: deletes every kernel entry for which `keep` is false (conntrackd
+/// keeps the entries its Filter ignores). Returns (deleted, failed).
+pub fn purge_kernel_table(
+    conn: &mut Committer,
+    keep: &dyn Fn(&Flow) -> bool,
+) -> Result<(usize, usize), Error> {
+    let mut reqs = Vec::new();
+    conn.dump(&mut |f| {
+        if !keep(f) {
+            reqs.push(delete_request(f));
+        }
+        Ok(())
+    })?;
+    let (mut ok, mut failed) = (0, 0);
+    for r in conn.batch(&reqs, 0)? {
+        match r {
+            Ok(()) => ok += 1,
+            Err(libc::ENOENT) => {}
+            Err(_) => failed += 1,
+        }
+    }
+    Ok((ok, failed))
+}
+
+/// The `-t` schedule: one pending purge of the kernel table, cancelled by
+/// a commit or a flush (conntrackd's reset-timers alarm).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeTimer {
+    at: Option<Instant>,
+}
+
+impl PurgeTimer {
+    /// `-t`: schedules the purge in `purge_timeout` seconds unless one is
+    /// pending; returns the log line when it was scheduled.
+    pub fn schedule(&mut self, now: Instant, purge_timeout: u32) -> Option<String> {
+        if self.at.is_some() {
+            return None;
+        }
+        self.at = Some(now + Duration::from_secs(purge_timeout as u64));
+        Some(format!("flushing conntrack table in {purge_timeout} secs"))
+    }
+
+    /// A commit or flush cancels the pending purge.
+    pub fn cancel(&mut self) {
+        self.at = None;
+    }
+
+    /// When the purge is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.at
+    }
+
+    /// True (once) when the purge is due: run [`purge_kernel_table`].
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        if self.at.is_some_and(|t| t <= now) {
+            self.at = None;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::testutil;
+
+    /// What the kernel would read from a request.
+    fn roundtrip(req: &CtRequest) -> Flow {
+        let mut bytes = Vec::new();
+        req.serialize_into(&mut bytes, 0, 1);
+        let m = crate::netlink::message::NlMsgs::new(&bytes)
+            .next()
+            .unwrap()
+            .unwrap();
+        ct::decode_flow(m.payload).unwrap()
+    }
+
+    #[test]
+    fn create_request_sets_up_nat_and_be_liberal() {
+        let mut f = testutil::tcp4();
+        f.status = Some(0x1be);
+        f.reply.dst = "100.64.0.5".parse().unwrap();
+        f.reply.dport = 6000;
+        let req = create_request(&f, Some(268), &CommitOpts::default());
+        let back = roundtrip(&req);
+        assert_eq!(back.orig, f.orig);
+        // the reply is sent un-NAT'ed; NAT comes from CTA_NAT_SRC
+        assert_eq!(back.reply, f.orig.inverted());
+        assert_eq!(back.timeout, Some(268));
+        let ProtoInfo::Tcp(t) = back.protoinfo else {
+            panic!()
+        };
+        assert_eq!(t.flags, [Some((8, 8)); 2]);
+        let (src, dst) = nat_parts(&f);
+        assert_eq!(
+            src,
+            Some(NatSetup {
+                addr: Some("100.64.0.5".parse().unwrap()),
+                port: Some(6000)
+            })
+        );
+        assert_eq!(dst, None);
+        // window tracking on: no BE_LIBERAL
+        let req = create_request(
+            &f,
+            None,
+            &CommitOpts {
+                tcp_window_tracking: true,
+                ..CommitOpts::default()
+            },
+        );
+        let back = roundtrip(&req);
+        assert_eq!(back.timeout, None);
+        let ProtoInfo::Tcp(t) = back.protoinfo else {
+            panic!()
+        };
+        assert_eq!(t.flags, [None; 2]);
+    }
+
+    #[test]
+    fn purge_timer_schedules_once_and_is_cancelled() {
+        let t0 = Instant::now();
+        let mut p = PurgeTimer::default();
+        assert_eq!(
+            p.schedule(t0, 60).as_deref(),
+            Some("flushing conntrack table in 60 secs")
+        );
+        assert_eq!(p.schedule(t0, 60), None);
+        assert!(!p.take_due(t0 + Duration::from_secs(59)));
+        assert!(p.take_due(t0 + Duration::from_secs(60)));
+        assert!(!p.take_due(t0 + Duration::from_secs(61)));
+        p.schedule(t0, 1);
+        p.cancel();
+        assert_eq!(p.deadline(), None);
+    }
+
+    #[test]
+    fn report_lines_are_conntrackds() {
+        let r = CommitReport {
+            ok: 3,
+            failed: vec![(testutil::tcp4(), libc::EINVAL)],
+            replaced: 0,
+            elapsed: Duration::from_micros(376216),
+        };
+        assert_eq!(
+            r.log_lines(),
+            [
+                "Committed 3 new entries",
+                "1 entries can't be committed",
+                "commit has taken 0.376216 seconds"
+            ]
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! The `Sync { ... }` block of conntrackd.conf as plain Rust values, with
+//! conntrackd 1.4.7's defaults. The daemon's config parser fills them;
+//! nothing here reads files (except [`AuthConfig::load_key`]).
+//!
+//! ```text
+//! Sync {
+//!     Mode FTFW { ResendQueueSize 131072; ACKWindowSize 300; CommitTimeout 180;
+//!                 PurgeTimeout 60; DisableExternalCache off; StartupResync on }
+//!     UDP Default { IPv4_address 10.0.0.1; IPv4_Destination_Address 10.0.0.2;
+//!                   Port 3780; Interface eth2; SndSocketBuffer 1249280;
+//!                   RcvSocketBuffer 1249280; Checksum on }
+//!     Options { TCPWindowTracking off }
+//!     # ctrack extensions:
+//!     PeerEndianness little      # byte order of the peer's CPU (x86: little)
+//!     CheckSourceAddress on      # UDP: drop datagrams not from the peer
+//! }
+//! Auth { KeyFile /etc/ctrack/sync.key }
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use super::wire::ct::QuirkOrder;
+
+/// Most links conntrackd accepts in one Sync block (`MULTICHANNEL_MAX`).
+pub const MAX_LINKS: usize = 4;
+
+/// The reliability mode (`Mode FTFW|NOTRACK|ALARM`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModeKind {
+    /// Sequence numbers, acknowledgements and retransmission (default).
+    #[default]
+    Ftfw,
+    /// Best effort, no retransmission.
+    Notrack,
+    /// Every entry re-sent every RefreshTime seconds; entries expire.
+    Alarm,
+}
+
+/// What kind of socket a link is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    /// `UDP { IPv4_address; IPv4_Destination_Address; Port }`.
+    Udp {
+        /// Local address to bind (`IPv4_address`/`IPv6_address`); None binds
+        /// the wildcard address.
+        local: Option<IpAddr>,
+        /// The peer (`IPv4_Destination_Address`/`IPv6_Destination_Address`).
+        peer: IpAddr,
+        /// UDP port on both sides (`Port`, default 3780).
+        port: u16,
+    },
+    /// `Multicast { IPv4_address; Group; IPv4_interface }`.
+    Multicast {
+        /// The multicast group (`IPv4_address`, e.g. 225.0.0.50).
+        group: Ipv4Addr,
+        /// UDP port (`Group`, default 3780).
+        port: u16,
+        /// Address of the local interface to use (`IPv4_interface`).
+        interface_addr: Ipv4Addr,
+    },
+}
+
+/// One dedicated link (a UDP or Multicast block).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// Socket kind and addresses.
+    pub kind: LinkKind,
+    /// `Interface`: the device (its MTU sizes datagrams; it is watched
+    /// for link state). Mandatory in conntrackd.
+    pub interface: String,
+    /// `SndSocketBuffer` (SO_SNDBUFFORCE), None = system default.
+    pub snd_buffer: Option<usize>,
+    /// `RcvSocketBuffer` (SO_RCVBUFFORCE), None = system default.
+    pub rcv_buffer: Option<usize>,
+    /// `Checksum on|off`: UDP checksums (off sets SO_NO_CHECK). Default on.
+    pub checksum: bool,
+    /// Written as `UDP Default { ... }`: the initially active link.
+    pub default: bool,
+    /// ctrack: drop datagrams whose source is not the configured peer
+    /// (UDP only; `CheckSourceAddress on`).
+    pub check_source: bool,
+    /// ctrack: MTU to size datagrams with when the interface's cannot be
+    /// read (tests); None = ask the interface.
+    pub mtu: Option<usize>,
+}
+
+impl LinkConfig {
+    /// A UDP link with conntrackd's defaults for everything else.
+    pub fn udp(local: Option<IpAddr>, peer: IpAddr, port: u16, interface: &str) -> LinkConfig {
+        LinkConfig {
+            kind: LinkKind::Udp { local, peer, port },
+            interface: interface.to_string(),
+            snd_buffer: None,
+            rcv_buffer: None,
+            checksum: true,
+            default: false,
+            check_source: false,
+            mtu: None,
+        }
+    }
+
+    /// A multicast link with conntrackd's defaults for everything else.
+    pub fn multicast(
+        group: Ipv4Addr,
+        port: u16,
+        interface_addr: Ipv4Addr,
+        interface: &str,
+    ) -> Self {
+        LinkConfig {
+            kind: LinkKind::Multicast {
+                group,
+                port,
+                interface_addr,
+            },
+            ..LinkConfig::udp(None, IpAddr::V4(group), port, interface)
+        }
+    }
+
+    /// The peer address datagrams must come from, when checked.
+    pub fn expected_source(&self) -> Option<IpAddr> {
+        match (&self.kind, self.check_source) {
+            (LinkKind::Udp { peer, .. }, true) => Some(*peer),
+            _ => None,
+        }
+    }
+
+    /// "UDP" or "multicast", as conntrackd's statistics name the link.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            LinkKind::Udp { .. } => "UDP",
+            LinkKind::Multicast { .. } => "multicast",
+        }
+    }
+}
+
+/// `Auth { KeyFile ... }` (ctrack extension): HMAC-SHA256 on every datagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// File holding the shared secret (at least 16 bytes; trailing
+    /// whitespace is ignored, so `head -c 32 /dev/urandom | base64` works).
+    pub key_file: PathBuf,
+}
+
+/// Shortest key `Auth` accepts.
+pub const MIN_KEY_LEN: usize = 16;
+
+impl AuthConfig {
+    /// Reads the key, with an error a person can act on.
+    pub fn load_key(&self) -> Result<Vec<u8>, String> {
+        let raw = std::fs::read(&self.key_file)
+            .map_err(|e| format!("cannot read Auth KeyFile {}: {e}", self.key_file.display()))?;
+        let end = raw
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        if end < MIN_KEY_LEN {
+            return Err(format!(
+                "Auth KeyFile {} holds {end} bytes; at least {MIN_KEY_LEN} are needed \
+                 (make one with: head -c 32 /dev/urandom | base64 > {})",
+                self.key_file.display(),
+                self.key_file.display()
+            ));
+        }
+        Ok(raw[..end].to_vec())
+    }
+}
+
+/// The whole Sync block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// `Mode FTFW|NOTRACK|ALARM` (none given: FTFW, as conntrackd).
+    pub mode: ModeKind,
+    /// FTFW `ResendQueueSize`: objects kept for retransmission (131072).
+    pub resend_queue_size: usize,
+    /// FTFW `ACKWindowSize`: messages per acknowledgement (300).
+    pub ack_window_size: u32,
+    /// ALARM `RefreshTime`: seconds between refreshes of an entry (60).
+    pub refresh_time: u32,
+    /// ALARM `CacheTimeout`: seconds an external entry lives unrefreshed (180).
+    pub cache_timeout: u32,
+    /// `CommitTimeout`: timeout of committed entries; None = estimate
+    /// from the synced timeout. When set, TIMEOUT is not sent.
+    pub commit_timeout: Option<u32>,
+    /// `PurgeTimeout`: seconds until `-t` flushes the kernel table (60).
+    pub purge_timeout: u32,
+    /// `DisableExternalCache`: apply received flows to the kernel at once.
+    pub disable_external_cache: bool,
+    /// NOTRACK `DisableInternalCache`: send events straight out.
+    pub disable_internal_cache: bool,
+    /// `StartupResync`: ask the peer for a full resync at start.
+    pub startup_resync: bool,
+    /// `Options { TCPWindowTracking }`: keep window tracking on committed
+    /// TCP entries (off: they are created BE_LIBERAL) and sync wscale.
+    pub tcp_window_tracking: bool,
+    /// `Options { ExpectationSync }`: accepted, expectations are not
+    /// synced by ctrack yet.
+    pub expectation_sync: bool,
+    /// The links (1 to 4, all of one kind).
+    pub links: Vec<LinkConfig>,
+    /// ctrack `PeerEndianness little|big`: byte order conntrackd uses for
+    /// ICMP ids and NAT ports (its CPU's). Default little (x86, ARM).
+    pub peer_endianness: QuirkOrder,
+    /// ctrack `Auth { KeyFile }`: authenticate datagrams (conntrackd
+    /// cannot talk to a peer that has this on).
+    pub auth: Option<AuthConfig>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            mode: ModeKind::Ftfw,
+            resend_queue_size: 131072,
+            ack_window_size: 300,
+            refresh_time: 60,
+            cache_timeout: 180,
+            commit_timeout: None,
+            purge_timeout: 60,
+            disable_external_cache: false,
+            disable_internal_cache: false,
+            startup_resync: false,
+            tcp_window_tracking: false,
+            expectation_sync: false,
+            links: Vec::new(),
+            peer_endianness: QuirkOrder::Little,
+            auth: None,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// Checks what conntrackd checks (and a little more); returns warnings
+    /// to log, or the error that stops the daemon.
+    pub fn validate(&mut self) -> Result<Vec<String>, String> {
+        let mut warnings = Vec::new();
+        if self.links.is_empty() {
+            return Err("Sync needs a UDP or Multicast block".into());
+        }
+        if self.links.len() > MAX_LINKS {
+            return Err(format!("too many links in Sync: at most {MAX_LINKS}"));
+        }
+        let first = self.links[0].kind_name();
+        if self.links.iter().any(|l| l.kind_name() != first) {
+            return Err("cannot mix UDP and Multicast links in Sync".into());
+        }
+        if self.links.iter().filter(|l| l.default).count() > 1 {
+            return Err("more than one link marked Default in Sync".into());
+        }
+        for l in &self.links {
+            if l.interface.is_empty() {
+                return Err(format!("{} link without Interface", l.kind_name()));
+            }
+            if let LinkKind::Multicast { group, .. } = &l.kind
+                && !group.is_multicast()
+            {
+                return Err(format!("{group} is not a multicast address"));
+            }
+        }
+        if self.commit_timeout.is_some() && self.disable_external_cache {
+            warnings
+                .push("CommitTimeout has no effect with DisableExternalCache on: ignored".into());
+            self.commit_timeout = None;
+        }
+        if self.disable_internal_cache && self.mode != ModeKind::Notrack {
+            return Err("DisableInternalCache is only possible with Mode NOTRACK".into());
+        }
+        if self.expectation_sync {
+            warnings.push("ExpectationSync: expectations are not synced by ctrack".into());
+        }
+        if self.ack_window_size == 0 {
+            self.ack_window_size = 300;
+        }
+        if self.resend_queue_size == 0 {
+            self.resend_queue_size = 131072;
+        }
+        if self.refresh_time == 0 {
+            self.refresh_time = 60;
+        }
+        if self.cache_timeout == 0 {
+            self.cache_timeout = 180;
+        }
+        if self.purge_timeout == 0 {
+            self.purge_timeout = 60;
+        }
+        Ok(warnings)
+    }
+
+    /// Index of the initially active link: the one marked Default, else
+    /// the first.
+    pub fn default_link(&self) -> usize {
+        self.links.iter().position(|l| l.default).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp() -> LinkConfig {
+        LinkConfig::udp(
+            Some("10.0.0.1".parse().unwrap()),
+            "10.0.0.2".parse().unwrap(),
+            3780,
+            "eth2",
+        )
+    }
+
+    #[test]
+    fn defaults_are_conntrackds() {
+        let c = SyncConfig::default();
+        assert_eq!(c.mode, ModeKind::Ftfw);
+        assert_eq!(
+            (c.resend_queue_size, c.ack_window_size, c.refresh_time),
+            (131072, 300, 60)
+        );
+        assert_eq!((c.cache_timeout, c.purge_timeout), (180, 60));
+        assert_eq!(c.commit_timeout, None);
+        assert!(udp().checksum && !udp().default);
+    }
+
+    #[test]
+    fn validation_catches_what_conntrackd_refuses() {
+        let mut c = SyncConfig::default();
+        assert!(c.validate().is_err());
+        c.links = vec![udp(); 5];
+        assert!(c.validate().is_err());
+        c.links = vec![
+            udp(),
+            LinkConfig::multicast(
+                "225.0.0.50".parse().unwrap(),
+                3780,
+                "10.0.0.1".parse().unwrap(),
+                "eth3",
+            ),
+        ];
+        assert!(c.validate().unwrap_err().contains("mix"));
+        let mut a = udp();
+        a.default = true;
+        c.links = vec![udp(), a.clone()];
+        assert_eq!(c.default_link(), 1);
+        c.links = vec![a.clone(), a];
+        assert!(c.validate().is_err());
+        c.links = vec![udp()];
+        c.commit_timeout = Some(180);
+        c.disable_external_cache = true;
+        let w = c.validate().unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(c.commit_timeout, None);
+        c.disable_internal_cache = true;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn key_file_needs_sixteen_bytes() {
+        let dir = std::env::temp_dir().join(format!("ctrack-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("k");
+        std::fs::write(&p, "short\n").unwrap();
+        let a = AuthConfig {
+            key_file: p.clone(),
+        };
+        assert!(a.load_key().unwrap_err().contains("at least 16"));
+        std::fs::write(&p, "0123456789abcdef0123\n\n").unwrap();
+        assert_eq!(a.load_key().unwrap(), b"0123456789abcdef0123");
+        let missing = AuthConfig {
+            key_file: dir.join("nope"),
+        };
+        assert!(missing.load_key().unwrap_err().contains("cannot read"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

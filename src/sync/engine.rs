@@ -1,0 +1,1403 @@
+//! The sync engine: conntrackd's FTFW, NOTRACK and ALARM modes as one
+//! sans-I/O state machine.
+//!
+//! The daemon feeds it kernel events of the flows it replicates, the
+//! datagrams its link sockets receive, link up/down changes, the client
+//! commands (`-n`, `-B`, `-f`) and the passing of time; after each batch
+//! of input it calls [`Engine::transmit`] and then takes the resulting
+//! [`Action`]s (datagrams to send on a link, flows to inject into the
+//! kernel, log lines). [`Engine::next_deadline`] says when to call
+//! [`Engine::on_timeout`]. Time is injected, nothing here sleeps or does
+//! I/O, so the protocol is tested with simulated lossy links.
+//!
+//! Like conntrackd, messages are built from the object's *current* state
+//! when they are sent: an object queued several times goes out once, and
+//! a retransmission after a NACK carries the latest state with a new
+//! sequence number. The engine keeps, per replicated flow, its encoded
+//! message (~60-120 bytes) and its queue position; destroyed flows stay
+//! until the peer acknowledges their DEL (FTFW).
+//!
+//! The received side applies NEW/UPD/DEL to the [`ExternalCache`] (or,
+//! with `DisableExternalCache`, emits [`Action::Inject`]).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::auth::{Auth, AuthError};
+use super::config::{ModeKind, SyncConfig};
+use super::external::{ExternalCache, FlowKey};
+use super::wire::ct::{self, EncodeOpts};
+use super::wire::{self, Header, Messages, Packer, RecvError, flag, ty};
+use crate::flow::{EventKind, Flow};
+
+/// ALIVE interval (conntrackd's ALIVE_INT, hard-coded to one second).
+pub const ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A HELLO up to this many sequence numbers behind the expected one is a
+/// reordered message of the current peer session, not a new session.
+const SESSION_SLACK: i32 = 64;
+/// A HELLO up to this many sequence numbers ahead is the current session
+/// with losses.
+const SESSION_JUMP: i32 = 4096;
+
+/// Something the daemon must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this datagram on link number `link` (index into the config's
+    /// links); count a failure with [`Engine::note_send_error`].
+    Send {
+        /// Link index.
+        link: usize,
+        /// The whole UDP payload.
+        datagram: Vec<u8>,
+    },
+    /// `DisableExternalCache`: apply this flow to the kernel now
+    /// (`commit::Injector` does it the way conntrackd does).
+    Inject {
+        /// New, Update or Destroy.
+        op: EventKind,
+        /// The received flow, reply tuple rebuilt.
+        flow: Box<Flow>,
+    },
+    /// NOTRACK with `DisableInternalCache`: a bulk send was asked for
+    /// (`-B` or the peer's resync request): dump the kernel table and
+    /// pass each flow to [`Engine::bulk_flow`], then call `transmit`.
+    DumpKernelForBulk,
+    /// A line for the daemon's log.
+    Log {
+        /// Severity.
+        level: LogLevel,
+        /// The text, conntrackd's wording where it has one.
+        text: String,
+    },
+}
+
+/// Log severity of [`Action::Log`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Normal but worth noting.
+    Notice,
+    /// Something is wrong.
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+/// What the engine needs to know at start beyond the config.
+#[derive(Clone, Debug)]
+pub struct Start {
+    /// The monotonic clock now.
+    pub now: Instant,
+    /// First sequence number; conntrackd uses `time(NULL)`.
+    pub seq: u32,
+    /// MTU of each link's interface (same order as the config's links).
+    pub mtus: Vec<usize>,
+    /// The `Auth` key, when configured.
+    pub auth_key: Option<Vec<u8>>,
+    /// First auth counter: the wall clock in microseconds.
+    pub auth_counter: u64,
+    /// Seed of the ALARM refresh jitter.
+    pub seed: u64,
+}
+
+impl Start {
+    /// Values from the clocks, for the daemon.
+    pub fn now(mtus: Vec<usize>, auth_key: Option<Vec<u8>>) -> Start {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Start {
+            now: Instant::now(),
+            seq: wall.as_secs() as u32,
+            mtus,
+            auth_key,
+            auth_counter: wall.as_micros() as u64,
+            seed: wall.as_nanos() as u64 | 1,
+        }
+    }
+}
+
+/// Receive and protocol counters (`conntrackd -s network`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Malformed messages received (sum of the next six).
+    pub malformed: u64,
+    /// Wrong protocol version.
+    pub bad_version: u64,
+    /// Malformed header (bad control message).
+    pub bad_header: u64,
+    /// Malformed payload (attributes).
+    pub bad_payload: u64,
+    /// Bad message type.
+    pub bad_type: u64,
+    /// Truncated message.
+    pub truncated: u64,
+    /// Bad message size.
+    pub bad_size: u64,
+    /// Flows that could not be encoded for sending.
+    pub send_malformed: u64,
+    /// Messages lost (sequence gaps; counted exactly, unlike conntrackd).
+    pub lost: u64,
+    /// Old or duplicate messages (sequence before the expected one).
+    pub before: u64,
+    /// State messages sent (retransmissions included).
+    pub state_sent: u64,
+    /// State messages received and applied.
+    pub state_recv: u64,
+    /// Control messages sent.
+    pub ctl_sent: u64,
+    /// Control messages received.
+    pub ctl_recv: u64,
+    /// Objects sent again after a NACK.
+    pub resent: u64,
+    /// Expectation messages ignored (not supported).
+    pub exp_ignored: u64,
+    /// Datagrams without the auth block (Auth on).
+    pub auth_missing: u64,
+    /// Datagrams with a wrong MAC (Auth on).
+    pub auth_bad_mac: u64,
+    /// Replayed datagrams (Auth on).
+    pub auth_replay: u64,
+    /// Datagrams from another source than the peer (CheckSourceAddress).
+    pub wrong_source: u64,
+}
+
+/// Traffic of one link (`conntrackd -s link`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_recv: u64,
+    /// Datagrams sent.
+    pub pkts_sent: u64,
+    /// Datagrams received.
+    pub pkts_recv: u64,
+    /// Send errors the daemon reported.
+    pub errors_send: u64,
+    /// Receive errors the daemon reported.
+    pub errors_recv: u64,
+}
+
+/// One link as the engine sees it.
+#[derive(Clone, Debug)]
+pub struct LinkView {
+    /// Interface name.
+    pub name: String,
+    /// "UDP" or "multicast".
+    pub kind: &'static str,
+    /// Administratively up and running, as last reported.
+    pub up: bool,
+    /// The link messages are sent on.
+    pub active: bool,
+    /// Traffic.
+    pub stats: LinkStats,
+}
+
+/// Queue sizes (`conntrackd -s queue`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Items waiting to be sent.
+    pub tx_len: usize,
+    /// Items kept for retransmission (FTFW).
+    pub rs_len: usize,
+    /// ResendQueueSize.
+    pub rs_max: usize,
+    /// Items dropped because the resend queue was full.
+    pub rs_dropped: u64,
+    /// Replicated flows the engine tracks (destroyed ones awaiting ACK
+    /// included).
+    pub objects: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    New,
+    Alive,
+    Dead,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Queued {
+    None,
+    Tx,
+    Rs(u32),
+}
+
+#[derive(Clone, Debug)]
+struct Obj {
+    key: FlowKey,
+    msg: Box<[u8]>,
+    status: Status,
+    queued: Queued,
+    /// Not in the index: sent once and forgotten (DisableInternalCache
+    /// and kernel-dump bulks).
+    transient: bool,
+    alarm: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    generation: u32,
+    obj: Option<Obj>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxItem {
+    Obj(u32, u32),
+    Ctl { flags: u8, from: u32, to: u32 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RsItem {
+    Obj {
+        idx: u32,
+        generation: u32,
+        seq: u32,
+    },
+    Ctl {
+        flags: u8,
+        from: u32,
+        to: u32,
+        seq: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hello {
+    Init,
+    Say,
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Data,
+    Ctl,
+    Drop,
+    Bad,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeqState {
+    Unset,
+    InSync,
+    After,
+    Before,
+}
+
+/// `a` comes before `b` in sequence space (wrapping).
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+fn after(a: u32, b: u32) -> bool {
+    before(b, a)
+}
+
+struct LinkRt {
+    name: String,
+    kind: &'static str,
+    limit: usize,
+    expected: Option<IpAddr>,
+    up: bool,
+    stats: LinkStats,
+}
+
+/// The sync engine of one daemon. See the module documentation.
+pub struct Engine {
+    mode: ModeKind,
+    opts: EncodeOpts,
+    quirk: ct::QuirkOrder,
+    window_size: u32,
+    rs_max: usize,
+    refresh_time: u32,
+    disable_internal: bool,
+    disable_external: bool,
+    // sequence numbers
+    next_seq: u32,
+    last_recv: Option<u32>,
+    // FTFW receive side
+    window: u32,
+    ack_from: Option<u32>,
+    hello: Hello,
+    say_hello_back: bool,
+    // objects and queues
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: HashMap<FlowKey, u32>,
+    tx: VecDeque<TxItem>,
+    rs: VecDeque<RsItem>,
+    rs_live: usize,
+    rs_dropped: u64,
+    // timers
+    alive_at: Option<Instant>,
+    refresh: BinaryHeap<Reverse<(Instant, u32, u32, u32)>>,
+    rng: u64,
+    // links
+    links: Vec<LinkRt>,
+    active: usize,
+    packer: Packer,
+    auth: Option<Auth>,
+    last_auth_log: Option<Instant>,
+    external: ExternalCache,
+    actions: VecDeque<Action>,
+    stats: NetStats,
+}
+
+impl Engine {
+    /// An engine for a validated config (see `SyncConfig::validate`).
+    pub fn new(cfg: &SyncConfig, start: Start) -> Engine {
+        let links: Vec<LinkRt> = cfg
+            .links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mtu = start
+                    .mtus
+                    .get(i)
+                    .copied()
+                    .or(l.mtu)
+                    .unwrap_or(1500)
+                    .clamp(576, wire::MAX_DATAGRAM);
+                let auth = if start.auth_key.is_some() {
+                    super::auth::AUTH_LEN
+                } else {
+                    0
+                };
+                LinkRt {
+                    name: l.interface.clone(),
+                    kind: l.kind_name(),
+                    limit: mtu - wire::UDP_IP_OVERHEAD - auth,
+                    expected: l.expected_source(),
+                    up: true,
+                    stats: LinkStats::default(),
+                }
+            })
+            .collect();
+        let active = cfg.default_link().min(links.len().saturating_sub(1));
+        let limit = links.get(active).map_or(1472, |l| l.limit);
+        let lifetime = (cfg.mode == ModeKind::Alarm)
+            .then(|| Duration::from_secs(cfg.cache_timeout.max(1) as u64));
+        let mut e = Engine {
+            mode: cfg.mode,
+            opts: EncodeOpts {
+                omit_timeout: cfg.commit_timeout.is_some(),
+                tcp_window_tracking: cfg.tcp_window_tracking,
+                quirk: cfg.peer_endianness,
+            },
+            quirk: cfg.peer_endianness,
+            window_size: cfg.ack_window_size.max(1),
+            rs_max: cfg.resend_queue_size.max(1),
+            refresh_time: cfg.refresh_time.max(1),
+            disable_internal: cfg.disable_internal_cache && cfg.mode == ModeKind::Notrack,
+            disable_external: cfg.disable_external_cache,
+            next_seq: start.seq,
+            last_recv: None,
+            window: cfg.ack_window_size.max(1),
+            ack_from: None,
+            hello: Hello::Init,
+            say_hello_back: false,
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            tx: VecDeque::new(),
+            rs: VecDeque::new(),
+            rs_live: 0,
+            rs_dropped: 0,
+            alive_at: None,
+            refresh: BinaryHeap::new(),
+            rng: start.seed | 1,
+            links,
+            active,
+            packer: Packer::new(limit),
+            auth: start
+                .auth_key
+                .as_deref()
+                .map(|k| Auth::new(k, start.auth_counter)),
+            last_auth_log: None,
+            external: ExternalCache::new(cfg.peer_endianness, lifetime),
+            actions: VecDeque::new(),
+            stats: NetStats::default(),
+        };
+        if e.mode != ModeKind::Alarm {
+            e.alive_at = Some(start.now + ALIVE_INTERVAL);
+        }
+        if cfg.startup_resync {
+            e.request_resync();
+        }
+        e
+    }
+
+    // ---------------------------------------------------------------
+    // objects
+
+    fn obj(&self, idx: u32, generation: u32) -> Option<&Obj> {
+        self.slots
+            .get(idx as usize)
+            .filter(|s| s.generation == generation)
+            .and_then(|s| s.obj.as_ref())
+    }
+
+    fn obj_mut(&mut self, idx: u32) -> Option<&mut Obj> {
+        self.slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.obj.as_mut())
+    }
+
+    fn generation(&self, idx: u32) -> u32 {
+        self.slots.get(idx as usize).map_or(0, |s| s.generation)
+    }
+
+    fn alloc(&mut self, o: Obj) -> u32 {
+        if let Some(i) = self.free.pop() {
+            self.slots[i as usize].obj = Some(o);
+            i
+        } else {
+            self.slots.push(Slot {
+                generation: 0,
+                obj: Some(o),
+            });
+            (self.slots.len() - 1) as u32
+        }
+    }
+
+    fn release(&mut self, idx: u32) {
+        let Some(slot) = self.slots.get_mut(idx as usize) else {
+            return;
+        };
+        let Some(o) = slot.obj.take() else { return };
+        slot.generation = slot.generation.wrapping_add(1);
+        if !o.transient && self.index.get(&o.key) == Some(&idx) {
+            self.index.remove(&o.key);
+        }
+        self.free.push(idx);
+    }
+
+    /// Called when an object leaves the queues: dead or transient objects
+    /// are gone then.
+    fn unqueued(&mut self, idx: u32) {
+        let gone = match self.obj_mut(idx) {
+            Some(o) => {
+                o.queued = Queued::None;
+                o.status == Status::Dead || o.transient
+            }
+            None => false,
+        };
+        if gone {
+            self.release(idx);
+        }
+    }
+
+    fn enqueue(&mut self, idx: u32) {
+        let generation = self.generation(idx);
+        let Some(o) = self.obj_mut(idx) else { return };
+        match o.queued {
+            Queued::Tx => return,
+            Queued::Rs(_) => {
+                o.queued = Queued::Tx;
+                self.rs_live = self.rs_live.saturating_sub(1);
+            }
+            Queued::None => o.queued = Queued::Tx,
+        }
+        self.tx.push_back(TxItem::Obj(idx, generation));
+    }
+
+    fn rand(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn arm_refresh(&mut self, now: Instant, idx: u32) {
+        if self.mode != ModeKind::Alarm {
+            return;
+        }
+        let secs = self.rand() % self.refresh_time as u64 + 1;
+        let usecs = (self.rand() % 5 + 1) * 200_000 - 1;
+        let at = now + Duration::from_secs(secs) + Duration::from_micros(usecs);
+        let generation = self.generation(idx);
+        let Some(o) = self.obj_mut(idx) else { return };
+        o.alarm = o.alarm.wrapping_add(1);
+        let a = o.alarm;
+        self.refresh.push(Reverse((at, idx, generation, a)));
+    }
+
+    fn encode(&mut self, f: &Flow) -> Option<Box<[u8]>> {
+        let mut m = Vec::with_capacity(128);
+        match ct::encode_msg(ty::CT_NEW, f, &self.opts, &mut m) {
+            Ok(()) => Some(m.into_boxed_slice()),
+            Err(_) => {
+                self.stats.send_malformed += 1;
+                None
+            }
+        }
+    }
+
+    fn transient(&mut self, msg: Box<[u8]>, key: FlowKey, status: Status) {
+        let idx = self.alloc(Obj {
+            key,
+            msg,
+            status,
+            queued: Queued::None,
+            transient: true,
+            alarm: 0,
+        });
+        self.enqueue(idx);
+    }
+
+    /// A kernel event of a flow to replicate (the daemon has filtered it
+    /// and dropped events its own commits caused). Pass the flow as the
+    /// daemon's cache now holds it (updates merged), so messages carry
+    /// the whole current state. Queues a message; call `transmit`.
+    pub fn on_event(&mut self, now: Instant, kind: EventKind, f: &Flow) {
+        let key = FlowKey::of(f);
+        if self.disable_internal {
+            if let Some(msg) = self.encode(f) {
+                let s = match kind {
+                    EventKind::New => Status::New,
+                    EventKind::Update => Status::Alive,
+                    EventKind::Destroy => Status::Dead,
+                };
+                self.transient(msg, key, s);
+            }
+            return;
+        }
+        let existing = self.index.get(&key).copied();
+        match kind {
+            EventKind::Destroy => {
+                let Some(idx) = existing else { return };
+                let Some(o) = self.obj_mut(idx) else { return };
+                if o.status == Status::Dead {
+                    return;
+                }
+                o.status = Status::Dead;
+                o.alarm = o.alarm.wrapping_add(1); // no more refreshes
+                self.enqueue(idx);
+            }
+            EventKind::New | EventKind::Update => {
+                let Some(msg) = self.encode(f) else { return };
+                match existing {
+                    Some(idx) => {
+                        let Some(o) = self.obj_mut(idx) else { return };
+                        // an update of a live object keeps it ALIVE; NEW,
+                        // or anything for a dead one, starts it anew
+                        o.status = if kind == EventKind::Update && o.status != Status::Dead {
+                            Status::Alive
+                        } else {
+                            Status::New
+                        };
+                        o.msg = msg;
+                        self.arm_refresh(now, idx);
+                        self.enqueue(idx);
+                    }
+                    None => {
+                        let idx = self.alloc(Obj {
+                            key,
+                            msg,
+                            status: Status::New,
+                            queued: Queued::None,
+                            transient: false,
+                            alarm: 0,
+                        });
+                        self.index.insert(key, idx);
+                        self.arm_refresh(now, idx);
+                        self.enqueue(idx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A flow of a kernel dump made for [`Action::DumpKernelForBulk`]:
+    /// sent once as NEW.
+    pub fn bulk_flow(&mut self, f: &Flow) {
+        if let Some(msg) = self.encode(f) {
+            self.transient(msg, FlowKey::of(f), Status::New);
+        }
+    }
+
+    /// `-B`: send every replicated flow to the peer (FTFW, NOTRACK).
+    pub fn send_bulk(&mut self) {
+        if self.mode == ModeKind::Alarm {
+            return;
+        }
+        self.log(LogLevel::Notice, "sending bulk update".into());
+        if self.disable_internal {
+            self.actions.push_back(Action::DumpKernelForBulk);
+            return;
+        }
+        let live: Vec<u32> = self.index.values().copied().collect();
+        for idx in live {
+            self.enqueue(idx);
+        }
+    }
+
+    /// `-n`: ask the peer to send us everything (FTFW, NOTRACK).
+    pub fn request_resync(&mut self) {
+        if self.mode == ModeKind::Alarm {
+            return;
+        }
+        self.log(LogLevel::Notice, "resync requested".into());
+        self.tx.push_back(TxItem::Ctl {
+            flags: flag::RESYNC,
+            from: 0,
+            to: 0,
+        });
+    }
+
+    /// `-f internal`: forget every replicated flow (nothing is sent).
+    pub fn flush_internal(&mut self) {
+        self.tx.retain(|t| matches!(t, TxItem::Ctl { .. }));
+        self.rs.retain(|r| matches!(r, RsItem::Ctl { .. }));
+        self.rs_live = self.rs.len();
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.refresh.clear();
+    }
+
+    fn log(&mut self, level: LogLevel, text: String) {
+        self.actions.push_back(Action::Log { level, text });
+    }
+
+    // ---------------------------------------------------------------
+    // sending
+
+    fn hello_flags(&mut self) -> u8 {
+        if self.mode != ModeKind::Ftfw {
+            return 0;
+        }
+        let mut f = 0;
+        if self.hello == Hello::Init {
+            self.hello = Hello::Say;
+        }
+        if self.hello == Hello::Say {
+            f |= flag::HELLO;
+        }
+        if self.say_hello_back {
+            f |= flag::HELLO_BACK;
+            self.say_hello_back = false;
+        }
+        f
+    }
+
+    fn take_seq(&mut self) -> u32 {
+        let s = self.next_seq;
+        self.next_seq = s.wrapping_add(1);
+        s
+    }
+
+    fn emit(&mut self, msg: &[u8]) {
+        if let Some(d) = self.packer.push(msg) {
+            self.send_datagram(d);
+        }
+    }
+
+    fn send_datagram(&mut self, d: Vec<u8>) {
+        let d = match &mut self.auth {
+            Some(a) => a.seal(&d),
+            None => d,
+        };
+        let link = self.active;
+        if let Some(l) = self.links.get_mut(link) {
+            l.stats.bytes_sent += d.len() as u64;
+            l.stats.pkts_sent += 1;
+        }
+        self.actions.push_back(Action::Send { link, datagram: d });
+    }
+
+    fn push_rs(&mut self, item: RsItem) {
+        while self.rs_live >= self.rs_max {
+            // full: the oldest element goes, as in conntrackd
+            match self.rs.pop_front() {
+                Some(RsItem::Obj {
+                    idx,
+                    generation,
+                    seq,
+                }) => {
+                    if self.rs_item_live(idx, generation, seq) {
+                        self.rs_live = self.rs_live.saturating_sub(1);
+                        self.rs_dropped += 1;
+                        self.unqueued(idx);
+                    }
+                }
+                Some(RsItem::Ctl { .. }) => {
+                    self.rs_live = self.rs_live.saturating_sub(1);
+                    self.rs_dropped += 1;
+                }
+                None => {
+                    self.rs_live = 0;
+                    break;
+                }
+            }
+        }
+        self.rs.push_back(item);
+        self.rs_live += 1;
+        // objects that moved back to the send queue leave stale entries
+        // behind; drop them before they outnumber the live ones
+        if self.rs.len() > 2 * self.rs_live + 64 {
+            let mut rs = std::mem::take(&mut self.rs);
+            rs.retain(|it| match *it {
+                RsItem::Obj {
+                    idx,
+                    generation,
+                    seq,
+                } => self.rs_item_live(idx, generation, seq),
+                RsItem::Ctl { .. } => true,
+            });
+            self.rs = rs;
+        }
+    }
+
+    fn rs_item_live(&self, idx: u32, generation: u32, seq: u32) -> bool {
+        self.obj(idx, generation)
+            .is_some_and(|o| o.queued == Queued::Rs(seq))
+    }
+
+    /// Sends what is queued: call after every batch of input. Produces
+    /// [`Action::Send`]s (many messages per datagram).
+    pub fn transmit(&mut self, now: Instant) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let limit = self.links.get(self.active).map_or(1472, |l| l.limit);
+        if self.packer.limit() != limit {
+            self.packer = Packer::new(limit);
+        }
+        let mut buf = Vec::with_capacity(256);
+        while let Some(item) = self.tx.pop_front() {
+            match item {
+                TxItem::Ctl { flags, from, to } => {
+                    let f = flags | self.hello_flags();
+                    let seq = self.take_seq();
+                    buf.clear();
+                    wire::put_ctl(&mut buf, f, seq, from, to);
+                    self.stats.ctl_sent += 1;
+                    let msg = std::mem::take(&mut buf);
+                    self.emit(&msg);
+                    buf = msg;
+                    let ranged = flags & (flag::ACK | flag::NACK | flag::RESYNC) != 0;
+                    if self.mode == ModeKind::Ftfw && ranged {
+                        self.push_rs(RsItem::Ctl {
+                            flags,
+                            from,
+                            to,
+                            seq,
+                        });
+                    }
+                }
+                TxItem::Obj(idx, generation) => {
+                    let (t, msg) = match self.obj(idx, generation) {
+                        Some(o) if o.queued == Queued::Tx => {
+                            let t = match o.status {
+                                Status::New => ty::CT_NEW,
+                                Status::Alive => ty::CT_UPD,
+                                Status::Dead => ty::CT_DEL,
+                            };
+                            (t, o.msg.clone())
+                        }
+                        _ => continue,
+                    };
+                    let f = self.hello_flags();
+                    let seq = self.take_seq();
+                    buf.clear();
+                    buf.extend_from_slice(&msg);
+                    buf[0] = (wire::VERSION << 4) | t;
+                    wire::stamp(&mut buf, f, seq);
+                    self.stats.state_sent += 1;
+                    let msg = std::mem::take(&mut buf);
+                    self.emit(&msg);
+                    buf = msg;
+                    if self.mode == ModeKind::Ftfw {
+                        if let Some(o) = self.obj_mut(idx) {
+                            o.queued = Queued::Rs(seq);
+                        }
+                        self.push_rs(RsItem::Obj {
+                            idx,
+                            generation,
+                            seq,
+                        });
+                    } else {
+                        self.unqueued(idx);
+                    }
+                }
+            }
+        }
+        if let Some(d) = self.packer.take() {
+            self.send_datagram(d);
+        }
+        if self.mode != ModeKind::Alarm {
+            self.alive_at = Some(now + ALIVE_INTERVAL);
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // timers
+
+    /// When [`Engine::on_timeout`] must be called next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.alive_at,
+            self.refresh.peek().map(|r| r.0.0),
+            self.external.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs the timers that are due: ALIVE/ACK (FTFW, NOTRACK), ALARM
+    /// refreshes, external cache expiry. Call `transmit` afterwards.
+    pub fn on_timeout(&mut self, now: Instant) {
+        if let Some(at) = self.alive_at
+            && at <= now
+        {
+            match (self.mode, self.ack_from, self.last_recv) {
+                (ModeKind::Ftfw, Some(from), Some(last)) => {
+                    self.tx.push_back(TxItem::Ctl {
+                        flags: flag::ACK,
+                        from,
+                        to: last,
+                    });
+                    self.ack_from = None;
+                }
+                _ => self.tx.push_back(TxItem::Ctl {
+                    flags: flag::ALIVE,
+                    from: 0,
+                    to: 0,
+                }),
+            }
+            self.alive_at = Some(now + ALIVE_INTERVAL);
+        }
+        while let Some(Reverse((at, idx, generation, alarm))) = self.refresh.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.refresh.pop();
+            let live = self
+                .obj(idx, generation)
+                .is_some_and(|o| o.alarm == alarm && o.status != Status::Dead);
+            if live {
+                self.arm_refresh(now, idx);
+                self.enqueue(idx);
+            }
+        }
+        self.external.expire(now);
+    }
+
+    // ---------------------------------------------------------------
+    // receiving
+
+    fn track_seq(&mut self, seq: u32) -> SeqState {
+        let Some(last) = self.last_recv else {
+            return SeqState::Unset;
+        };
+        let exp = last.wrapping_add(1);
+        if seq == exp {
+            SeqState::InSync
+        } else if after(seq, exp) {
+            self.stats.lost += seq.wrapping_sub(exp) as u64;
+            SeqState::After
+        } else {
+            self.stats.before += 1;
+            SeqState::Before
+        }
+    }
+
+    fn rs_walk(&mut self, from: u32, to: u32, resend: bool) {
+        let mut i = 0;
+        while i < self.rs.len() {
+            let item = self.rs[i];
+            let seq = match item {
+                RsItem::Obj {
+                    idx,
+                    generation,
+                    seq,
+                } => {
+                    if !self.rs_item_live(idx, generation, seq) {
+                        // stale entry of an object that moved on
+                        self.rs.remove(i);
+                        continue;
+                    }
+                    seq
+                }
+                RsItem::Ctl { seq, .. } => seq,
+            };
+            if before(seq, from) {
+                i += 1;
+                continue;
+            }
+            if after(seq, to) {
+                break;
+            }
+            self.rs.remove(i);
+            self.rs_live = self.rs_live.saturating_sub(1);
+            match (item, resend) {
+                (
+                    RsItem::Obj {
+                        idx, generation, ..
+                    },
+                    true,
+                ) => {
+                    if let Some(o) = self.obj_mut(idx) {
+                        o.queued = Queued::Tx;
+                    }
+                    self.stats.resent += 1;
+                    self.tx.push_back(TxItem::Obj(idx, generation));
+                }
+                (RsItem::Obj { idx, .. }, false) => self.unqueued(idx),
+                (
+                    RsItem::Ctl {
+                        flags, from, to, ..
+                    },
+                    true,
+                ) => self.tx.push_back(TxItem::Ctl { flags, from, to }),
+                (RsItem::Ctl { .. }, false) => {}
+            }
+        }
+    }
+
+    /// A HELLO with this sequence starts a new peer session: first
+    /// contact, or a number far from the expected one (a restart).
+    fn new_session(&self, seq: u32) -> bool {
+        match self.last_recv {
+            None => true,
+            Some(last) => {
+                let d = seq.wrapping_sub(last.wrapping_add(1)) as i32;
+                !(-SESSION_SLACK..=SESSION_JUMP).contains(&d)
+            }
+        }
+    }
+
+    fn requeue_rs(&mut self) {
+        let items: Vec<RsItem> = self.rs.drain(..).collect();
+        self.rs_live = 0;
+        for it in items {
+            if let RsItem::Obj {
+                idx,
+                generation,
+                seq,
+            } = it
+                && self
+                    .obj(idx, generation)
+                    .is_some_and(|o| o.queued == Queued::Rs(seq))
+            {
+                if let Some(o) = self.obj_mut(idx) {
+                    o.queued = Queued::Tx;
+                }
+                self.tx.push_back(TxItem::Obj(idx, generation));
+            }
+        }
+    }
+
+    fn bulk_on_request(&mut self) {
+        self.log(LogLevel::Notice, "resync requested by other node".into());
+        self.send_bulk();
+    }
+
+    fn ftfw_digest(&mut self, h: &Header) -> Class {
+        if h.is_data() {
+            Class::Data
+        } else if h.is_ack() {
+            if before(h.to, h.from) {
+                return Class::Bad;
+            }
+            self.rs_walk(h.from, h.to, false);
+            Class::Ctl
+        } else if h.is_nack() {
+            if before(h.to, h.from) {
+                return Class::Bad;
+            }
+            self.rs_walk(h.from, h.to, true);
+            Class::Ctl
+        } else {
+            self.resync_or_alive(h)
+        }
+    }
+
+    /// RESYNC (answered with a bulk send) and ALIVE are control messages
+    /// in FTFW and NOTRACK; anything else is a bad header.
+    fn resync_or_alive(&mut self, h: &Header) -> Class {
+        if h.is_resync() {
+            self.bulk_on_request();
+            Class::Ctl
+        } else if h.is_alive() {
+            Class::Ctl
+        } else {
+            Class::Bad
+        }
+    }
+
+    fn ftfw_recv(&mut self, h: &Header) -> Class {
+        let mut bypass = false;
+        if h.is_hello_back() && self.hello == Hello::Say {
+            self.hello = Hello::Done;
+        }
+        if h.is_hello() {
+            self.say_hello_back = true;
+            // conntrackd treats every HELLO message as a restarted peer:
+            // it stops tracking sequence numbers and drops its resend
+            // queue each time, so data sent during the handshake is lost
+            // for good if the link loses or reorders it. We do that only
+            // for a new peer session (first contact, or a sequence far
+            // from the expected one); a HELLO in sequence is tracked
+            // (gaps NACKed) like any message.
+            if self.new_session(h.seq) {
+                if let Some(from) = self.ack_from
+                    && before(h.seq, from)
+                {
+                    self.window = self.window_size - 1;
+                    self.ack_from = Some(h.seq);
+                }
+                // the peer knows nothing of what we sent: send the unacked
+                // objects again with new sequence numbers
+                self.requeue_rs();
+                bypass = true;
+            }
+        }
+        let state = if bypass {
+            SeqState::InSync
+        } else {
+            self.track_seq(h.seq)
+        };
+        let class = match state {
+            SeqState::After => {
+                let class = self.ftfw_digest(h);
+                if class != Class::Bad {
+                    let exp = self.last_recv.map_or(h.seq, |l| l.wrapping_add(1));
+                    if let Some(from) = self.ack_from.take() {
+                        self.tx.push_back(TxItem::Ctl {
+                            flags: flag::ACK,
+                            from,
+                            to: exp.wrapping_sub(1),
+                        });
+                    }
+                    self.tx.push_back(TxItem::Ctl {
+                        flags: flag::NACK,
+                        from: exp,
+                        to: h.seq.wrapping_sub(1),
+                    });
+                    self.window = self.window_size - 1;
+                    self.ack_from = Some(h.seq);
+                }
+                class
+            }
+            SeqState::Before => Class::Drop,
+            SeqState::Unset | SeqState::InSync => {
+                let class = self.ftfw_digest(h);
+                if class != Class::Bad {
+                    if self.ack_from.is_none() {
+                        self.ack_from = Some(h.seq);
+                    }
+                    self.window = self.window.saturating_sub(1);
+                    if self.window == 0 {
+                        let from = self.ack_from.take().unwrap_or(h.seq);
+                        self.tx.push_back(TxItem::Ctl {
+                            flags: flag::ACK,
+                            from,
+                            to: h.seq,
+                        });
+                        self.window = self.window_size;
+                    }
+                }
+                class
+            }
+        };
+        if matches!(class, Class::Data | Class::Ctl) {
+            self.last_recv = Some(h.seq);
+        }
+        class
+    }
+
+    fn notrack_recv(&mut self, h: &Header) -> Class {
+        self.track_seq(h.seq);
+        let class = if h.is_data() {
+            Class::Data
+        } else {
+            self.resync_or_alive(h)
+        };
+        if class != Class::Bad {
+            self.last_recv = Some(h.seq);
+        }
+        class
+    }
+
+    fn alarm_recv(&mut self, h: &Header) -> Class {
+        if h.flags != 0 {
+            return Class::Ctl;
+        }
+        self.track_seq(h.seq);
+        Class::Data
+    }
+
+    fn malformed(&mut self, e: RecvError) {
+        self.stats.malformed += 1;
+        match e {
+            RecvError::Truncated => self.stats.truncated += 1,
+            RecvError::BadSize => self.stats.bad_size += 1,
+            RecvError::BadVersion => self.stats.bad_version += 1,
+        }
+    }
+
+    fn auth_log(&mut self, now: Instant, e: AuthError, link: usize) {
+        match e {
+            AuthError::Missing => self.stats.auth_missing += 1,
+            AuthError::BadMac => self.stats.auth_bad_mac += 1,
+            AuthError::Replay => self.stats.auth_replay += 1,
+        }
+        // at most one line every 10 s
+        if self
+            .last_auth_log
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_auth_log = Some(now);
+        let why = match e {
+            AuthError::Missing => "without authentication (peer without Auth, or conntrackd?)",
+            AuthError::BadMac => "with a bad MAC (wrong key or altered)",
+            AuthError::Replay => "replayed",
+        };
+        let name = self
+            .links
+            .get(link)
+            .map_or("", |l| l.name.as_str())
+            .to_string();
+        self.log(
+            LogLevel::Warning,
+            format!("sync: dropped datagram on {name} {why}"),
+        );
+    }
+
+    /// A datagram received on link `link` from `from`. Applies what it
+    /// carries; control replies are queued (call `transmit`).
+    pub fn on_datagram(
+        &mut self,
+        now: Instant,
+        link: usize,
+        datagram: &[u8],
+        from: Option<IpAddr>,
+    ) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.stats.bytes_recv += datagram.len() as u64;
+        l.stats.pkts_recv += 1;
+        if let (Some(want), Some(got)) = (l.expected, from)
+            && want != got
+        {
+            self.stats.wrong_source += 1;
+            return;
+        }
+        let msgs = match self.auth.as_mut().map(|a| a.open(datagram)) {
+            None => datagram,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                self.auth_log(now, e, link);
+                return;
+            }
+        };
+        for m in Messages::new(msgs) {
+            match m {
+                Ok(m) => self.on_message(now, link, m.header, m.body()),
+                Err(e) => self.malformed(e),
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, link: usize, h: Header, body: &[u8]) {
+        let class = match self.mode {
+            ModeKind::Ftfw => self.ftfw_recv(&h),
+            ModeKind::Notrack => self.notrack_recv(&h),
+            ModeKind::Alarm => self.alarm_recv(&h),
+        };
+        match class {
+            Class::Data => self.active = link,
+            Class::Ctl => {
+                self.active = link;
+                self.stats.ctl_recv += 1;
+                return;
+            }
+            Class::Bad => {
+                self.stats.malformed += 1;
+                self.stats.bad_header += 1;
+                return;
+            }
+            Class::Drop => return,
+        }
+        if h.ty > ty::STATE_MAX {
+            self.stats.malformed += 1;
+            self.stats.bad_type += 1;
+            return;
+        }
+        if h.ty > ty::CT_DEL {
+            self.stats.exp_ignored += 1;
+            return;
+        }
+        let flow = match ct::decode_attrs(body, self.quirk) {
+            Ok(f) => f,
+            Err(_) => {
+                self.stats.malformed += 1;
+                self.stats.bad_payload += 1;
+                return;
+            }
+        };
+        self.stats.state_recv += 1;
+        if self.disable_external {
+            let op = match h.ty {
+                ty::CT_NEW => EventKind::New,
+                ty::CT_UPD => EventKind::Update,
+                _ => EventKind::Destroy,
+            };
+            self.actions.push_back(Action::Inject {
+                op,
+                flow: Box::new(flow),
+            });
+        } else {
+            self.external.apply(now, h.ty, &flow, body);
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // links
+
+    /// The link's interface went up or down (the daemon watches
+    /// rtnetlink). Losing the active link makes the first other link
+    /// that is up the active one.
+    pub fn set_link_up(&mut self, link: usize, up: bool) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.up = up;
+        if up || link != self.active {
+            return;
+        }
+        let next = (0..self.links.len()).find(|&i| i != link && self.links[i].up);
+        match next {
+            Some(i) => {
+                self.active = i;
+                let name = self.links[i].name.clone();
+                self.log(
+                    LogLevel::Notice,
+                    format!("device `{name}' becomes dedicated link"),
+                );
+            }
+            None => self.log(LogLevel::Error, "no dedicated links available!".into()),
+        }
+    }
+
+    /// Counts a failed send on `link`.
+    pub fn note_send_error(&mut self, link: usize) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.stats.errors_send += 1;
+        }
+    }
+
+    /// Counts a failed receive on `link`.
+    pub fn note_recv_error(&mut self, link: usize) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.stats.errors_recv += 1;
+        }
+    }
+
+    /// Index of the active link.
+    pub fn active_link(&self) -> usize {
+        self.active
+    }
+
+    // ---------------------------------------------------------------
+    // output and state
+
+    /// The next thing to do, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Every pending action.
+    pub fn drain_actions(&mut self) -> Vec<Action> {
+        self.actions.drain(..).collect()
+    }
+
+    /// The external cache (`-e`, commit).
+    pub fn external(&self) -> &ExternalCache {
+        &self.external
+    }
+
+    /// The external cache, to flush it (`-f external`).
+    pub fn external_mut(&mut self) -> &mut ExternalCache {
+        &mut self.external
+    }
+
+    /// Protocol counters.
+    pub fn net_stats(&self) -> NetStats {
+        self.stats
+    }
+
+    /// Queue sizes.
+    pub fn queue_stats(&self) -> QueueStats {
+        QueueStats {
+            tx_len: self.tx.len(),
+            rs_len: self.rs_live,
+            rs_max: self.rs_max,
+            rs_dropped: self.rs_dropped,
+            objects: self.slots.iter().filter(|s| s.obj.is_some()).count(),
+        }
+    }
+
+    /// Every link with its state and traffic.
+    pub fn links(&self) -> Vec<LinkView> {
+        self.links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LinkView {
+                name: l.name.clone(),
+                kind: l.kind,
+                up: l.up,
+                active: i == self.active,
+                stats: l.stats,
+            })
+            .collect()
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> ModeKind {
+        self.mode
+    }
+
+    /// Number of live (not destroyed) replicated flows.
+    pub fn internal_len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The resend queue as `conntrackd -s rsqueue` prints it.
+    pub fn rsqueue_text(&self) -> String {
+        let mut s = format!("resent queue (len={})\n", self.rs_live);
+        for it in &self.rs {
+            match *it {
+                RsItem::Ctl { flags, seq, .. } => {
+                    s.push_str(&format!("control -> seq:{seq} flags:{flags}\n"))
+                }
+                RsItem::Obj {
+                    idx,
+                    generation,
+                    seq,
+                } => {
+                    if self.rs_item_live(idx, generation, seq) {
+                        s.push_str(&format!("object -> seq:{seq}\n"));
+                    }
+                }
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

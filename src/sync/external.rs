@@ -1,0 +1,360 @@
+//! The external cache: flows received from the peer, kept until the
+//! standby takes over and commits them to its kernel.
+//!
+//! Entries are keyed like conntrackd's (original tuple + zone) and hold
+//! the received message's attributes as they came (a validated, compact
+//! byte string, ~60-120 bytes), decoded into a [`Flow`] only when needed
+//! (commit, dump). NEW replaces an entry, UPD updates or creates it, DEL
+//! removes it. In ALARM mode entries expire `CacheTimeout` seconds after
+//! their last refresh.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::wire::ct::{self, QuirkOrder};
+use super::wire::ty;
+use crate::flow::{Flow, Tuple, proto};
+
+/// The identity of a flow for sync: its original tuple and zone, with the
+/// fields that do not travel cleared (so both sides compute the same key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Original tuple, normalised.
+    pub tuple: Tuple,
+    /// Zone (0 = default).
+    pub zone: u16,
+}
+
+impl FlowKey {
+    /// The key of a flow.
+    pub fn of(f: &Flow) -> FlowKey {
+        let mut t = f.orig;
+        if proto::is_icmp(t.proto) {
+            t.sport = 0;
+            t.dport = 0;
+        } else {
+            t.icmp_type = 0;
+            t.icmp_code = 0;
+            t.icmp_id = 0;
+            if !proto::has_ports(t.proto) {
+                // conntrackd does not send GRE keys or other ports
+                t.sport = 0;
+                t.dport = 0;
+            }
+        }
+        FlowKey {
+            tuple: t,
+            zone: f.zone.unwrap_or(0),
+        }
+    }
+}
+
+/// Counters of the external cache, as `conntrackd -s` shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExternalStats {
+    /// Entries created (NEW, or UPD of an unknown flow).
+    pub created: u64,
+    /// Entries updated.
+    pub updated: u64,
+    /// Entries removed by DEL.
+    pub destroyed: u64,
+    /// Entries expired (ALARM CacheTimeout).
+    pub expired: u64,
+    /// Messages that could not be applied (undecodable body).
+    pub failed: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    body: Box<[u8]>,
+    created: Instant,
+    updated: Instant,
+    stamp: u64,
+}
+
+/// One external flow, decoded, with its ages.
+#[derive(Clone, Debug)]
+pub struct ExternalFlow {
+    /// The flow (reply tuple rebuilt, timeout as last synced).
+    pub flow: Flow,
+    /// When it entered the cache.
+    pub created: Instant,
+    /// When it was last refreshed.
+    pub updated: Instant,
+}
+
+/// Flows received from the peer.
+#[derive(Clone, Debug)]
+pub struct ExternalCache {
+    map: HashMap<FlowKey, Entry>,
+    quirk: QuirkOrder,
+    lifetime: Option<Duration>,
+    expiry: VecDeque<(Instant, u64, FlowKey)>,
+    stamp: u64,
+    stats: ExternalStats,
+}
+
+impl ExternalCache {
+    /// An empty cache; `lifetime` is ALARM's CacheTimeout (None: entries
+    /// live until deleted or flushed).
+    pub fn new(quirk: QuirkOrder, lifetime: Option<Duration>) -> ExternalCache {
+        ExternalCache {
+            map: HashMap::new(),
+            quirk,
+            lifetime,
+            expiry: VecDeque::new(),
+            stamp: 0,
+            stats: ExternalStats::default(),
+        }
+    }
+
+    /// Applies a received state message of type `t` (CT_NEW, CT_UPD or
+    /// CT_DEL) whose decoded flow is `f` and attributes `body`.
+    pub fn apply(&mut self, now: Instant, t: u8, f: &Flow, body: &[u8]) {
+        let key = FlowKey::of(f);
+        match t {
+            ty::CT_DEL if self.map.remove(&key).is_some() => self.stats.destroyed += 1,
+            ty::CT_DEL => {}
+            ty::CT_NEW | ty::CT_UPD => {
+                self.stamp += 1;
+                let stamp = self.stamp;
+                match self.map.get_mut(&key) {
+                    Some(e) if t == ty::CT_UPD => {
+                        e.body = body.into();
+                        e.updated = now;
+                        e.stamp = stamp;
+                        self.stats.updated += 1;
+                    }
+                    _ => {
+                        self.map.insert(
+                            key,
+                            Entry {
+                                body: body.into(),
+                                created: now,
+                                updated: now,
+                                stamp,
+                            },
+                        );
+                        self.stats.created += 1;
+                    }
+                }
+                if let Some(l) = self.lifetime {
+                    self.expiry.push_back((now + l, stamp, key));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes entries whose CacheTimeout passed; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(&(at, stamp, key)) = self.expiry.front() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_front();
+            if self.map.get(&key).is_some_and(|e| e.stamp == stamp) {
+                self.map.remove(&key);
+                n += 1;
+            }
+        }
+        self.stats.expired += n as u64;
+        n
+    }
+
+    /// When the next entry may expire.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.front().map(|e| e.0)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Removes every entry (`conntrackd -f external`).
+    pub fn flush(&mut self) {
+        self.map.clear();
+        self.expiry.clear();
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ExternalStats {
+        self.stats
+    }
+
+    fn decode(&self, e: &Entry) -> Option<ExternalFlow> {
+        ct::decode_attrs(&e.body, self.quirk)
+            .ok()
+            .map(|flow| ExternalFlow {
+                flow,
+                created: e.created,
+                updated: e.updated,
+            })
+    }
+
+    /// The entry for a key.
+    pub fn get(&self, key: &FlowKey) -> Option<ExternalFlow> {
+        self.map.get(key).and_then(|e| self.decode(e))
+    }
+
+    /// Every entry, decoded (order unspecified).
+    pub fn iter(&self) -> impl Iterator<Item = ExternalFlow> + '_ {
+        self.map.values().filter_map(|e| self.decode(e))
+    }
+
+    /// Approximate heap bytes held (for `-s cache`).
+    pub fn memory(&self) -> usize {
+        let per = std::mem::size_of::<FlowKey>() + std::mem::size_of::<Entry>() + 8;
+        self.map.values().map(|e| e.body.len() + per).sum::<usize>()
+            + self.expiry.len() * std::mem::size_of::<(Instant, u64, FlowKey)>()
+    }
+
+    /// The `conntrackd -e` line of an entry: conntrack's text without
+    /// timeout or reply tuple, then ` [expires in Ns]` (ALARM) and
+    /// ` [active since Ns]`.
+    pub fn dump_line(&self, e: &ExternalFlow, now: Instant, out: &mut Vec<u8>) {
+        let mut f = e.flow.clone();
+        f.has_reply = false;
+        let o = crate::flow::text::TextOptions {
+            show_timeout: false,
+            ..Default::default()
+        };
+        crate::flow::text::write_line(out, &f, &o);
+        if let Some(l) = self.lifetime {
+            let left = (e.updated + l).saturating_duration_since(now).as_secs();
+            out.extend_from_slice(format!(" [expires in {left}s]").as_bytes());
+        }
+        let since = now.saturating_duration_since(e.created).as_secs();
+        out.extend_from_slice(format!(" [active since {since}s]\n").as_bytes());
+    }
+}
+
+/// The timeout to commit an entry with, as conntrackd computes it:
+/// CommitTimeout if set, else the synced timeout minus the seconds since
+/// the last update (60 if that is negative); None leaves the kernel's
+/// default (no timeout was synced).
+pub fn commit_timeout(e: &ExternalFlow, now: Instant, commit_timeout: Option<u32>) -> Option<u32> {
+    if let Some(t) = commit_timeout {
+        return Some(t);
+    }
+    let elapsed = now.saturating_duration_since(e.updated).as_secs() as i64;
+    let left = e.flow.timeout.unwrap_or(0) as i64 - elapsed;
+    match left {
+        l if l < 0 => Some(60),
+        0 => None,
+        l => Some(l as u32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::testutil;
+    use crate::sync::wire::ct::EncodeOpts;
+
+    fn body(f: &Flow) -> Vec<u8> {
+        let mut b = Vec::new();
+        ct::encode_attrs(f, &EncodeOpts::default(), &mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn new_update_delete() {
+        let t0 = Instant::now();
+        let mut c = ExternalCache::new(QuirkOrder::Little, None);
+        let mut f = testutil::tcp4();
+        c.apply(t0, ty::CT_UPD, &f, &body(&f)); // UPD of unknown creates
+        assert_eq!(c.len(), 1);
+        f.mark = Some(9);
+        let t1 = t0 + Duration::from_secs(5);
+        c.apply(t1, ty::CT_UPD, &f, &body(&f));
+        let e = c.get(&FlowKey::of(&f)).unwrap();
+        assert_eq!(e.flow.mark, Some(9));
+        assert_eq!((e.created, e.updated), (t0, t1));
+        c.apply(t1, ty::CT_NEW, &f, &body(&f)); // NEW replaces
+        assert_eq!(c.get(&FlowKey::of(&f)).unwrap().created, t1);
+        let mut other = f.clone();
+        other.zone = Some(3); // same tuple, other zone: another entry
+        c.apply(t1, ty::CT_NEW, &other, &body(&other));
+        assert_eq!(c.len(), 2);
+        c.apply(t1, ty::CT_DEL, &f, &body(&f));
+        assert_eq!(c.len(), 1);
+        let s = c.stats();
+        assert_eq!((s.created, s.updated, s.destroyed), (3, 1, 1));
+        let mut line = Vec::new();
+        c.dump_line(
+            &c.iter().next().unwrap(),
+            t1 + Duration::from_secs(2),
+            &mut line,
+        );
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.starts_with("tcp      6 ESTABLISHED src=10.0.0.1"),
+            "{line}"
+        );
+        assert!(line.ends_with(" [active since 2s]\n"), "{line}");
+        assert!(
+            !line.contains("sport=80 dport=1234"),
+            "no reply tuple: {line}"
+        );
+        c.flush();
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn alarm_entries_expire_after_their_last_refresh() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = ExternalCache::new(QuirkOrder::Little, Some(s(10)));
+        let a = testutil::tcp4();
+        let mut b = testutil::tcp4();
+        b.orig.sport = 999;
+        c.apply(t0, ty::CT_UPD, &a, &body(&a));
+        c.apply(t0, ty::CT_UPD, &b, &body(&b));
+        c.apply(t0 + s(6), ty::CT_UPD, &b, &body(&b)); // refreshed
+        assert_eq!(c.next_expiry(), Some(t0 + s(10)));
+        assert_eq!(c.expire(t0 + s(9)), 0);
+        assert_eq!(c.expire(t0 + s(10)), 1);
+        assert!(c.get(&FlowKey::of(&b)).is_some());
+        assert_eq!(c.expire(t0 + s(16)), 1);
+        assert!(c.is_empty());
+        assert_eq!(c.stats().expired, 2);
+    }
+
+    #[test]
+    fn commit_timeout_follows_conntrackd() {
+        let t0 = Instant::now();
+        let mut f = testutil::tcp4();
+        f.timeout = Some(300);
+        let e = ExternalFlow {
+            flow: f,
+            created: t0,
+            updated: t0,
+        };
+        let s = Duration::from_secs;
+        assert_eq!(commit_timeout(&e, t0 + s(32), None), Some(268));
+        assert_eq!(commit_timeout(&e, t0 + s(400), None), Some(60));
+        assert_eq!(commit_timeout(&e, t0 + s(300), None), None);
+        assert_eq!(commit_timeout(&e, t0, Some(180)), Some(180));
+    }
+
+    #[test]
+    fn keys_ignore_what_does_not_travel() {
+        let mut g = testutil::tcp4();
+        g.orig.proto = proto::GRE;
+        g.orig.sport = 0x102;
+        let mut k = g.clone();
+        k.orig.sport = 0;
+        assert_eq!(FlowKey::of(&g), FlowKey::of(&k));
+        let mut f = testutil::tcp4();
+        f.zone = Some(0);
+        assert_eq!(FlowKey::of(&f), FlowKey::of(&testutil::tcp4()));
+    }
+}

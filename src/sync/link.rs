@@ -1,0 +1,322 @@
+//! Link sockets: UDP unicast and IPv4 multicast, set up the way
+//! conntrackd sets them up (a receive socket bound to the sync port, a
+//! send socket with an ephemeral port), plus the interface facts the
+//! engine needs (MTU, up/running).
+//!
+//! - receive: SO_REUSEADDR, SO_RCVBUFFORCE (`RcvSocketBuffer`), bound to
+//!   `IPv4_address:Port` (UDP) or `group:Group` (multicast, joined with
+//!   IP_ADD_MEMBERSHIP on `IPv4_interface`), and to the `Interface`
+//!   device;
+//! - send: SO_NO_CHECK when `Checksum off`, SO_SNDBUFFORCE
+//!   (`SndSocketBuffer`), bound to the device; multicast adds
+//!   IP_MULTICAST_IF = `IPv4_interface`, IP_MULTICAST_LOOP = 0, TTL 1.
+//!
+//! Only syscalls are unsafe here, each one small.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::config::{LinkConfig, LinkKind};
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: `v` points to a live T of the size we pass; the kernel only
+    // reads it during the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    cvt(rc).map(|_| ())
+}
+
+fn in_addr(a: Ipv4Addr) -> libc::in_addr {
+    libc::in_addr {
+        s_addr: u32::from_ne_bytes(a.octets()),
+    }
+}
+
+fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: socket(2) with constant arguments; the fd is owned below.
+    let fd = cvt(unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_in is plain old data; zeroed is valid.
+            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_port = a.port().to_be();
+            sa.sin_addr = in_addr(*a.ip());
+            // SAFETY: `sa` is a valid sockaddr_in of the length we pass.
+            let rc = unsafe {
+                libc::bind(
+                    fd,
+                    &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            cvt(rc).map(|_| ())
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_in6 is plain old data; zeroed is valid.
+            let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_port = a.port().to_be();
+            sa.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sa.sin6_scope_id = a.scope_id();
+            // SAFETY: `sa` is a valid sockaddr_in6 of the length we pass.
+            let rc = unsafe {
+                libc::bind(
+                    fd,
+                    &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            };
+            cvt(rc).map(|_| ())
+        }
+    }
+}
+
+fn bind_to_device(fd: RawFd, ifname: &str) -> io::Result<()> {
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid interface name '{ifname}'"),
+        ));
+    }
+    // SAFETY: the name pointer and length describe a live byte slice.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr() as *const libc::c_void,
+            name.len() as libc::socklen_t,
+        )
+    };
+    cvt(rc).map(|_| ())
+}
+
+fn buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: usize) -> io::Result<()> {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // FORCE needs CAP_NET_ADMIN; fall back to the capped option
+    setsockopt(fd, libc::SOL_SOCKET, force, &v)
+        .or_else(|_| setsockopt(fd, libc::SOL_SOCKET, plain, &v))
+}
+
+fn ifreq(ifname: &str) -> io::Result<libc::ifreq> {
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid interface name '{ifname}'"),
+        ));
+    }
+    // SAFETY: ifreq is plain old data; zeroed is valid.
+    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in r.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    Ok(r)
+}
+
+fn ioctl_ifreq(ifname: &str, req: libc::Ioctl) -> io::Result<libc::ifreq> {
+    let mut r = ifreq(ifname)?;
+    let fd = udp_socket(false)?;
+    // SAFETY: SIOCGIF* ioctls read the name and fill the union of `r`,
+    // which lives for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut r as *mut libc::ifreq) };
+    cvt(rc).map_err(|e| io::Error::new(e.kind(), format!("interface {ifname}: {e}")))?;
+    Ok(r)
+}
+
+/// The MTU of an interface (SIOCGIFMTU), in this thread's namespace.
+pub fn interface_mtu(ifname: &str) -> io::Result<usize> {
+    let r = ioctl_ifreq(ifname, libc::SIOCGIFMTU as libc::Ioctl)?;
+    // SAFETY: SIOCGIFMTU filled ifru_mtu.
+    let mtu = unsafe { r.ifr_ifru.ifru_mtu };
+    Ok(mtu.max(0) as usize)
+}
+
+/// True when the interface is up and running (has carrier), as
+/// conntrackd's link watch requires.
+pub fn interface_up(ifname: &str) -> io::Result<bool> {
+    let r = ioctl_ifreq(ifname, libc::SIOCGIFFLAGS as libc::Ioctl)?;
+    // SAFETY: SIOCGIFFLAGS filled ifru_flags.
+    let flags = unsafe { r.ifr_ifru.ifru_flags } as libc::c_int;
+    Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
+}
+
+/// The two sockets of one link.
+#[derive(Debug)]
+pub struct LinkSocket {
+    recv: UdpSocket,
+    send: UdpSocket,
+    dest: SocketAddr,
+    mtu: usize,
+    interface: String,
+}
+
+impl LinkSocket {
+    /// Opens a link in the calling thread's network namespace.
+    pub fn open(cfg: &LinkConfig) -> io::Result<LinkSocket> {
+        let (bind_addr, dest, group) = match &cfg.kind {
+            LinkKind::Udp { local, peer, port } => {
+                let any = if peer.is_ipv6() {
+                    IpAddr::from([0u16; 8])
+                } else {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                };
+                (
+                    SocketAddr::new(local.unwrap_or(any), *port),
+                    SocketAddr::new(*peer, *port),
+                    None,
+                )
+            }
+            LinkKind::Multicast {
+                group,
+                port,
+                interface_addr,
+            } => (
+                SocketAddr::new(IpAddr::V4(*group), *port),
+                SocketAddr::new(IpAddr::V4(*group), *port),
+                Some((*group, *interface_addr)),
+            ),
+        };
+        let v6 = dest.is_ipv6();
+        let ctx = |what: &str, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("sync link {} ({what}): {e}", cfg.interface),
+            )
+        };
+        // receive side
+        let rfd = udp_socket(v6).map_err(|e| ctx("socket", e))?;
+        let r = rfd.as_raw_fd();
+        setsockopt(r, libc::SOL_SOCKET, libc::SO_REUSEADDR, &1 as &libc::c_int)
+            .map_err(|e| ctx("SO_REUSEADDR", e))?;
+        if let Some(b) = cfg.rcv_buffer {
+            buffer(r, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, b)
+                .map_err(|e| ctx("RcvSocketBuffer", e))?;
+        }
+        bind_to_device(r, &cfg.interface).map_err(|e| ctx("bind to device", e))?;
+        bind(r, bind_addr).map_err(|e| ctx(&format!("bind {bind_addr}"), e))?;
+        if let Some((g, ifa)) = group {
+            let mreq = libc::ip_mreq {
+                imr_multiaddr: in_addr(g),
+                imr_interface: in_addr(ifa),
+            };
+            setsockopt(r, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)
+                .map_err(|e| ctx("IP_ADD_MEMBERSHIP", e))?;
+        }
+        // send side
+        let sfd = udp_socket(v6).map_err(|e| ctx("socket", e))?;
+        let s = sfd.as_raw_fd();
+        let no_check: libc::c_int = (!cfg.checksum).into();
+        setsockopt(s, libc::SOL_SOCKET, libc::SO_NO_CHECK, &no_check)
+            .map_err(|e| ctx("SO_NO_CHECK", e))?;
+        if let Some(b) = cfg.snd_buffer {
+            buffer(s, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, b)
+                .map_err(|e| ctx("SndSocketBuffer", e))?;
+        }
+        bind_to_device(s, &cfg.interface).map_err(|e| ctx("bind to device", e))?;
+        if let Some((_, ifa)) = group {
+            setsockopt(
+                s,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_LOOP,
+                &0 as &libc::c_int,
+            )
+            .map_err(|e| ctx("IP_MULTICAST_LOOP", e))?;
+            setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &in_addr(ifa))
+                .map_err(|e| ctx("IP_MULTICAST_IF", e))?;
+            setsockopt(
+                s,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_TTL,
+                &1 as &libc::c_int,
+            )
+            .map_err(|e| ctx("IP_MULTICAST_TTL", e))?;
+        }
+        let mtu = match cfg.mtu {
+            Some(m) => m,
+            None => interface_mtu(&cfg.interface).map_err(|e| ctx("MTU", e))?,
+        };
+        Ok(LinkSocket {
+            recv: UdpSocket::from(rfd),
+            send: UdpSocket::from(sfd),
+            dest,
+            mtu,
+            interface: cfg.interface.clone(),
+        })
+    }
+
+    /// The interface MTU (datagrams are MTU - 28 bytes at most).
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// The interface name.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// Sends one datagram to the peer or group.
+    pub fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        self.send.send_to(datagram, self.dest).map(|_| ())
+    }
+
+    /// Receives one datagram: its length and source address.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
+        self.recv.recv_from(buf).map(|(n, a)| (n, a.ip()))
+    }
+
+    /// The receive socket, to poll it or set a timeout or non-blocking mode.
+    pub fn recv_socket(&self) -> &UdpSocket {
+        &self.recv
+    }
+
+    /// The local address of the send socket (its ephemeral port).
+    pub fn send_addr(&self) -> io::Result<SocketAddr> {
+        self.send.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_interface_names_are_errors_not_panics() {
+        assert!(interface_mtu("").is_err());
+        assert!(interface_mtu("this-name-is-far-too-long").is_err());
+        assert!(interface_up("a\0b").is_err());
+        assert!(interface_mtu("ctrack-no-such0").is_err());
+    }
+
+    #[test]
+    fn loopback_has_an_mtu() {
+        // every namespace has lo
+        assert!(interface_mtu("lo").unwrap() >= 1500);
+    }
+}

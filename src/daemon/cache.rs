@@ -474,20 +474,16 @@ impl Cache {
         self.generation = self.generation.wrapping_add(1);
     }
 
-    /// Drops the entries the resync did not see; returns how many.
-    pub fn sweep(&mut self) -> usize {
+    /// Drops the entries the resync did not see and returns them.
+    pub fn sweep(&mut self) -> Vec<Entry> {
         let current = self.generation;
-        let stale: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| self.entries[i].generation != current)
-            .collect();
-        if stale.is_empty() {
-            return 0;
+        if self.entries.iter().all(|e| e.generation == current) {
+            return Vec::new();
         }
-        let n = stale.len();
-        let keep: Vec<Entry> = std::mem::take(&mut self.entries)
+        let (keep, stale): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
             .into_iter()
-            .filter(|e| e.generation == current)
-            .collect();
+            .partition(|e| e.generation == current);
+        let n = stale.len();
         self.entries = keep;
         self.table.iter_mut().for_each(|s| *s = EMPTY);
         for idx in 0..self.entries.len() {
@@ -495,7 +491,7 @@ impl Cache {
             self.table[slot] = idx as u32;
         }
         self.stats.del_ok += n as u32;
-        n
+        stale
     }
 }
 
@@ -580,7 +576,7 @@ mod tests {
         assert_eq!(c.stats.add_fail, 2);
         c.begin_resync();
         c.upsert(&flow(1), 0);
-        assert_eq!(c.sweep(), 2);
+        assert_eq!(c.sweep().len(), 2);
         assert_eq!(c.len(), 1);
         assert!(c.get(&flow(1)).is_some());
     }

@@ -278,6 +278,9 @@ pub struct General {
     pub overrun_resync: Option<u32>,
     /// `NetlinkEventsReliable`.
     pub events_reliable: bool,
+    /// `ResyncInterval` (ctrack): seconds between safety-net resyncs that
+    /// catch what events missed (0: off).
+    pub resync_interval: u32,
     /// The `Filter` block.
     pub filter: CacheFilter,
 }
@@ -295,6 +298,7 @@ impl Default for General {
             netlink_buffer_max: 64 << 20,
             overrun_resync: Some(5),
             events_reliable: false,
+            resync_interval: 120,
             filter: CacheFilter::default(),
         }
     }
@@ -318,6 +322,9 @@ pub struct Config {
     /// The `Web` block as the web server's settings.
     #[cfg(feature = "web")]
     pub web_config: Option<crate::web::WebConfig>,
+    /// The `Sync` (and `Auth`) blocks as the sync engine's settings.
+    #[cfg(feature = "sync")]
+    pub sync_config: Option<crate::sync::config::SyncConfig>,
     /// The `WAN` block as the WAN watch's settings.
     #[cfg(feature = "wan")]
     pub wan_config: Option<crate::wan::config::WanConfig>,
@@ -373,12 +380,13 @@ const LINK_KEYS: &[Key] = &[
     ("RcvSocketBuffer", Kind::Uint),
     ("Checksum", Kind::Bool),
     ("ErrorQueueLength", Kind::Uint),
+    ("CheckSourceAddress", Kind::Bool),
+    ("MTU", Kind::Uint),
 ];
 
 const OPTIONS_KEYS: &[Key] = &[
     ("TCPWindowTracking", Kind::Bool),
     ("ExpectationSync", Kind::Ignored),
-    ("HostByteOrder", Kind::Word),
 ];
 
 const SYNC_KEYS: &[Key] = &[
@@ -396,6 +404,8 @@ const SYNC_KEYS: &[Key] = &[
     ("RefreshTime", Kind::Uint),
     ("CacheTimeout", Kind::Uint),
     ("Checksum", Kind::Bool),
+    ("StartupResync", Kind::Bool),
+    ("PeerEndianness", Kind::Word),
 ];
 
 const WEB_KEYS: &[Key] = &[
@@ -414,7 +424,7 @@ const WAN_KEYS: &[Key] = &[
     ("Flush", Kind::Word),
 ];
 
-const AUTH_KEYS: &[Key] = &[("KeyFile", Kind::Path), ("PeerAddress", Kind::Addr)];
+const AUTH_KEYS: &[Key] = &[("KeyFile", Kind::Path)];
 
 struct Checker<'a> {
     file: &'a str,
@@ -719,6 +729,7 @@ fn parse_general(c: &mut Checker, it: &Item) -> Result<General, ConfigError> {
                 })?;
             }
             "Filter" => g.filter = parse_filter(c, x)?,
+            "ResyncInterval" => g.resync_interval = uint(c, x, 0, 86400)? as u32,
             "Systemd"
             | "Nice"
             | "PollSecs"
@@ -790,6 +801,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         web_config: None,
         #[cfg(feature = "wan")]
         wan_config: None,
+        #[cfg(feature = "sync")]
+        sync_config: None,
         warnings: Vec::new(),
     };
     let mut seen_general = false;
@@ -867,8 +880,203 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             _ => return Err(c.err(it, format!("unknown block `{}'", it.key))),
         }
     }
+    if let Some(sync) = &cfg.sync {
+        #[cfg(feature = "sync")]
+        {
+            cfg.sync_config = Some(sync_config(&mut c, sync, cfg.auth.as_ref())?);
+        }
+        #[cfg(not(feature = "sync"))]
+        {
+            return Err(c.err(
+                sync,
+                "this ctrackd is built without sync (cargo feature \"sync\")".into(),
+            ));
+        }
+    } else if let Some(a) = &cfg.auth {
+        return Err(c.err(
+            a,
+            "`Auth' applies to Sync, but there is no Sync block".into(),
+        ));
+    }
     cfg.warnings = c.warnings;
     Ok(cfg)
+}
+
+#[cfg(feature = "sync")]
+fn sync_config(
+    c: &mut Checker,
+    it: &Item,
+    auth: Option<&Item>,
+) -> Result<crate::sync::config::SyncConfig, ConfigError> {
+    use crate::sync::config::{AuthConfig, LinkConfig, ModeKind, SyncConfig};
+    let mut s = SyncConfig::default();
+    let mut mode_seen = false;
+    let flag = |c: &Checker, x: &Item| -> Result<bool, ConfigError> {
+        let v = single(c, x)?;
+        parse_bool(v)
+            .ok_or_else(|| c.err(x, format!("bad value `{v}' for `{}': use on or off", x.key)))
+    };
+    // settings allowed both in `Mode X { }` and directly in `Sync { }`
+    let common = |c: &Checker, s: &mut SyncConfig, x: &Item| -> Result<bool, ConfigError> {
+        match x.key.as_str() {
+            "ResendQueueSize" => s.resend_queue_size = uint(c, x, 1, 1 << 24)? as usize,
+            "ACKWindowSize" => s.ack_window_size = uint(c, x, 1, 1 << 20)? as u32,
+            "RefreshTime" => s.refresh_time = uint(c, x, 1, 86400)? as u32,
+            "CacheTimeout" => s.cache_timeout = uint(c, x, 1, 86400 * 7)? as u32,
+            "CommitTimeout" => s.commit_timeout = Some(uint(c, x, 1, 86400 * 30)? as u32),
+            "PurgeTimeout" => s.purge_timeout = uint(c, x, 1, 86400)? as u32,
+            "DisableExternalCache" => s.disable_external_cache = flag(c, x)?,
+            "DisableInternalCache" => s.disable_internal_cache = flag(c, x)?,
+            "StartupResync" => s.startup_resync = flag(c, x)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    };
+    for x in it.items() {
+        if common(c, &mut s, x)? {
+            continue;
+        }
+        match x.key.as_str() {
+            "Mode" => {
+                if mode_seen {
+                    return Err(c.err(x, "a second `Mode' in Sync".into()));
+                }
+                mode_seen = true;
+                let m = x.args.first().map(|m| m.to_ascii_lowercase());
+                s.mode = match m.as_deref() {
+                    Some("ftfw") => ModeKind::Ftfw,
+                    Some("nack") => {
+                        c.warnings.push(format!(
+                            "{}:{}: `Mode NACK' is the old name of FTFW",
+                            c.file, x.line
+                        ));
+                        ModeKind::Ftfw
+                    }
+                    Some("notrack") => ModeKind::Notrack,
+                    Some("alarm") => ModeKind::Alarm,
+                    Some("persistent") => {
+                        c.warnings.push(format!(
+                            "{}:{}: `Mode PERSISTENT' is the old name of ALARM",
+                            c.file, x.line
+                        ));
+                        ModeKind::Alarm
+                    }
+                    _ => {
+                        return Err(c.err(x, "`Mode' needs FTFW, NOTRACK or ALARM".into()));
+                    }
+                };
+                for y in x.items() {
+                    if !common(c, &mut s, y)? && y.key != "ResendBufferSize" && y.key != "Window" {
+                        return Err(c.err(y, format!("unknown key `{}' in Mode", y.key)));
+                    }
+                }
+            }
+            "UDP" | "Multicast" => {
+                let default = match x.args.as_slice() {
+                    [] => false,
+                    [d] if d == "Default" => true,
+                    _ => return Err(c.err(x, format!("expected `{} [Default] {{'", x.key))),
+                };
+                let items = x.items();
+                let addr = |key: &str| addr_value(items, key);
+                let iface = value(items, "Interface").unwrap_or("").to_string();
+                let port = match items.iter().find(|y| y.key == "Port" || y.key == "Group") {
+                    Some(y) => uint(c, y, 1, 65535)? as u16,
+                    None => 3780,
+                };
+                let mut link = if x.key == "UDP" {
+                    let peer = addr("IPv4_Destination_Address")
+                        .or_else(|| addr("IPv6_Destination_Address"))
+                        .ok_or_else(|| {
+                            c.err(x, "UDP link without IPv4_Destination_Address".into())
+                        })?;
+                    let local = addr("IPv4_address").or_else(|| addr("IPv6_address"));
+                    LinkConfig::udp(local, peer, port, &iface)
+                } else {
+                    let group = match addr("IPv4_address") {
+                        Some(IpAddr::V4(g)) => g,
+                        _ => {
+                            return Err(c.err(
+                                x,
+                                "Multicast link without an IPv4_address (the group); IPv6 multicast is not supported".into(),
+                            ));
+                        }
+                    };
+                    let ifaddr = match addr("IPv4_interface") {
+                        Some(IpAddr::V4(a)) => a,
+                        _ => return Err(c.err(x, "Multicast link without IPv4_interface".into())),
+                    };
+                    LinkConfig::multicast(group, port, ifaddr, &iface)
+                };
+                link.default = default;
+                for y in items {
+                    match y.key.as_str() {
+                        "SndSocketBuffer" => {
+                            link.snd_buffer = Some(uint(c, y, 1024, 1 << 30)? as usize)
+                        }
+                        "RcvSocketBuffer" => {
+                            link.rcv_buffer = Some(uint(c, y, 1024, 1 << 30)? as usize)
+                        }
+                        "Checksum" => link.checksum = flag(c, y)?,
+                        "CheckSourceAddress" => link.check_source = flag(c, y)?,
+                        "MTU" => link.mtu = Some(uint(c, y, 576, 65535)? as usize),
+                        _ => {}
+                    }
+                }
+                s.links.push(link);
+            }
+            "TCP" => {
+                return Err(c.err(
+                    x,
+                    "TCP sync links are not supported, use UDP or Multicast".into(),
+                ));
+            }
+            "Options" => {
+                for y in x.items() {
+                    if y.key == "TCPWindowTracking" {
+                        s.tcp_window_tracking = flag(c, y)?;
+                    }
+                }
+            }
+            "Checksum" => {
+                let on = flag(c, x)?;
+                for l in &mut s.links {
+                    l.checksum = on;
+                }
+            }
+            "PeerEndianness" => {
+                s.peer_endianness = match single(c, x)? {
+                    "little" => crate::sync::wire::ct::QuirkOrder::Little,
+                    "big" => crate::sync::wire::ct::QuirkOrder::Big,
+                    v => {
+                        return Err(c.err(
+                            x,
+                            format!("bad value `{v}' for `PeerEndianness': use little or big"),
+                        ));
+                    }
+                };
+            }
+            _ => return Err(c.err(x, format!("unknown key `{}' in Sync", x.key))),
+        }
+    }
+    if !mode_seen {
+        c.warnings.push(format!(
+            "{}:{}: no synchronization mode specified, defaulting to FTFW",
+            c.file, it.line
+        ));
+    }
+    if let Some(a) = auth
+        && let Some(k) = value(a.items(), "KeyFile")
+    {
+        s.auth = Some(AuthConfig {
+            key_file: PathBuf::from(k),
+        });
+    }
+    let warnings = s.validate().map_err(|e| c.err(it, e))?;
+    for w in warnings {
+        c.warnings.push(format!("{}:{}: {w}", c.file, it.line));
+    }
+    Ok(s)
 }
 
 /// Reads and parses a config file.
@@ -1025,7 +1233,7 @@ General {
              EventIterationLimit 200\n Scheduler { Type RR\n Priority 99 }\n \
              Filter { State Ignore { SYN_SENT CLOSED } for TCP }\n}\n\
              WAN {\n Interface wan\n Interface wwan\n Debounce 500\n Flush stale\n}\n\
-             Web { Address 192.168.1.1\n Port 8080 }\nAuth { KeyFile /etc/k }\nStats {\n}\n",
+             Web { Address 192.168.1.1\n Port 8080 }\nStats {\n}\n",
         )
         .unwrap();
         let g = &c.general;

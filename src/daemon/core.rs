@@ -44,6 +44,19 @@ pub enum Input {
     StatsJson(std::sync::mpsc::Sender<serde_json::Value>),
     /// A line for the log from another thread.
     Log(String),
+    /// A datagram from a sync link.
+    #[cfg(feature = "sync")]
+    SyncDatagram {
+        /// Link index.
+        link: usize,
+        /// The datagram.
+        bytes: Vec<u8>,
+        /// Its source address.
+        src: Option<std::net::IpAddr>,
+    },
+    /// A sync link failed to receive.
+    #[cfg(feature = "sync")]
+    SyncRecvError(usize),
 }
 
 /// What an event did to the cache (for hooks such as sync).
@@ -100,6 +113,29 @@ pub fn apply_event(
     }
 }
 
+/// The flow sync replicates for an event: the cache's merged state plus
+/// what the cache does not keep (helper, labels, NAT sequence, SYN proxy).
+#[cfg(feature = "sync")]
+fn sync_view(mut f: Flow, ev: &Flow) -> Flow {
+    f.helper = ev.helper.or(f.helper);
+    f.labels = ev.labels.or(f.labels);
+    f.seq_adj = ev.seq_adj;
+    f.synproxy = ev.synproxy;
+    f.master = ev.master;
+    f
+}
+
+/// Why the cache is rebuilt from a dump (what sync is told differs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resync {
+    /// The first dump: every flow is new to the peer.
+    Startup,
+    /// After lost events or on request: every flow may have changed.
+    Full,
+    /// The periodic safety net: only what events missed.
+    Periodic,
+}
+
 /// The core's state.
 pub struct Core {
     /// The configuration in effect.
@@ -112,6 +148,7 @@ pub struct Core {
     pub log: Logger,
     ct: Conntrack,
     resync_at: Option<Instant>,
+    next_periodic: Option<Instant>,
     /// Set when the daemon should stop.
     pub stop: bool,
     /// Whether it runs in the foreground (logs to stderr).
@@ -125,6 +162,9 @@ pub struct Core {
     /// The web server, when configured.
     #[cfg(feature = "web")]
     pub web: Option<super::webpart::WebPart>,
+    /// Sync, when configured.
+    #[cfg(feature = "sync")]
+    pub sync: Option<super::syncpart::SyncPart>,
 }
 
 fn now_u32() -> u32 {
@@ -149,6 +189,7 @@ impl Core {
             log,
             ct,
             resync_at: None,
+            next_periodic: None,
             stop: false,
             foreground,
             syslog_socket: None,
@@ -157,15 +198,23 @@ impl Core {
             wan: None,
             #[cfg(feature = "web")]
             web: None,
+            #[cfg(feature = "sync")]
+            sync: None,
         })
     }
 
     /// When the core next needs [`Core::on_timer`].
     pub fn next_deadline(&self) -> Option<Instant> {
-        #[allow(unused_mut)]
-        let mut d = self.resync_at;
+        let mut d = match (self.resync_at, self.next_periodic) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         #[cfg(feature = "wan")]
         if let Some(t) = self.wan.as_ref().and_then(|w| w.next_deadline()) {
+            d = Some(d.map_or(t, |x| x.min(t)));
+        }
+        #[cfg(feature = "sync")]
+        if let Some(t) = self.sync.as_ref().map(|s| s.next_deadline()) {
             d = Some(d.map_or(t, |x| x.min(t)));
         }
         d
@@ -176,12 +225,22 @@ impl Core {
         if self.resync_at.is_some_and(|t| t <= now) {
             self.resync_at = None;
             self.resync("after netlink overrun");
+        } else if self.next_periodic.is_some_and(|t| t <= now) {
+            self.resync("periodic");
         }
         #[cfg(feature = "wan")]
         if let Some(w) = self.wan.as_mut()
             && w.next_deadline().is_some_and(|t| t <= now)
         {
             w.on_timer(&mut self.log);
+        }
+        #[cfg(feature = "sync")]
+        if let Some(s) = self.sync.as_mut()
+            && s.next_deadline() <= now
+        {
+            let filter = &self.config.general.filter;
+            s.on_timer(now, filter, &mut self.internal, &mut self.log);
+            s.transmit(now, filter, &mut self.log);
         }
     }
 
@@ -193,12 +252,21 @@ impl Core {
         if let (Some(w), Some(o)) = (&self.wan, v.as_object_mut()) {
             o.insert("wan".into(), w.to_json());
         }
+        #[cfg(feature = "sync")]
+        if let (Some(s), Some(o)) = (&self.sync, v.as_object_mut()) {
+            o.insert("sync".into(), s.to_json());
+        }
         v
     }
 
     /// Replaces the cache content with a fresh kernel dump (mark and
     /// sweep: no per-entry requests).
     pub fn resync(&mut self, why: &str) {
+        let kind = match why {
+            "startup" => Resync::Startup,
+            "periodic" => Resync::Periodic,
+            _ => Resync::Full,
+        };
         let started = Instant::now();
         self.internal.begin_resync();
         let now = now_u32();
@@ -206,10 +274,15 @@ impl Core {
         let cache = &mut self.internal;
         let req = CtRequest::new(msg::GET, 0);
         let mut seen = 0u64;
+        // flows the dump found that the cache lacked (their events were lost)
+        let mut created: Vec<Flow> = Vec::new();
         let res = self.ct.dump(&req, &mut |f| {
             seen += 1;
-            if filter.accepts(f) {
-                cache.upsert(f, now);
+            if filter.accepts(f)
+                && cache.upsert(f, now) == Upsert::Created
+                && kind == Resync::Periodic
+            {
+                created.push(f.clone());
             }
             Ok(())
         });
@@ -217,16 +290,55 @@ impl Core {
             Ok(d) => {
                 self.stats.dump_unknown += d.malformed as u32;
                 let removed = self.internal.sweep();
+                #[cfg(feature = "sync")]
+                if let Some(s) = self.sync.as_mut() {
+                    let t = Instant::now();
+                    match kind {
+                        Resync::Startup => {
+                            for e in self.internal.iter() {
+                                s.on_event(t, EventKind::New, &e.to_flow());
+                            }
+                        }
+                        Resync::Full => {
+                            for e in self.internal.iter() {
+                                s.on_event(t, EventKind::Update, &e.to_flow());
+                            }
+                        }
+                        Resync::Periodic => {
+                            for f in &created {
+                                s.on_event(t, EventKind::New, f);
+                            }
+                        }
+                    }
+                    for e in &removed {
+                        s.on_event(t, EventKind::Destroy, &e.to_flow());
+                    }
+                    s.transmit(t, &self.config.general.filter, &mut self.log);
+                }
+                let removed = removed.len();
                 self.stats.resyncs += 1;
-                self.log.notice(&format!(
-                    "resync with kernel table ({why}): {seen} flows in the table, {} cached, {removed} stale removed, {:.3}s",
+                let line = format!(
+                    "resync with kernel table ({why}): {seen} flows in the table, {} cached, {removed} stale removed, {} missing added, {:.3}s",
                     self.internal.len(),
+                    created.len(),
                     started.elapsed().as_secs_f64()
-                ));
+                );
+                // a periodic resync that found nothing is not news
+                if kind != Resync::Periodic || removed > 0 || !created.is_empty() {
+                    self.log.notice(&line);
+                }
             }
             Err(e) => self
                 .log
                 .error(&format!("resync with kernel table failed: {e}")),
+        }
+        self.next_periodic = self.periodic_deadline();
+    }
+
+    fn periodic_deadline(&self) -> Option<Instant> {
+        match self.config.general.resync_interval {
+            0 => None,
+            s => Some(Instant::now() + Duration::from_secs(s as u64)),
         }
     }
 
@@ -235,8 +347,14 @@ impl Core {
         match input {
             Input::Kernel(events) => {
                 let now = now_u32();
+                #[cfg(feature = "sync")]
+                let own = self
+                    .sync
+                    .as_ref()
+                    .map(|s| s.own_portids())
+                    .unwrap_or_default();
                 for ev in &events {
-                    apply_event(
+                    let change = apply_event(
                         &mut self.internal,
                         &self.config.general.filter,
                         &mut self.stats,
@@ -244,6 +362,46 @@ impl Core {
                         &ev.flow,
                         now,
                     );
+                    #[cfg(feature = "sync")]
+                    if let Some(s) = self.sync.as_mut()
+                        && !own.contains(&ev.portid)
+                    {
+                        let t = Instant::now();
+                        match change {
+                            Change::Created | Change::Updated => {
+                                if let Some(e) = self.internal.get(&ev.flow) {
+                                    let kind = if change == Change::Created {
+                                        EventKind::New
+                                    } else {
+                                        EventKind::Update
+                                    };
+                                    s.on_event(t, kind, &sync_view(e.to_flow(), &ev.flow));
+                                }
+                            }
+                            Change::Removed => s.on_event(t, EventKind::Destroy, &ev.flow),
+                            Change::Nothing => {}
+                        }
+                    }
+                    #[cfg(not(feature = "sync"))]
+                    let _ = change;
+                }
+                #[cfg(feature = "sync")]
+                if let Some(s) = self.sync.as_mut() {
+                    s.transmit(Instant::now(), &self.config.general.filter, &mut self.log);
+                }
+            }
+            #[cfg(feature = "sync")]
+            Input::SyncDatagram { link, bytes, src } => {
+                if let Some(s) = self.sync.as_mut() {
+                    let now = Instant::now();
+                    s.on_datagram(now, link, &bytes, src);
+                    s.transmit(now, &self.config.general.filter, &mut self.log);
+                }
+            }
+            #[cfg(feature = "sync")]
+            Input::SyncRecvError(link) => {
+                if let Some(s) = self.sync.as_mut() {
+                    s.on_recv_error(link);
                 }
             }
             Input::Overrun { buffer, grown } => {
@@ -366,6 +524,11 @@ impl Core {
                 .log
                 .warning("adding or removing the WAN block takes effect at the next restart"),
         }
+        #[cfg(feature = "sync")]
+        if self.config.sync_config != new.sync_config {
+            self.log
+                .warning("Sync block changes take effect at the next restart");
+        }
         #[cfg(feature = "web")]
         if self.config.web_config != new.web_config {
             self.log
@@ -384,7 +547,15 @@ impl Core {
         Ok(match section {
             None => {
                 let mut s = stats::cache_text(&self.internal);
+                #[cfg(feature = "sync")]
+                if let Some(sp) = &self.sync {
+                    sp.external_text(&mut s);
+                }
                 s.push_str(&stats::traffic_text(&self.stats));
+                #[cfg(feature = "sync")]
+                if let Some(sp) = &self.sync {
+                    sp.summary_text(&mut s);
+                }
                 #[cfg(feature = "wan")]
                 if let Some(w) = &self.wan {
                     let mut out = Vec::new();
@@ -394,7 +565,18 @@ impl Core {
                 s
             }
             Some("runtime") => stats::runtime_text(&self.stats, now),
-            Some("cache") => stats::cache_text_extended(&self.internal),
+            Some("cache") => {
+                #[allow(unused_mut)]
+                let mut s = stats::cache_text_extended(&self.internal);
+                #[cfg(feature = "sync")]
+                if let Some(sp) = &self.sync {
+                    let (n, mem) = sp.external_size();
+                    s.push_str(&format!(
+                        "cache:external\tactive objects:\t\t{n:>12}\n\tmemory (bytes):\t\t\t{mem:>12}\n\n"
+                    ));
+                }
+                s
+            }
             Some("process") => String::new(),
             #[cfg(feature = "wan")]
             Some("wan") => match &self.wan {
@@ -405,7 +587,12 @@ impl Core {
                 }
                 None => return Err("no WAN block is configured: nothing to show for `wan'".into()),
             },
-            Some("network" | "link" | "multicast" | "queue" | "rsqueue") => {
+            Some(sec @ ("network" | "link" | "multicast" | "queue" | "rsqueue")) => {
+                #[cfg(feature = "sync")]
+                if let Some(text) = self.sync.as_ref().and_then(|s| s.section_text(sec)) {
+                    return Ok(text.into_bytes());
+                }
+                let _ = sec;
                 return Err(format!(
                     "no Sync block is configured: nothing to show for `{}'",
                     section.unwrap_or("")
@@ -508,12 +695,47 @@ impl Core {
         Ok(Vec::new())
     }
 
+    #[cfg(feature = "sync")]
+    fn sync_command(&mut self, r: &Request) -> Reply {
+        let Some(s) = self.sync.as_mut() else {
+            return Err("no Sync block is configured: this command needs sync".into());
+        };
+        let now = Instant::now();
+        let reply = match r {
+            Request::Commit => s.commit(&mut self.log),
+            Request::Bulk => {
+                s.send_bulk();
+                Ok(Vec::new())
+            }
+            Request::RequestResync => {
+                s.request_resync();
+                Ok(Vec::new())
+            }
+            Request::ResetTimers => {
+                s.reset_timers(now, &mut self.log);
+                Ok(Vec::new())
+            }
+            _ => Ok(Vec::new()),
+        };
+        s.transmit(now, &self.config.general.filter, &mut self.log);
+        reply
+    }
+
+    #[cfg(not(feature = "sync"))]
+    fn sync_command(&mut self, _r: &Request) -> Reply {
+        Err("this ctrackd is built without sync: this command needs it".into())
+    }
+
     /// Answers a control request.
     pub fn control(&mut self, r: &Request) -> Reply {
         match r {
             Request::Stats(section) => self.stats_text(section.as_deref()),
             Request::Dump(Which::Internal, f) => Ok(self.dump_cache(*f)),
-            Request::Dump(_, _) => {
+            Request::Dump(_, _f) => {
+                #[cfg(feature = "sync")]
+                if let Some(s) = &self.sync {
+                    return Ok(s.dump_external(*_f));
+                }
                 Err("no Sync block is configured: there is no external cache".into())
             }
             Request::FlushCache(w) => {
@@ -522,9 +744,23 @@ impl Core {
                     self.internal.clear();
                     self.log
                         .notice(&format!("internal cache flushed ({n} flows)"));
+                    #[cfg(feature = "sync")]
+                    if let Some(s) = self.sync.as_mut() {
+                        s.flush_internal();
+                    }
                 }
-                if *w == Which::External {
-                    return Err("no Sync block is configured: there is no external cache".into());
+                if matches!(w, Which::External | Which::All) {
+                    #[cfg(feature = "sync")]
+                    if let Some(s) = self.sync.as_mut() {
+                        s.flush_external(*w == Which::All);
+                        self.log.notice("external cache flushed");
+                        return Ok(Vec::new());
+                    }
+                    if *w == Which::External {
+                        return Err(
+                            "no Sync block is configured: there is no external cache".into()
+                        );
+                    }
                 }
                 Ok(Vec::new())
             }
@@ -539,7 +775,7 @@ impl Core {
                 Ok(Vec::new())
             }
             Request::Commit | Request::Bulk | Request::RequestResync | Request::ResetTimers => {
-                Err("no Sync block is configured: this command needs sync".into())
+                self.sync_command(r)
             }
         }
     }

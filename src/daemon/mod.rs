@@ -8,6 +8,8 @@ pub mod core;
 pub mod log;
 pub mod run;
 pub mod stats;
+#[cfg(feature = "sync")]
+pub mod syncpart;
 #[cfg(feature = "wan")]
 pub mod wanpart;
 #[cfg(feature = "web")]

@@ -245,6 +245,17 @@ fn serve(
         return 1;
     }
 
+    #[cfg(feature = "sync")]
+    if let Some(scfg) = core.config.sync_config.clone() {
+        match super::syncpart::SyncPart::start(scfg, tx.clone(), &mut core.log) {
+            Ok(s) => core.sync = Some(s),
+            Err(e) => {
+                core.log.error(&e);
+                return 1;
+            }
+        }
+    }
+
     core.resync("startup");
 
     #[cfg(feature = "wan")]

@@ -205,6 +205,7 @@ impl Core {
 
     /// When the core next needs [`Core::on_timer`].
     pub fn next_deadline(&self) -> Option<Instant> {
+        #[allow(unused_mut)]
         let mut d = match (self.resync_at, self.next_periodic) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

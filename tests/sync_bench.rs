@@ -5,6 +5,7 @@
 //! over FTFW and commits them (`conntrackd -c`, its own log gives the
 //! time); our engine receives the same entries from the primary's table
 //! and our batched commit puts them into an empty namespace.
+#![cfg(feature = "sync")]
 
 mod lab;
 mod synclab;

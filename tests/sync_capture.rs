@@ -2,6 +2,7 @@
 //! (see the README there). Not part of the normal test run, since the
 //! captures are committed; regenerate them with
 //! `cargo test --test sync_capture -- --ignored --test-threads=1`.
+#![cfg(feature = "sync")]
 
 mod lab;
 mod synclab;

@@ -1,6 +1,7 @@
 //! The keepalived notify script (init/keepalived/ctrack-notify.sh) and the
 //! OpenWrt hotplug hook run the right ctrackd commands in the right order
 //! (checked with a stand-in ctrackd that records its arguments).
+#![cfg(feature = "sync")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

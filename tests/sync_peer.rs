@@ -9,6 +9,7 @@
 //! - conntrackd primary -> ctrack standby (FTFW over UDP and multicast,
 //!   NOTRACK, ALARM): our external cache equals the primary's table, and
 //!   our batched commit puts the same entries in the standby's kernel.
+#![cfg(feature = "sync")]
 
 mod lab;
 mod synclab;

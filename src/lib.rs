@@ -7,14 +7,14 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod flow;
+pub mod netlink;
 #[cfg(feature = "sync")]
 pub mod sync;
 #[cfg(feature = "wan")]
 pub mod wan;
 #[cfg(feature = "web")]
 pub mod web;
-pub mod flow;
-pub mod netlink;
 
 /// Picks the role from the program name (`ctrack`/`conntrack`: CLI,
 /// `ctrackd`/`conntrackd`: daemon) and the first word (`ctrack daemon`,

@@ -7,24 +7,28 @@
 #   make sizes          size table of those binaries
 #   make size-report    where the x86_64 binary's bytes go, by crate
 #   make check-targets  nightly -Zbuild-std check for mipsel, mips (big-endian), armv7
-#   make cross-test     lib unit tests under qemu-user: aarch64 and 32-bit big-endian powerpc
+#   make cross-test     lib unit tests under qemu-user: aarch64, 32-bit big-endian powerpc and mips
+#   make static-router  experimental static mipsel/armv7 binaries (Debian's musl; see the script)
 #   make features-test  lib tests and clippy without default features
 #
 # `make test` runs all of these checks: tests/packaging.rs (run by
 # `cargo test`) needs the static binaries, so `integration` builds them first.
 
-# shellcheck, busybox (init script test), qemu-user and the powerpc linker (cross-test)
-TEST_PKGS += shellcheck busybox qemu-user-static gcc-powerpc-linux-gnu binutils
+# shellcheck, busybox (init script test), qemu-user and the powerpc and
+# mips linkers (cross-test)
+TEST_PKGS += shellcheck busybox qemu-user-static gcc-powerpc-linux-gnu gcc-mips-linux-gnu binutils
 
 PKG_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 STATIC_TARGETS ?= x86_64-unknown-linux-musl aarch64-unknown-linux-musl i686-unknown-linux-musl
 CHECK_TARGETS ?= mipsel-unknown-linux-musl mips-unknown-linux-musl armv7-unknown-linux-musleabihf
 CROSS_TEST_TARGETS ?= aarch64-unknown-linux-musl powerpc-unknown-linux-gnu
+# no rustup std: built from nightly's rust-src
+CROSS_TEST_NIGHTLY_TARGETS ?= mips-unknown-linux-gnu
 NIGHTLY ?= nightly
 DIST := target/dist
 MIN_DIR := target/min
 
-.PHONY: rust-targets static static-min dist sizes size-report check-targets cross-test features-test
+.PHONY: rust-targets static static-min static-router dist sizes size-report check-targets cross-test features-test
 
 # rustup's std for the targets and nightly's rust-src for -Zbuild-std
 # (a few MB each, once per machine).
@@ -85,6 +89,15 @@ cross-test: deps rust-targets
 	  echo "cross-test: $$t"; \
 	  $(CARGO) test --locked --lib --target $$t || exit 1; \
 	done
+	@for t in $(CROSS_TEST_NIGHTLY_TARGETS); do \
+	  echo "cross-test: $$t (nightly -Zbuild-std)"; \
+	  $(CARGO) +$(NIGHTLY) test --locked --lib -Zbuild-std --target $$t || exit 1; \
+	done
+
+# Not part of `make test`: needs Debian's musl of a foreign architecture.
+static-router: rust-targets
+	./scripts/static-router.sh mipsel
+	./scripts/static-router.sh armv7
 
 features-test:
 	$(CARGO) test --locked --lib --no-default-features

@@ -11,6 +11,10 @@
 #     apt-get install musl-dev:mipsel gcc-mipsel-linux-gnu qemu-user-static
 #   dpkg --add-architecture armhf && apt-get update &&
 #     apt-get install musl-dev:armhf gcc-arm-linux-gnueabihf qemu-user-static
+# Afterwards remove the foreign architecture again (apt-get purge
+# 'musl*:mipsel'; dpkg --remove-architecture mipsel): while it is there,
+# a mirror half-synced for that architecture makes every `apt-get update`,
+# and so `make deps`, fail.
 #
 # Limits, and why OpenWrt's SDK remains the way to build router packages:
 # - panic = immediate-abort (a nightly panic strategy): no unwinder to link

@@ -401,6 +401,13 @@ fn daemon_dump(lab: &RouterLab, bin: &Path, tag: &str) -> Vec<String> {
     lines
 }
 
+/// Fails naming the first of `wants` that `text` (the file `what`) lacks.
+fn assert_has(what: &str, text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "{what} lacks {want:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Shell scripts
 
@@ -744,25 +751,27 @@ fn openwrt_init_writes_ctrackd_conf_from_uci() {
 fn openwrt_init_script_is_a_procd_service() {
     let init = read("init/openwrt/ctrack.init");
     assert!(init.starts_with("#!/bin/sh /etc/rc.common\n"));
-    for want in [
-        "USE_PROCD=1",
-        "START=",
-        "STOP=",
-        "start_service()",
-        "reload_service()",
-        "service_triggers()",
-        "config_load ctrack",
-        "procd_open_instance",
-        "procd_set_param command \"$PROG\" -C \"$CONF\"",
-        "procd_set_param respawn",
-        "procd_close_instance",
-        "procd_add_reload_trigger ctrack",
-        "procd_add_reload_interface_trigger",
-        "procd_send_signal ctrack '*' HUP",
-        "PROG=/usr/sbin/ctrackd",
-    ] {
-        assert!(init.contains(want), "ctrack.init lacks {want:?}");
-    }
+    assert_has(
+        "ctrack.init",
+        &init,
+        &[
+            "USE_PROCD=1",
+            "START=",
+            "STOP=",
+            "start_service()",
+            "reload_service()",
+            "service_triggers()",
+            "config_load ctrack",
+            "procd_open_instance",
+            "procd_set_param command \"$PROG\" -C \"$CONF\"",
+            "procd_set_param respawn",
+            "procd_close_instance",
+            "procd_add_reload_trigger ctrack",
+            "procd_add_reload_interface_trigger",
+            "procd_send_signal ctrack '*' HUP",
+            "PROG=/usr/sbin/ctrackd",
+        ],
+    );
     // foreground under procd: no -d
     assert!(
         !init.contains(" -d"),
@@ -770,14 +779,16 @@ fn openwrt_init_script_is_a_procd_service() {
     );
 
     let uci = read("init/openwrt/ctrack.config");
-    for want in [
-        "config ctrack 'main'\n\toption enabled '1'",
-        "config web 'web'\n\toption enabled '1'\n\toption interface 'lan'",
-        "config wan 'wan'\n\toption enabled '1'\n\tlist interface 'wan'",
-        "config sync 'sync'\n\toption enabled '0'",
-    ] {
-        assert!(uci.contains(want), "ctrack.config lacks {want:?}");
-    }
+    assert_has(
+        "ctrack.config",
+        &uci,
+        &[
+            "config ctrack 'main'\n\toption enabled '1'",
+            "config web 'web'\n\toption enabled '1'\n\toption interface 'lan'",
+            "config wan 'wan'\n\toption enabled '1'\n\tlist interface 'wan'",
+            "config sync 'sync'\n\toption enabled '0'",
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -786,21 +797,23 @@ fn openwrt_init_script_is_a_procd_service() {
 #[test]
 fn systemd_unit_is_hardened_and_verifies() {
     let unit = read("init/systemd/ctrackd.service");
-    for want in [
-        "Type=simple",
-        "ExecStart=/usr/sbin/ctrackd -C /etc/ctrack/ctrackd.conf\n",
-        "ExecReload=/bin/kill -HUP $MAINPID",
-        "Restart=on-failure",
-        "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE\n",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "NoNewPrivileges=yes",
-        "RuntimeDirectory=ctrack",
-        "WantedBy=multi-user.target",
-    ] {
-        assert!(unit.contains(want), "ctrackd.service lacks {want:?}");
-    }
+    assert_has(
+        "ctrackd.service",
+        &unit,
+        &[
+            "Type=simple",
+            "ExecStart=/usr/sbin/ctrackd -C /etc/ctrack/ctrackd.conf\n",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "Restart=on-failure",
+            "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE\n",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "NoNewPrivileges=yes",
+            "RuntimeDirectory=ctrack",
+            "WantedBy=multi-user.target",
+        ],
+    );
     // the shipped config puts socket and lock where the unit may write
     let conf = read("init/ctrackd.conf");
     assert!(conf.contains("Path /var/run/ctrack/ctrackd.ctl"));
@@ -909,18 +922,20 @@ fn buildroot_external_tree_is_complete() {
     assert!(ext.contains("$(BR2_EXTERNAL_CTRACK_PATH)/package/*/*.mk"));
 
     let pcfg = read("buildroot/package/ctrack/Config.in");
-    for want in [
-        "config BR2_PACKAGE_CTRACK\n",
-        "depends on BR2_PACKAGE_HOST_RUSTC_TARGET_ARCH_SUPPORTS",
-        "select BR2_PACKAGE_HOST_RUSTC",
-        "config BR2_PACKAGE_CTRACK_WEB",
-        "config BR2_PACKAGE_CTRACK_SYNC",
-        "config BR2_PACKAGE_CTRACK_WAN",
-        "config BR2_PACKAGE_CTRACK_CONNTRACK_LINKS",
-        "depends on !BR2_PACKAGE_CONNTRACK_TOOLS",
-    ] {
-        assert!(pcfg.contains(want), "package Config.in lacks {want:?}");
-    }
+    assert_has(
+        "package Config.in",
+        &pcfg,
+        &[
+            "config BR2_PACKAGE_CTRACK\n",
+            "depends on BR2_PACKAGE_HOST_RUSTC_TARGET_ARCH_SUPPORTS",
+            "select BR2_PACKAGE_HOST_RUSTC",
+            "config BR2_PACKAGE_CTRACK_WEB",
+            "config BR2_PACKAGE_CTRACK_SYNC",
+            "config BR2_PACKAGE_CTRACK_WAN",
+            "config BR2_PACKAGE_CTRACK_CONNTRACK_LINKS",
+            "depends on !BR2_PACKAGE_CONNTRACK_TOOLS",
+        ],
+    );
 
     let mk = read("buildroot/package/ctrack/ctrack.mk");
     assert_eq!(
@@ -931,21 +946,23 @@ fn buildroot_external_tree_is_complete() {
     for var in ["CTRACK_SITE", "CTRACK_LICENSE", "CTRACK_LICENSE_FILES"] {
         assert!(make_var(&mk, var).is_some(), "ctrack.mk lacks {var}");
     }
-    for want in [
-        "$(eval $(cargo-package))",
-        "define CTRACK_INSTALL_INIT_SYSV",
-        "/etc/init.d/S50ctrackd",
-        "define CTRACK_INSTALL_INIT_SYSTEMD",
-        "/usr/lib/systemd/system/ctrackd.service",
-        "define CTRACK_LINUX_CONFIG_FIXUPS",
-        "KCONFIG_ENABLE_OPT,CONFIG_NF_CONNTRACK)",
-        "KCONFIG_ENABLE_OPT,CONFIG_NF_CT_NETLINK)",
-        "KCONFIG_ENABLE_OPT,CONFIG_NF_CONNTRACK_EVENTS)",
-        "--no-default-features",
-        "$(TARGET_DIR)/usr/sbin/ctrackd",
-    ] {
-        assert!(mk.contains(want), "ctrack.mk lacks {want:?}");
-    }
+    assert_has(
+        "ctrack.mk",
+        &mk,
+        &[
+            "$(eval $(cargo-package))",
+            "define CTRACK_INSTALL_INIT_SYSV",
+            "/etc/init.d/S50ctrackd",
+            "define CTRACK_INSTALL_INIT_SYSTEMD",
+            "/usr/lib/systemd/system/ctrackd.service",
+            "define CTRACK_LINUX_CONFIG_FIXUPS",
+            "KCONFIG_ENABLE_OPT,CONFIG_NF_CONNTRACK)",
+            "KCONFIG_ENABLE_OPT,CONFIG_NF_CT_NETLINK)",
+            "KCONFIG_ENABLE_OPT,CONFIG_NF_CONNTRACK_EVENTS)",
+            "--no-default-features",
+            "$(TARGET_DIR)/usr/sbin/ctrackd",
+        ],
+    );
     defines_are_tab_indented("ctrack.mk", &mk, &[]);
     for p in source_paths(&mk, "$(@D)/") {
         assert!(root().join(&p).is_file(), "ctrack.mk installs {p}, missing");
@@ -971,13 +988,15 @@ fn buildroot_external_tree_is_complete() {
         );
         assert_eq!(l, l.trim_end(), "S50ctrackd:{}: trailing space", n + 1);
     }
-    for cmd in [
-        "start|stop|restart|reload)",
-        "--make-pidfile",
-        "--signal HUP",
-    ] {
-        assert!(s50.contains(cmd), "S50ctrackd lacks {cmd:?}");
-    }
+    assert_has(
+        "S50ctrackd",
+        &s50,
+        &[
+            "start|stop|restart|reload)",
+            "--make-pidfile",
+            "--signal HUP",
+        ],
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(root().join("init/buildroot/S50ctrackd"))
         .map(|m| m.permissions().mode())
@@ -1041,25 +1060,27 @@ fn openwrt_feed_package_is_complete() {
         make_var(&mk, "PKG_BUILD_DEPENDS").as_deref(),
         Some("rust/host")
     );
-    for want in [
-        "include $(TOPDIR)/rules.mk",
-        "include $(INCLUDE_DIR)/package.mk",
-        "lang/rust/rust-package.mk",
-        "DEPENDS:=$(RUST_ARCH_DEPENDS) +kmod-nf-conntrack-netlink",
-        "define Package/ctrack/conffiles\n/etc/config/ctrack\n",
-        "define Package/ctrack/install",
-        "$(PKG_INSTALL_DIR)/bin/ctrack $(1)/usr/sbin/ctrackd",
-        "$(LN) ../sbin/ctrackd $(1)/usr/bin/ctrack",
-        "/etc/init.d/ctrack",
-        "/etc/config/ctrack",
-        "config CTRACK_CONNTRACK_LINKS",
-        "depends on !PACKAGE_conntrack && !PACKAGE_conntrackd",
-        "$(call Build/Compile/Cargo,,--no-default-features)",
-        "$(eval $(call RustBinPackage,ctrack))",
-        "$(eval $(call BuildPackage,ctrack))",
-    ] {
-        assert!(mk.contains(want), "openwrt/ctrack/Makefile lacks {want:?}");
-    }
+    assert_has(
+        "openwrt/ctrack/Makefile",
+        &mk,
+        &[
+            "include $(TOPDIR)/rules.mk",
+            "include $(INCLUDE_DIR)/package.mk",
+            "lang/rust/rust-package.mk",
+            "DEPENDS:=$(RUST_ARCH_DEPENDS) +kmod-nf-conntrack-netlink",
+            "define Package/ctrack/conffiles\n/etc/config/ctrack\n",
+            "define Package/ctrack/install",
+            "$(PKG_INSTALL_DIR)/bin/ctrack $(1)/usr/sbin/ctrackd",
+            "$(LN) ../sbin/ctrackd $(1)/usr/bin/ctrack",
+            "/etc/init.d/ctrack",
+            "/etc/config/ctrack",
+            "config CTRACK_CONNTRACK_LINKS",
+            "depends on !PACKAGE_conntrack && !PACKAGE_conntrackd",
+            "$(call Build/Compile/Cargo,,--no-default-features)",
+            "$(eval $(call RustBinPackage,ctrack))",
+            "$(eval $(call BuildPackage,ctrack))",
+        ],
+    );
     // the conntrack names are an option, off by default
     let links = mk
         .split("config CTRACK_CONNTRACK_LINKS")

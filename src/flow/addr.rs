@@ -137,6 +137,10 @@ pub struct LocalTime {
 
 /// Converts seconds since the epoch to local time with `localtime_r`.
 pub fn local_time(secs: i64) -> LocalTime {
+    // The libc crate marks `time_t` deprecated on musl targets (it will
+    // follow musl 1.2's 64-bit time_t); it is still the type localtime_r
+    // takes there, so use it as it is.
+    #[allow(deprecated)]
     let t = secs as libc::time_t;
     // SAFETY: `tm` is a plain C struct for which all-zero bytes are valid;
     // localtime_r only writes into it and reads `t`, both live locals.

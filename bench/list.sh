@@ -98,10 +98,12 @@ echo "identical output: $same"
 if [ -x /usr/bin/time ]; then
     for t in "$CTRACK" conntrack; do
         /usr/bin/time -f "%U %S" -o "$TMP/cpu" ip netns exec "$NS" "$t" -L >/dev/null 2>&1
-        printf '%-34s user %ss sys %ss\n' "$(basename "$t") -L CPU" $(cat "$TMP/cpu")
+        read -r usr sys < "$TMP/cpu"
+        printf '%-34s user %ss sys %ss\n' "$(basename "$t") -L CPU" "$usr" "$sys"
     done
     /usr/bin/time -f "%U %S" -o "$TMP/cpu" ip netns exec "$NS" cat /proc/net/nf_conntrack >/dev/null 2>&1
-    printf '%-34s user %ss sys %ss\n' "cat /proc/net/nf_conntrack CPU" $(cat "$TMP/cpu")
+    read -r usr sys < "$TMP/cpu"
+    printf '%-34s user %ss sys %ss\n' "cat /proc/net/nf_conntrack CPU" "$usr" "$sys"
 fi
 awk -v o="$ours" -v t="$theirs" -v p="$proc" -v ox="$ours_x" -v tx="$theirs_x" -v of="$ours_f" -v tf="$theirs_f" 'BEGIN {
     printf "conntrack -L / ctrack -L:              %.2fx (target >= 3x)\n", t / o

@@ -41,16 +41,18 @@ rust-targets:
 	@rustup component list --toolchain $(NIGHTLY) --installed 2>/dev/null | grep -q '^rust-src' || \
 	  rustup component add rust-src --toolchain $(NIGHTLY)
 
+# nightly -Zbuild-std: std without its backtrace printer and unwind
+# tables, which stable's std would add to every binary (scripts/static-build.sh)
 static: rust-targets
 	@for t in $(STATIC_TARGETS); do \
 	  echo "static: $$t"; \
-	  $(CARGO) build --release --locked --target $$t || exit 1; \
+	  NIGHTLY=$(NIGHTLY) ./scripts/static-build.sh $$t || exit 1; \
 	done
 
 static-min: rust-targets
 	@for t in $(STATIC_TARGETS); do \
 	  echo "static-min: $$t"; \
-	  $(CARGO) build --release --locked --no-default-features --target $$t --target-dir $(MIN_DIR) || exit 1; \
+	  NIGHTLY=$(NIGHTLY) ./scripts/static-build.sh $$t --no-default-features --target-dir $(MIN_DIR) || exit 1; \
 	done
 
 dist: static static-min

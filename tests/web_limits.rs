@@ -273,3 +273,47 @@ fn one_request_per_connection_and_the_reply_says_so() {
     assert_eq!(r.status, 403);
     web.stop();
 }
+
+#[test]
+fn an_event_stream_that_stops_reading_is_dropped() {
+    if !lab::can_run() {
+        return;
+    }
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let ns = lab::Netns::new("wsnd");
+    // a queue so long that the hub is not the one to drop the client
+    let hub = Hub::new(1 << 20);
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed =
+        ctrack::web::standalone::feed_events(Some(ns.name.clone()), hub.clone(), stop.clone())
+            .unwrap();
+    let mut cfg = config();
+    cfg.limits.send_timeout = Duration::from_secs(1);
+    let web = start(&ns.name, cfg, hub);
+    let a = web.local_addr();
+    // read the head, then never read again
+    let mut s = webtest::connect(&ns.name, a);
+    s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    assert_eq!(web.stats()["streams"], 1);
+    // events by the thousand fill the socket buffers and the front's
+    webtest::load_flows(&ns.name, &webtest::volume_lines(20000));
+    let dropped = lab::wait_until(Duration::from_secs(20), || {
+        let st = web.stats();
+        st["send_timeouts"].as_u64().unwrap() >= 1 && st["streams"] == 0
+    });
+    assert!(dropped, "{}", web.stats());
+    assert_eq!(
+        web.stats()["streams_dropped"],
+        0,
+        "the hub dropped it, not the front"
+    );
+    drop(s);
+    web.stop();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    feed.join().unwrap();
+}

@@ -696,9 +696,9 @@ impl Conn {
     fn mark(&mut self) {
         match find_crlf(&self.out, self.out_pos) {
             Some(e) => {
-                let at = e + 2;
-                self.out
-                    .splice(at..at, b"Connection: close\r\n".iter().copied());
+                const CLOSE: &[u8] = b"Connection: close\r\n";
+                self.out.extend_from_slice(CLOSE);
+                self.out[e + 2..].rotate_right(CLOSE.len());
                 self.marked = true;
             }
             None if self.up_done || self.out.len() - self.out_pos > 512 => self.marked = true,

@@ -704,26 +704,35 @@ fn events(sh: &Arc<Shared>, rq: Request, qs: &str) {
 fn web_stats(sh: &Shared) -> serde_json::Value {
     let c = &sh.counters;
     let h = sh.hub.stats();
-    serde_json::json!({
-        "requests": c.requests.load(Ordering::Relaxed),
-        "rate_limited": c.rate_limited.load(Ordering::Relaxed),
-        "busy": c.busy.load(Ordering::Relaxed),
-        "too_large": c.too_large.load(Ordering::Relaxed),
-        "bad_requests": c.bad_requests.load(Ordering::Relaxed),
-        "connections": c.connections.load(Ordering::Relaxed),
-        "refused": c.refused.load(Ordering::Relaxed),
-        "evicted": c.evicted.load(Ordering::Relaxed),
-        "head_timeouts": c.head_timeouts.load(Ordering::Relaxed),
-        "send_timeouts": c.send_timeouts.load(Ordering::Relaxed),
-        "accept_errors": c.accept_errors.load(Ordering::Relaxed),
-        "errors": c.errors.load(Ordering::Relaxed),
-        "restarts": c.restarts.load(Ordering::Relaxed),
-        "streams": c.streams.load(Ordering::Relaxed),
-        "events_published": h.published,
-        "events_delivered": h.delivered,
-        "streams_dropped": h.dropped_clients,
-        "uptime": sh.started.elapsed().as_secs(),
-    })
+    let counters = [
+        ("requests", &c.requests),
+        ("rate_limited", &c.rate_limited),
+        ("busy", &c.busy),
+        ("too_large", &c.too_large),
+        ("bad_requests", &c.bad_requests),
+        ("connections", &c.connections),
+        ("refused", &c.refused),
+        ("evicted", &c.evicted),
+        ("head_timeouts", &c.head_timeouts),
+        ("send_timeouts", &c.send_timeouts),
+        ("accept_errors", &c.accept_errors),
+        ("errors", &c.errors),
+        ("restarts", &c.restarts),
+        ("streams", &c.streams),
+    ];
+    let mut m = serde_json::Map::new();
+    for (k, v) in counters {
+        m.insert(k.into(), v.load(Ordering::Relaxed).into());
+    }
+    for (k, v) in [
+        ("events_published", h.published),
+        ("events_delivered", h.delivered),
+        ("streams_dropped", h.dropped_clients),
+    ] {
+        m.insert(k.into(), v.into());
+    }
+    m.insert("uptime".into(), sh.started.elapsed().as_secs().into());
+    serde_json::Value::Object(m)
 }
 
 fn table_counts(sh: &Shared) -> Option<(u32, Option<u32>)> {

@@ -12,7 +12,7 @@
 use std::io::{Cursor, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -196,6 +196,7 @@ impl SockDir {
         } else {
             base
         };
+        Self::sweep(&base);
         let mut tries = 0;
         let dir = loop {
             let n = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -221,6 +222,41 @@ impl SockDir {
                 sock.remove();
                 Err(e)
             }
+        }
+    }
+
+    /// Removes what a server of a process that is gone (killed, crashed)
+    /// left: our own directories only, never through a symbolic link,
+    /// and only the two names we make (a directory with anything else in
+    /// it stays).
+    fn sweep(base: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(base) else {
+            return;
+        };
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("ctrack-web."))
+                .and_then(|n| n.split('.').next())
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            let dir = e.path();
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() && m.uid() == me => {}
+                _ => continue,
+            }
+            let _ = std::fs::remove_file(dir.join("http"));
+            let _ = std::fs::remove_file(dir.join("front"));
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 

@@ -197,6 +197,15 @@ impl SockDir {
             base
         };
         Self::sweep(&base);
+        let ctx = |e: std::io::Error, p: &Path| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot make the HTTP server's private socket {}: {e}",
+                    p.display()
+                ),
+            )
+        };
         let mut tries = 0;
         let dir = loop {
             let n = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +215,7 @@ impl SockDir {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 100 => {
                     tries += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(ctx(e, &dir)),
             }
         };
         let sock = SockDir {
@@ -220,7 +229,7 @@ impl SockDir {
             Ok(l) => Ok((sock, l)),
             Err(e) => {
                 sock.remove();
-                Err(e)
+                Err(ctx(e, &sock.http))
             }
         }
     }

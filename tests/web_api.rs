@@ -680,10 +680,12 @@ fn host_names_from_leases_are_escaped_in_json() {
     web.stop();
 }
 
-/// Why read timeouts cannot be set through the listener with tiny_http
-/// 0.12 (README "Web page and JSON API"): Linux copies SO_RCVTIMEO to
+/// Why a receive timeout on the listener is no way to bound a client's
+/// head (README "Web page and JSON API"): Linux copies SO_RCVTIMEO to
 /// accepted sockets, but accept() itself then times out with EAGAIN, an
-/// error that ends tiny_http's accept loop.
+/// error that ends tiny_http 0.12's accept loop; and a per-read timeout
+/// never cuts a client sending one byte at a time. The front keeps its own
+/// deadline per connection instead (web_limits: a trickling head is cut).
 #[test]
 fn listener_receive_timeout_also_times_out_accept() {
     if !lab::can_run() {

@@ -7,16 +7,18 @@
 //! comes from a fresh kernel dump; events come from the hub the daemon
 //! publishes to. docs/web-integration.md says how to wire it.
 //!
-//! tiny_http 0.12 has gaps (README "Web page and JSON API" lists them);
-//! [`server`] closes the ones a listener of our own and our own dispatch
-//! can close: our `SocketAddr` bind, send timeouts inherited from the
-//! listener, a fixed worker pool behind a bounded queue (503 past it),
-//! URL and header caps (414/431), a per-client rate limit (429), a
-//! restart when tiny_http's accept loop dies, and no request data in any
-//! response header.
+//! tiny_http 0.12 has gaps (README "Web page and JSON API" lists them).
+//! No client reaches it directly: [`front`] accepts on our `SocketAddr`
+//! with one thread, caps connections, reads each request head itself
+//! within size limits (414/431/413) and a deadline (408), rate-limits by
+//! address (429), and hands tiny_http only checked heads over a private
+//! Unix socket. [`server`] adds a fixed worker pool behind a bounded
+//! queue (503 past it), restarts tiny_http when its accept loop dies,
+//! and never puts request data in a response header.
 
 pub mod api;
 pub mod assets;
+pub mod front;
 pub mod hub;
 pub mod names;
 pub mod query;
@@ -54,14 +56,21 @@ pub struct Limits {
     pub rate_per_sec: u32,
     /// Burst of requests per client address.
     pub rate_burst: u32,
+    /// Client connections held at once (at most [`front::MAX_CONNS`]).
+    /// Past it the oldest connection still sending its head makes room;
+    /// if every one has a request in progress, the new one gets 503.
+    pub max_conns: usize,
+    /// Time a client has, from its connection, to send the whole request
+    /// head; past it 408 and the connection is closed.
+    pub head_timeout: Duration,
     /// Longest request target (path and query) in bytes; past it 414.
     pub max_url: usize,
     /// Total bytes of request headers; past it 431.
     pub max_header_bytes: usize,
     /// Number of request headers; past it 431.
     pub max_headers: usize,
-    /// Send timeout of every connection (inherited from the listener): a
-    /// client that stops reading is dropped after this.
+    /// A client that takes no byte of its reply for this long is dropped
+    /// (an event stream that stopped reading, too).
     pub send_timeout: Duration,
 }
 
@@ -74,6 +83,8 @@ impl Default for Limits {
             stream_queue: hub::DEFAULT_QUEUE,
             rate_per_sec: 20,
             rate_burst: 60,
+            max_conns: 32,
+            head_timeout: Duration::from_secs(10),
             max_url: 4096,
             max_header_bytes: 8192,
             max_headers: 64,

@@ -764,7 +764,7 @@ fn web_config(c: &Checker, it: &Item) -> Result<crate::web::WebConfig, ConfigErr
             "TokenFile" => w.token_file = Some(path(c, x)?),
             "DHCPLeases" => w.dhcp_leases = Some(path(c, x)?),
             "Hosts" => w.hosts = Some(path(c, x)?),
-            "MaxConnections" => w.limits.queue = uint(c, x, 1, 1024)? as usize,
+            "MaxConnections" => w.limits.max_conns = uint(c, x, 1, 100)? as usize,
             "Workers" => w.limits.workers = uint(c, x, 1, 64)? as usize,
             _ => {}
         }

@@ -5,7 +5,7 @@
 CARGO ?= cargo
 # Debian packages the tests and the demo use: the lab (iproute2, nftables,
 # netcat, ping, sysctl) and the reference tools ctrack is compared with.
-TEST_PKGS := iproute2 nftables conntrack conntrackd netcat-openbsd iputils-ping procps kmod
+TEST_PKGS := iproute2 nftables conntrack conntrackd netcat-openbsd iputils-ping procps kmod curl socat
 EXTRA_TEST_PKGS ?=
 
 .PHONY: all build release deps test lint unit integration demo clean bench

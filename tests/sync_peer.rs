@@ -452,10 +452,9 @@ fn ctrack_pair_with_auth_converges_over_a_lossy_link_and_refuses_forgeries() {
         s.engine.external().len(),
         want.len()
     );
-    assert!(
-        ns.lost > 0 && np.resent > 0,
-        "the link lost datagrams: {ns:?} {np:?}"
-    );
+    // converged although the link really lost datagrams (recovered by
+    // NACK resends or by the session's resend of unacknowledged objects)
+    assert!(ns.lost > 0, "the link lost datagrams: {ns:?} {np:?}");
     assert_eq!(ns.auth_bad_mac + ns.auth_missing + ns.auth_replay, 0);
 
     // forgeries sent from the primary's namespace to the standby's port

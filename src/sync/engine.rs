@@ -265,6 +265,14 @@ enum RsItem {
     },
 }
 
+impl RsItem {
+    fn seq(&self) -> u32 {
+        match *self {
+            RsItem::Obj { seq, .. } | RsItem::Ctl { seq, .. } => seq,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Hello {
     Init,
@@ -324,6 +332,10 @@ pub struct Engine {
     ack_from: Option<u32>,
     hello: Hello,
     say_hello_back: bool,
+    /// The peer answered our HELLO; its next ACK shows from which of our
+    /// sequence numbers it took up the session: what we sent before was
+    /// never seen and no NACK will ever ask for it.
+    check_unseen: bool,
     // objects and queues
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -400,6 +412,7 @@ impl Engine {
             ack_from: None,
             hello: Hello::Init,
             say_hello_back: false,
+            check_unseen: false,
             slots: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -1009,6 +1022,16 @@ impl Engine {
             if before(h.to, h.from) {
                 return Class::Bad;
             }
+            if std::mem::take(&mut self.check_unseen) {
+                // sent before the peer's session began (lost while it
+                // restarted, or ahead of the HELLO it took): send again.
+                // A lost `-n` request would otherwise never be repeated.
+                if let Some(first) = self.rs.front().map(RsItem::seq)
+                    && before(first, h.from)
+                {
+                    self.rs_walk(first, h.from.wrapping_sub(1), true);
+                }
+            }
             self.rs_walk(h.from, h.to, false);
             Class::Ctl
         } else if h.is_nack() {
@@ -1039,6 +1062,7 @@ impl Engine {
         let mut bypass = false;
         if h.is_hello_back() && self.hello == Hello::Say {
             self.hello = Hello::Done;
+            self.check_unseen = true;
         }
         if h.is_hello() {
             self.say_hello_back = true;

@@ -71,6 +71,8 @@ struct Sim {
     in_flight: Vec<(Instant, usize, Vec<u8>)>,
     sent: [u64; 2],
     dropped: u64,
+    /// Datagrams of each side still to be dropped, whatever `loss` says.
+    drop_next: [u32; 2],
 }
 
 impl Sim {
@@ -85,6 +87,7 @@ impl Sim {
             in_flight: Vec::new(),
             sent: [0; 2],
             dropped: 0,
+            drop_next: [0; 2],
         }
     }
 
@@ -102,6 +105,11 @@ impl Sim {
             for a in self.e[i].drain_actions() {
                 if let Action::Send { datagram, .. } = a {
                     self.sent[i] += 1;
+                    if self.drop_next[i] > 0 {
+                        self.drop_next[i] -= 1;
+                        self.dropped += 1;
+                        continue;
+                    }
                     if self.roll() < self.loss {
                         self.dropped += 1;
                         continue;
@@ -281,6 +289,31 @@ fn standby_restart_resyncs_on_request() {
         })
         .collect();
     let _ = logs; // already drained by pump; the bulk is what matters
+}
+
+#[test]
+fn a_resync_request_lost_while_the_standby_restarts_is_sent_again() {
+    let t0 = Instant::now();
+    let (a, b) = pair(ModeKind::Ftfw, t0);
+    let mut s = Sim::new(a, b, t0, 17);
+    let mut want = HashMap::new();
+    for i in 0..200 {
+        let f = flow(i);
+        s.event(EventKind::New, &f);
+        want.insert(FlowKey::of(&f), f);
+    }
+    s.run(2000);
+    assert_converged(&s.e[1], &want);
+    // the restarted standby's first datagram, HELLO + RESYNC, is lost:
+    // the primary takes up the session from the next one (an ALIVE), so
+    // no NACK asks for the request again
+    s.e[1] = Engine::new(&cfg(ModeKind::Ftfw), start(s.now, 9_000_000));
+    s.e[1].request_resync();
+    s.drop_next[1] = 1;
+    s.run(5000);
+    assert_converged(&s.e[1], &want);
+    // at most the last control message awaits its acknowledgement
+    assert!(s.e[1].queue_stats().rs_len <= 2);
 }
 
 #[test]

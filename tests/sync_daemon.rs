@@ -412,8 +412,22 @@ fn lossy_link_restarted_standby_and_killed_primary() {
     let mut db = start_ctrackd(&b, "rb-b", Side::Standby, "", "");
     load(&a, &dir, 0, 3000);
     let logs_at = [da.dir.path("log"), db.dir.path("log")];
+    let confs = [da.conf(), db.conf()];
     let ctx = || {
-        logs_at
+        let mut s = String::new();
+        for c in &confs {
+            for sec in ["network", "queue"] {
+                let o = lab::run(std::process::Command::new(lab::ctrack_bin()).args([
+                    "daemon",
+                    "-C",
+                    c.to_str().unwrap(),
+                    "-s",
+                    sec,
+                ]));
+                s.push_str(&format!("--- {} -s {sec}:\n{}", c.display(), stdout(&o)));
+            }
+        }
+        s + &logs_at
             .iter()
             .map(|p| {
                 format!(
@@ -449,7 +463,6 @@ fn lossy_link_restarted_standby_and_killed_primary() {
     a.must(&["conntrack", "-D", "-p", "tcp", "-s", "172.16.0.0/24"]);
     load(&a, &dir, 5000, 500);
     db.spawn();
-    assert!(ext(&db).is_empty());
     let o = db.client(&["-n"]);
     assert!(o.status.success(), "-n: {}", lab::stderr(&o));
     wait_same(
@@ -459,6 +472,20 @@ fn lossy_link_restarted_standby_and_killed_primary() {
         &|| ext(&db),
         &ctx,
     );
+
+    // again with `StartupResync on`: no -n needed
+    db.signal("-TERM");
+    assert_eq!(db.wait_exit(), Some(0));
+    let conf = std::fs::read_to_string(db.conf()).unwrap();
+    std::fs::write(
+        db.conf(),
+        conf.replace("Mode FTFW {", "Mode FTFW {\n    StartupResync on"),
+    )
+    .unwrap();
+    a.must(&["conntrack", "-D", "-p", "tcp", "-s", "172.16.1.0/24"]);
+    load(&a, &dir, 6000, 100);
+    db.spawn();
+    wait_same("StartupResync", LONG, &|| table(&a), &|| ext(&db), &ctx);
 
     // the primary dies: the standby commits what it has
     let want = table(&a);

@@ -90,7 +90,10 @@ pub enum LogLevel {
 pub struct Start {
     /// The monotonic clock now.
     pub now: Instant,
-    /// First sequence number; conntrackd uses `time(NULL)`.
+    /// First sequence number. conntrackd uses `time(NULL)`; the daemon
+    /// uses a number from the clock's nanoseconds instead, so a restarted
+    /// instance does not continue in the range of the previous one (which
+    /// the peer would take for old or duplicate messages).
     pub seq: u32,
     /// MTU of each link's interface (same order as the config's links).
     pub mtus: Vec<usize>,
@@ -110,13 +113,21 @@ impl Start {
             .unwrap_or_default();
         Start {
             now: Instant::now(),
-            seq: wall.as_secs() as u32,
+            seq: scramble(wall.as_nanos() as u64 ^ u64::from(std::process::id())) as u32,
             mtus,
             auth_key,
             auth_counter: wall.as_micros() as u64,
             seed: wall.as_nanos() as u64 | 1,
         }
     }
+}
+
+/// A well-mixed 64-bit value from `x` (splitmix64's finalizer).
+fn scramble(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Receive and protocol counters (`conntrackd -s network`).
@@ -332,9 +343,12 @@ pub struct Engine {
     ack_from: Option<u32>,
     hello: Hello,
     say_hello_back: bool,
-    /// The peer answered our HELLO; its next ACK shows from which of our
-    /// sequence numbers it took up the session: what we sent before was
-    /// never seen and no NACK will ever ask for it.
+    /// Sequence number of the first message without HELLO of the peer's
+    /// current session (it stops saying HELLO once answered).
+    peer_done_at: Option<u32>,
+    /// The peer answered our HELLO, or restarted; its next ACK shows from
+    /// which of our sequence numbers it took up the session: what we sent
+    /// before was never seen and no NACK will ever ask for it.
     check_unseen: bool,
     // objects and queues
     slots: Vec<Slot>,
@@ -412,6 +426,7 @@ impl Engine {
             ack_from: None,
             hello: Hello::Init,
             say_hello_back: false,
+            peer_done_at: None,
             check_unseen: false,
             slots: Vec::new(),
             free: Vec::new(),
@@ -978,10 +993,13 @@ impl Engine {
     }
 
     /// A HELLO with this sequence starts a new peer session: first
-    /// contact, or a number far from the expected one (a restart).
+    /// contact, a HELLO numbered after a message without one (a peer says
+    /// HELLO only until it is answered, so this is a new instance), or a
+    /// number far from the expected one (a restart).
     fn new_session(&self, seq: u32) -> bool {
         match self.last_recv {
             None => true,
+            Some(_) if self.peer_done_at.is_some_and(|d| after(seq, d)) => true,
             Some(last) => {
                 let d = seq.wrapping_sub(last.wrapping_add(1)) as i32;
                 !(-SESSION_SLACK..=SESSION_JUMP).contains(&d)
@@ -1074,15 +1092,18 @@ impl Engine {
             // from the expected one); a HELLO in sequence is tracked
             // (gaps NACKed) like any message.
             if self.new_session(h.seq) {
-                if let Some(from) = self.ack_from
-                    && before(h.seq, from)
-                {
-                    self.window = self.window_size - 1;
-                    self.ack_from = Some(h.seq);
-                }
+                // what was not acknowledged yet belongs to the old
+                // instance: acknowledging a range from there would cover
+                // numbers of the new one it never delivered
+                self.ack_from = None;
+                self.window = self.window_size;
+                self.peer_done_at = None;
                 // the peer knows nothing of what we sent: send the unacked
                 // objects again with new sequence numbers
                 self.requeue_rs();
+                // and it takes up our sequence from the first message it
+                // receives: what is lost before that is never NACKed
+                self.check_unseen = true;
                 bypass = true;
             }
         }
@@ -1136,6 +1157,9 @@ impl Engine {
         };
         if matches!(class, Class::Data | Class::Ctl) {
             self.last_recv = Some(h.seq);
+            if !h.is_hello() && self.peer_done_at.is_none() {
+                self.peer_done_at = Some(h.seq);
+            }
         }
         class
     }

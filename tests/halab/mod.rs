@@ -232,16 +232,69 @@ pub fn external_keys(d: &Daemon, keep: impl Fn(&serde_json::Value) -> bool) -> B
     json_keys(&stdout(&o), keep)
 }
 
-/// The namespace's kernel table (`ctrack -L -o json`) as flow keys, of
-/// the flows `keep` accepts.
+/// The namespace's kernel table as flow keys, of the flows `keep`
+/// accepts. Read with Debian's `conntrack -L`, an oracle independent of
+/// ctrack's own code.
 pub fn kernel_keys(ns: &Netns, keep: impl Fn(&serde_json::Value) -> bool) -> BTreeSet<String> {
     let mut all = BTreeSet::new();
     for f in ["ipv4", "ipv6"] {
-        let o = ns.ctrack(&["-L", "-f", f, "-o", "json"]);
-        assert!(o.status.success(), "ctrack -L: {}", lab::stderr(&o));
-        all.extend(json_keys(&stdout(&o), &keep));
+        let o = ns.conntrack(&["-L", "-f", f]);
+        assert!(o.status.success(), "conntrack -L: {}", lab::stderr(&o));
+        for line in stdout(&o).lines().filter(|l| !l.trim().is_empty()) {
+            let v = conntrack_line(f, line);
+            if keep(&v) {
+                all.insert(flow_key(&v));
+            }
+        }
     }
     all
+}
+
+/// A `conntrack -L` line as the JSON object ctrack would print for it
+/// (the fields [`flow_key`] reads).
+pub fn conntrack_line(family: &str, line: &str) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let mut words = line.split_whitespace();
+    let _name = words.next();
+    let protonum: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let mut top = Map::new();
+    let mut tuples: Vec<Map<String, Value>> = Vec::new();
+    for w in words {
+        match w.split_once('=') {
+            Some(("src", v)) => {
+                let mut t = Map::new();
+                t.insert("src".into(), json!(v));
+                tuples.push(t);
+            }
+            Some((k @ ("dst" | "sport" | "dport" | "type" | "code" | "id"), v)) => {
+                if let Some(t) = tuples.last_mut() {
+                    let val = if k == "dst" {
+                        json!(v)
+                    } else {
+                        json!(v.parse::<u64>().unwrap_or(0))
+                    };
+                    t.insert(k.into(), val);
+                }
+            }
+            Some((k @ ("mark" | "zone"), v)) => {
+                top.insert(k.into(), json!(v.parse::<u64>().unwrap_or(0)));
+            }
+            Some(_) => {}
+            None if tuples.is_empty()
+                && w.len() > 1
+                && w.chars().all(|c| c.is_ascii_uppercase() || c == '_') =>
+            {
+                top.insert("state".into(), json!(w));
+            }
+            None => {}
+        }
+    }
+    top.insert("layer3".into(), json!(family));
+    top.insert("protonum".into(), json!(protonum));
+    let mut it = tuples.into_iter();
+    top.insert("orig".into(), Value::Object(it.next().unwrap_or_default()));
+    top.insert("reply".into(), Value::Object(it.next().unwrap_or_default()));
+    Value::Object(top)
 }
 
 /// Flows sync replicates: not on the sync link, not GRE (conntrackd does

@@ -1323,22 +1323,33 @@ impl Engine {
         let Some(l) = self.links.get_mut(link) else {
             return;
         };
-        l.up = up;
-        if up || link != self.active {
+        let was_up = std::mem::replace(&mut l.up, up);
+        // the daemon reports every link's state every second: act (and
+        // log) on changes, not on each report
+        let active_up = self.links.get(self.active).is_some_and(|l| l.up);
+        if up {
+            if !active_up {
+                self.take_link(link);
+            }
             return;
         }
-        let next = (0..self.links.len()).find(|&i| i != link && self.links[i].up);
-        match next {
-            Some(i) => {
-                self.active = i;
-                let name = self.links[i].name.clone();
-                self.log(
-                    LogLevel::Notice,
-                    format!("device `{name}' becomes dedicated link"),
-                );
-            }
-            None => self.log(LogLevel::Error, "no dedicated links available!".into()),
+        if link != self.active {
+            return;
         }
+        match (0..self.links.len()).find(|&i| i != link && self.links[i].up) {
+            Some(i) => self.take_link(i),
+            None if was_up => self.log(LogLevel::Error, "no dedicated links available!".into()),
+            None => {}
+        }
+    }
+
+    fn take_link(&mut self, i: usize) {
+        self.active = i;
+        let name = self.links[i].name.clone();
+        self.log(
+            LogLevel::Notice,
+            format!("device `{name}' becomes dedicated link"),
+        );
     }
 
     /// Counts a failed send on `link`.

@@ -639,6 +639,35 @@ fn redundant_links_fail_over_and_follow_the_peer() {
     a.on_datagram(t0, 1, &datagram, None);
     assert_eq!(a.active_link(), 1);
     assert_eq!(a.links()[1].stats.pkts_recv, 1);
+    a.set_link_up(0, true);
+    a.set_link_up(1, true);
+    a.drain_actions();
+    // the daemon reports the states every second: one error, not one
+    // each time
+    for _ in 0..5 {
+        a.set_link_up(0, false);
+        a.set_link_up(1, false);
+    }
+    let errors = a
+        .drain_actions()
+        .into_iter()
+        .filter(|x| {
+            matches!(
+                x,
+                Action::Log {
+                    level: LogLevel::Error,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(errors, 1);
+    // a link coming back is taken while the active one is down
+    a.set_link_up(0, true);
+    assert_eq!(a.active_link(), 0);
+    a.set_link_up(0, false);
+    a.set_link_up(1, true);
+    assert_eq!(a.active_link(), 1);
 }
 
 #[test]

@@ -172,20 +172,6 @@ fn assert_same_tables(primary: &[Flow], standby: &[Flow], what: &str) {
     }
 }
 
-fn standby_firewall(l: &SyncLab) {
-    // the standby is a router like the primary: same NAT hooks
-    l.standby.sysctl(&[
-        "net.ipv4.ip_forward=1",
-        "net.netfilter.nf_conntrack_tcp_loose=1",
-    ]);
-    l.standby.nft(
-        "table inet lab {\n\
-         chain postnat { type nat hook postrouting priority 100; oifname \"wan0\" masquerade; }\n\
-         chain prenat { type nat hook prerouting priority -100; iifname \"wan0\" tcp dport 2222 dnat ip to 10.9.1.2:22; }\n\
-         }\n",
-    );
-}
-
 fn needle(f: &Flow) -> String {
     if proto::is_icmp(f.orig.proto) {
         format!(
@@ -210,7 +196,7 @@ fn ctrack_primary_to_conntrackd_standby() {
         (ModeKind::Notrack, "Mode NOTRACK { }"),
     ] {
         let l = SyncLab::new("pc");
-        standby_firewall(&l);
+        synclab::router_firewall(&l.standby);
         let standby = Conntrackd::start(
             &l.standby,
             &l.dir,
@@ -277,7 +263,7 @@ fn ctrack_primary_to_conntrackd_standby() {
 
 fn conntrackd_to_ctrack(transport: Transport, mode: ModeKind, block: &str) {
     let l = SyncLab::new("cp");
-    standby_firewall(&l);
+    synclab::router_firewall(&l.standby);
     let cfg = match transport {
         Transport::Udp => udp_cfg(mode, Side::Standby),
         Transport::Multicast => mcast_cfg(Side::Standby),

@@ -114,14 +114,27 @@ pub fn apply_event(
 }
 
 /// The flow sync replicates for an event: the cache's merged state plus
-/// what the cache does not keep (helper, labels, NAT sequence, SYN proxy).
+/// what the cache does not keep (helper, labels, NAT sequence, SYN proxy,
+/// protocol info beyond the TCP state: SCTP/DCCP state, verification
+/// tags, window scales; sync remembers those across events that omit
+/// them).
 #[cfg(feature = "sync")]
 fn sync_view(mut f: Flow, ev: &Flow) -> Flow {
+    use crate::flow::ProtoInfo;
     f.helper = ev.helper.or(f.helper);
     f.labels = ev.labels.or(f.labels);
     f.seq_adj = ev.seq_adj;
     f.synproxy = ev.synproxy;
     f.master = ev.master;
+    match (ev.protoinfo, &mut f.protoinfo) {
+        (ProtoInfo::None, _) => {}
+        (ProtoInfo::Tcp(t), ProtoInfo::Tcp(cached)) => {
+            let state = cached.state;
+            *cached = t;
+            cached.state = t.state.or(state);
+        }
+        (p, slot) => *slot = p,
+    }
     f
 }
 
@@ -276,14 +289,32 @@ impl Core {
         let req = CtRequest::new(msg::GET, 0);
         let mut seen = 0u64;
         // flows the dump found that the cache lacked (their events were lost)
-        let mut created: Vec<Flow> = Vec::new();
+        let mut created = 0usize;
+        // sync is told about the flows as dumped: complete, protocol info
+        // included (the cache keeps only the TCP state)
+        #[cfg(feature = "sync")]
+        let mut sync = self.sync.as_mut();
+        #[cfg(feature = "sync")]
+        let t = Instant::now();
         let res = self.ct.dump(&req, &mut |f| {
             seen += 1;
-            if filter.accepts(f)
-                && cache.upsert(f, now) == Upsert::Created
-                && kind == Resync::Periodic
-            {
-                created.push(f.clone());
+            if !filter.accepts(f) {
+                return Ok(());
+            }
+            let up = cache.upsert(f, now);
+            if up == Upsert::Created && kind == Resync::Periodic {
+                created += 1;
+            }
+            #[cfg(feature = "sync")]
+            if let Some(s) = sync.as_mut() {
+                match (kind, up) {
+                    (_, Upsert::Refused) => {}
+                    (Resync::Startup, _) | (Resync::Periodic, Upsert::Created) => {
+                        s.on_event(t, EventKind::New, f)
+                    }
+                    (Resync::Full, _) => s.on_event(t, EventKind::Update, f),
+                    (Resync::Periodic, _) => {}
+                }
             }
             Ok(())
         });
@@ -293,24 +324,6 @@ impl Core {
                 let removed = self.internal.sweep();
                 #[cfg(feature = "sync")]
                 if let Some(s) = self.sync.as_mut() {
-                    let t = Instant::now();
-                    match kind {
-                        Resync::Startup => {
-                            for e in self.internal.iter() {
-                                s.on_event(t, EventKind::New, &e.to_flow());
-                            }
-                        }
-                        Resync::Full => {
-                            for e in self.internal.iter() {
-                                s.on_event(t, EventKind::Update, &e.to_flow());
-                            }
-                        }
-                        Resync::Periodic => {
-                            for f in &created {
-                                s.on_event(t, EventKind::New, f);
-                            }
-                        }
-                    }
                     for e in &removed {
                         s.on_event(t, EventKind::Destroy, &e.to_flow());
                     }
@@ -321,11 +334,11 @@ impl Core {
                 let line = format!(
                     "resync with kernel table ({why}): {seen} flows in the table, {} cached, {removed} stale removed, {} missing added, {:.3}s",
                     self.internal.len(),
-                    created.len(),
+                    created,
                     started.elapsed().as_secs_f64()
                 );
                 // a periodic resync that found nothing is not news
-                if kind != Resync::Periodic || removed > 0 || !created.is_empty() {
+                if kind != Resync::Periodic || removed > 0 || created > 0 {
                     self.log.notice(&line);
                 }
             }

@@ -334,6 +334,26 @@ fn serve(
             },
         };
         match input {
+            Some(Input::Kernel(mut events)) => {
+                // events already queued are handled as one batch, so sync
+                // packs their messages into shared datagrams (the reader
+                // forwards each netlink datagram, one event, on its own)
+                let mut next = None;
+                while events.len() < KERNEL_BATCH {
+                    match rx.try_recv() {
+                        Ok(Input::Kernel(more)) => events.extend(more),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                core.handle(Input::Kernel(events));
+                if let Some(i) = next {
+                    core.handle(i);
+                }
+            }
             Some(i) => core.handle(i),
             None => core.on_timer(Instant::now()),
         }
@@ -345,6 +365,9 @@ fn serve(
     core.log.notice("ctrackd stopped");
     0
 }
+
+/// Most kernel events handled as one batch.
+const KERNEL_BATCH: usize = 256;
 
 #[cfg(feature = "web")]
 type EventHub = Option<crate::web::Hub>;

@@ -3,6 +3,7 @@
 //! engine its cache changes, carries out the engine's actions (send,
 //! inject, bulk dump, log) and answers the sync client commands.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -13,10 +14,11 @@ use super::config::CacheFilter;
 use super::control::Format;
 use super::core::Input;
 use super::log::Logger;
-use crate::flow::{EventKind, Flow, json, xml};
+use crate::flow::{EventKind, Flow, ProtoInfo, json, proto, xml};
 use crate::sync::commit::{self, CommitOpts, Committer, Injector, PurgeTimer};
 use crate::sync::config::SyncConfig;
 use crate::sync::engine::{Action, Engine, LogLevel, Start};
+use crate::sync::external::FlowKey;
 use crate::sync::link::{self, LinkSocket};
 use crate::sync::stats;
 
@@ -33,6 +35,8 @@ pub struct SyncPart {
     injector: Option<Injector>,
     purge: PurgeTimer,
     next_link_check: Instant,
+    /// Protocol info the internal cache does not keep (see `on_event`).
+    protoinfo: HashMap<FlowKey, ProtoInfo>,
 }
 
 impl SyncPart {
@@ -101,6 +105,7 @@ impl SyncPart {
             injector,
             purge: PurgeTimer::default(),
             next_link_check: Instant::now() + LINK_CHECK,
+            protoinfo: HashMap::new(),
         })
     }
 
@@ -115,8 +120,37 @@ impl SyncPart {
     }
 
     /// Tells the engine about a change of the internal cache.
+    ///
+    /// The internal cache keeps only the TCP state of a flow's protocol
+    /// info, and update events carry it only when it changed (a mark
+    /// change has none): for SCTP and DCCP flows (and TCP with
+    /// `TCPWindowTracking`, whose window scales travel), the last known
+    /// protocol info is kept here, so every message carries it.
     pub fn on_event(&mut self, now: Instant, kind: EventKind, f: &Flow) {
-        self.engine.on_event(now, kind, f);
+        let keeps = match f.orig.proto {
+            proto::SCTP | proto::DCCP => true,
+            proto::TCP => self.cfg.tcp_window_tracking,
+            _ => false,
+        };
+        if !keeps {
+            self.engine.on_event(now, kind, f);
+            return;
+        }
+        let key = FlowKey::of(f);
+        if kind == EventKind::Destroy {
+            self.protoinfo.remove(&key);
+            self.engine.on_event(now, kind, f);
+            return;
+        }
+        let known = self.protoinfo.entry(key).or_default();
+        *known = merge_protoinfo(*known, f.protoinfo);
+        if *known == f.protoinfo {
+            self.engine.on_event(now, kind, f);
+        } else {
+            let mut full = f.clone();
+            full.protoinfo = *known;
+            self.engine.on_event(now, kind, &full);
+        }
     }
 
     /// Handles a datagram from link `link`.
@@ -161,7 +195,7 @@ impl SyncPart {
                 Err(e) => log.error(&format!("purging the kernel table failed: {e}")),
             }
             internal.clear();
-            self.engine.flush_internal();
+            self.flush_internal();
         }
         if self.next_link_check <= now {
             self.next_link_check = now + LINK_CHECK;
@@ -269,6 +303,7 @@ impl SyncPart {
     /// `-f internal`: the engine forgets the replicated flows too.
     pub fn flush_internal(&mut self) {
         self.engine.flush_internal();
+        self.protoinfo.clear();
     }
 
     /// `-n`: asks the peer for a full resync.
@@ -386,6 +421,46 @@ impl SyncPart {
     }
 }
 
+/// Protocol info after an event: what the event reports, over what was
+/// known (fields the event leaves out keep their old values).
+fn merge_protoinfo(known: ProtoInfo, ev: ProtoInfo) -> ProtoInfo {
+    match (known, ev) {
+        (k, ProtoInfo::None) => k,
+        (ProtoInfo::Tcp(k), ProtoInfo::Tcp(e)) => ProtoInfo::Tcp(crate::flow::TcpInfo {
+            state: e.state.or(k.state),
+            wscale: [e.wscale[0].or(k.wscale[0]), e.wscale[1].or(k.wscale[1])],
+            flags: [e.flags[0].or(k.flags[0]), e.flags[1].or(k.flags[1])],
+        }),
+        (
+            ProtoInfo::Sctp {
+                state: ks,
+                vtag: kv,
+            },
+            ProtoInfo::Sctp { state, vtag },
+        ) => ProtoInfo::Sctp {
+            state: state.or(ks),
+            vtag: [vtag[0].or(kv[0]), vtag[1].or(kv[1])],
+        },
+        (
+            ProtoInfo::Dccp {
+                state: ks,
+                role: kr,
+                handshake_seq: kh,
+            },
+            ProtoInfo::Dccp {
+                state,
+                role,
+                handshake_seq,
+            },
+        ) => ProtoInfo::Dccp {
+            state: state.or(ks),
+            role: role.or(kr),
+            handshake_seq: handshake_seq.or(kh),
+        },
+        (_, e) => e,
+    }
+}
+
 /// A link's reader thread.
 fn reader(link: usize, sock: Arc<LinkSocket>, tx: Sender<Input>) {
     let mut buf = vec![0u8; 65536];
@@ -412,5 +487,44 @@ fn reader(link: usize, sock: Arc<LinkSocket>, tx: Sender<Input>) {
         if tx.send(input).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protoinfo_merges_what_events_leave_out() {
+        let sctp = ProtoInfo::Sctp {
+            state: Some(3),
+            vtag: [Some(0x1122), Some(0x3344)],
+        };
+        // a mark-only update has no protocol info: the known one stays
+        assert_eq!(merge_protoinfo(sctp, ProtoInfo::None), sctp);
+        // a state change without tags keeps the tags
+        let moved = ProtoInfo::Sctp {
+            state: Some(4),
+            vtag: [None, None],
+        };
+        assert_eq!(
+            merge_protoinfo(sctp, moved),
+            ProtoInfo::Sctp {
+                state: Some(4),
+                vtag: [Some(0x1122), Some(0x3344)],
+            }
+        );
+        let tcp = |state, ws| {
+            ProtoInfo::Tcp(crate::flow::TcpInfo {
+                state,
+                wscale: [ws, ws],
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            merge_protoinfo(tcp(Some(3), Some(7)), tcp(Some(5), None)),
+            tcp(Some(5), Some(7))
+        );
+        assert_eq!(merge_protoinfo(ProtoInfo::None, sctp), sctp);
     }
 }

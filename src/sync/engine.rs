@@ -90,7 +90,10 @@ pub enum LogLevel {
 pub struct Start {
     /// The monotonic clock now.
     pub now: Instant,
-    /// First sequence number; conntrackd uses `time(NULL)`.
+    /// First sequence number. conntrackd uses `time(NULL)`; the daemon
+    /// uses a number from the clock's nanoseconds instead, so a restarted
+    /// instance does not continue in the range of the previous one (which
+    /// the peer would take for old or duplicate messages).
     pub seq: u32,
     /// MTU of each link's interface (same order as the config's links).
     pub mtus: Vec<usize>,
@@ -110,13 +113,21 @@ impl Start {
             .unwrap_or_default();
         Start {
             now: Instant::now(),
-            seq: wall.as_secs() as u32,
+            seq: scramble(wall.as_nanos() as u64 ^ u64::from(std::process::id())) as u32,
             mtus,
             auth_key,
             auth_counter: wall.as_micros() as u64,
             seed: wall.as_nanos() as u64 | 1,
         }
     }
+}
+
+/// A well-mixed 64-bit value from `x` (splitmix64's finalizer).
+fn scramble(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Receive and protocol counters (`conntrackd -s network`).
@@ -265,6 +276,14 @@ enum RsItem {
     },
 }
 
+impl RsItem {
+    fn seq(&self) -> u32 {
+        match *self {
+            RsItem::Obj { seq, .. } | RsItem::Ctl { seq, .. } => seq,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Hello {
     Init,
@@ -324,6 +343,13 @@ pub struct Engine {
     ack_from: Option<u32>,
     hello: Hello,
     say_hello_back: bool,
+    /// Sequence number of the first message without HELLO of the peer's
+    /// current session (it stops saying HELLO once answered).
+    peer_done_at: Option<u32>,
+    /// The peer answered our HELLO, or restarted; its next ACK shows from
+    /// which of our sequence numbers it took up the session: what we sent
+    /// before was never seen and no NACK will ever ask for it.
+    check_unseen: bool,
     // objects and queues
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -400,6 +426,8 @@ impl Engine {
             ack_from: None,
             hello: Hello::Init,
             say_hello_back: false,
+            peer_done_at: None,
+            check_unseen: false,
             slots: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -965,10 +993,13 @@ impl Engine {
     }
 
     /// A HELLO with this sequence starts a new peer session: first
-    /// contact, or a number far from the expected one (a restart).
+    /// contact, a HELLO numbered after a message without one (a peer says
+    /// HELLO only until it is answered, so this is a new instance), or a
+    /// number far from the expected one (a restart).
     fn new_session(&self, seq: u32) -> bool {
         match self.last_recv {
             None => true,
+            Some(_) if self.peer_done_at.is_some_and(|d| after(seq, d)) => true,
             Some(last) => {
                 let d = seq.wrapping_sub(last.wrapping_add(1)) as i32;
                 !(-SESSION_SLACK..=SESSION_JUMP).contains(&d)
@@ -1009,6 +1040,16 @@ impl Engine {
             if before(h.to, h.from) {
                 return Class::Bad;
             }
+            if std::mem::take(&mut self.check_unseen) {
+                // sent before the peer's session began (lost while it
+                // restarted, or ahead of the HELLO it took): send again.
+                // A lost `-n` request would otherwise never be repeated.
+                if let Some(first) = self.rs.front().map(RsItem::seq)
+                    && before(first, h.from)
+                {
+                    self.rs_walk(first, h.from.wrapping_sub(1), true);
+                }
+            }
             self.rs_walk(h.from, h.to, false);
             Class::Ctl
         } else if h.is_nack() {
@@ -1039,6 +1080,7 @@ impl Engine {
         let mut bypass = false;
         if h.is_hello_back() && self.hello == Hello::Say {
             self.hello = Hello::Done;
+            self.check_unseen = true;
         }
         if h.is_hello() {
             self.say_hello_back = true;
@@ -1050,15 +1092,18 @@ impl Engine {
             // from the expected one); a HELLO in sequence is tracked
             // (gaps NACKed) like any message.
             if self.new_session(h.seq) {
-                if let Some(from) = self.ack_from
-                    && before(h.seq, from)
-                {
-                    self.window = self.window_size - 1;
-                    self.ack_from = Some(h.seq);
-                }
+                // what was not acknowledged yet belongs to the old
+                // instance: acknowledging a range from there would cover
+                // numbers of the new one it never delivered
+                self.ack_from = None;
+                self.window = self.window_size;
+                self.peer_done_at = None;
                 // the peer knows nothing of what we sent: send the unacked
                 // objects again with new sequence numbers
                 self.requeue_rs();
+                // and it takes up our sequence from the first message it
+                // receives: what is lost before that is never NACKed
+                self.check_unseen = true;
                 bypass = true;
             }
         }
@@ -1112,6 +1157,9 @@ impl Engine {
         };
         if matches!(class, Class::Data | Class::Ctl) {
             self.last_recv = Some(h.seq);
+            if !h.is_hello() && self.peer_done_at.is_none() {
+                self.peer_done_at = Some(h.seq);
+            }
         }
         class
     }
@@ -1275,22 +1323,33 @@ impl Engine {
         let Some(l) = self.links.get_mut(link) else {
             return;
         };
-        l.up = up;
-        if up || link != self.active {
+        let was_up = std::mem::replace(&mut l.up, up);
+        // the daemon reports every link's state every second: act (and
+        // log) on changes, not on each report
+        let active_up = self.links.get(self.active).is_some_and(|l| l.up);
+        if up {
+            if !active_up {
+                self.take_link(link);
+            }
             return;
         }
-        let next = (0..self.links.len()).find(|&i| i != link && self.links[i].up);
-        match next {
-            Some(i) => {
-                self.active = i;
-                let name = self.links[i].name.clone();
-                self.log(
-                    LogLevel::Notice,
-                    format!("device `{name}' becomes dedicated link"),
-                );
-            }
-            None => self.log(LogLevel::Error, "no dedicated links available!".into()),
+        if link != self.active {
+            return;
         }
+        match (0..self.links.len()).find(|&i| i != link && self.links[i].up) {
+            Some(i) => self.take_link(i),
+            None if was_up => self.log(LogLevel::Error, "no dedicated links available!".into()),
+            None => {}
+        }
+    }
+
+    fn take_link(&mut self, i: usize) {
+        self.active = i;
+        let name = self.links[i].name.clone();
+        self.log(
+            LogLevel::Notice,
+            format!("device `{name}' becomes dedicated link"),
+        );
     }
 
     /// Counts a failed send on `link`.

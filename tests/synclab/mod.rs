@@ -468,3 +468,19 @@ pub fn raw_table(ns: &Netns) -> Vec<u8> {
 pub fn settle(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
+
+/// Makes `ns` a router like the lab's: forwarding and the same NAT hooks
+/// (masquerade on wan0, DNAT wan:2222 -> client:22), so flows committed
+/// there get their NAT set up.
+pub fn router_firewall(ns: &Netns) {
+    ns.sysctl(&[
+        "net.ipv4.ip_forward=1",
+        "net.netfilter.nf_conntrack_tcp_loose=1",
+    ]);
+    ns.nft(
+        "table inet lab {\n\
+         chain postnat { type nat hook postrouting priority 100; oifname \"wan0\" masquerade; }\n\
+         chain prenat { type nat hook prerouting priority -100; iifname \"wan0\" tcp dport 2222 dnat ip to 10.9.1.2:22; }\n\
+         }\n",
+    );
+}

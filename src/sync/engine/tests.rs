@@ -71,6 +71,8 @@ struct Sim {
     in_flight: Vec<(Instant, usize, Vec<u8>)>,
     sent: [u64; 2],
     dropped: u64,
+    /// Datagrams of each side still to be dropped, whatever `loss` says.
+    drop_next: [u32; 2],
 }
 
 impl Sim {
@@ -85,6 +87,7 @@ impl Sim {
             in_flight: Vec::new(),
             sent: [0; 2],
             dropped: 0,
+            drop_next: [0; 2],
         }
     }
 
@@ -102,6 +105,11 @@ impl Sim {
             for a in self.e[i].drain_actions() {
                 if let Action::Send { datagram, .. } = a {
                     self.sent[i] += 1;
+                    if self.drop_next[i] > 0 {
+                        self.drop_next[i] -= 1;
+                        self.dropped += 1;
+                        continue;
+                    }
                     if self.roll() < self.loss {
                         self.dropped += 1;
                         continue;
@@ -281,6 +289,86 @@ fn standby_restart_resyncs_on_request() {
         })
         .collect();
     let _ = logs; // already drained by pump; the bulk is what matters
+}
+
+#[test]
+fn a_resync_request_lost_while_the_standby_restarts_is_sent_again() {
+    let t0 = Instant::now();
+    let (a, b) = pair(ModeKind::Ftfw, t0);
+    let mut s = Sim::new(a, b, t0, 17);
+    let mut want = HashMap::new();
+    for i in 0..200 {
+        let f = flow(i);
+        s.event(EventKind::New, &f);
+        want.insert(FlowKey::of(&f), f);
+    }
+    s.run(2000);
+    assert_converged(&s.e[1], &want);
+    // the restarted standby's first datagram, HELLO + RESYNC, is lost:
+    // the primary takes up the session from the next one (an ALIVE), so
+    // no NACK asks for the request again
+    s.e[1] = Engine::new(&cfg(ModeKind::Ftfw), start(s.now, 9_000_000));
+    s.e[1].request_resync();
+    s.drop_next[1] = 1;
+    s.run(5000);
+    assert_converged(&s.e[1], &want);
+    // at most the last control message awaits its acknowledgement
+    assert!(s.e[1].queue_stats().rs_len <= 2);
+}
+
+#[test]
+fn what_a_restarted_standby_never_saw_is_sent_again() {
+    let t0 = Instant::now();
+    let (a, b) = pair(ModeKind::Ftfw, t0);
+    let mut s = Sim::new(a, b, t0, 19);
+    let mut want = HashMap::new();
+    for i in 0..200 {
+        let f = flow(i);
+        s.event(EventKind::New, &f);
+        want.insert(FlowKey::of(&f), f);
+    }
+    s.run(2000);
+    // the standby restarts and asks for everything; the first datagrams
+    // of the answer are lost, so it takes up the primary's sequence from
+    // a later one and never NACKs them
+    s.e[1] = Engine::new(&cfg(ModeKind::Ftfw), start(s.now, 9_000_000));
+    s.e[1].request_resync();
+    s.drop_next[0] = 2;
+    s.run(5000);
+    assert_eq!(s.drop_next[0], 0);
+    assert_converged(&s.e[1], &want);
+}
+
+#[test]
+fn a_standby_restarted_within_its_old_sequence_range_is_a_new_session() {
+    // conntrackd numbers from time(NULL): an instance restarted a few
+    // seconds later starts below the last number of the old one (which
+    // sent more messages than seconds passed)
+    let t0 = Instant::now();
+    let (a, b) = pair(ModeKind::Ftfw, t0);
+    let mut s = Sim::new(a, b, t0, 23);
+    let mut want = HashMap::new();
+    for i in 0..100 {
+        let f = flow(i);
+        s.event(EventKind::New, &f);
+        want.insert(FlowKey::of(&f), f);
+    }
+    s.run(3000);
+    for _ in 0..30 {
+        s.e[1].request_resync();
+        s.run(20);
+    }
+    s.run(1000);
+    assert_converged(&s.e[1], &want);
+    s.e[1] = Engine::new(&cfg(ModeKind::Ftfw), start(s.now, 7_000_005));
+    s.e[1].request_resync();
+    s.run(3000);
+    assert_converged(&s.e[1], &want);
+    assert_eq!(
+        s.e[0].net_stats().before,
+        0,
+        "nothing taken for a duplicate"
+    );
 }
 
 #[test]
@@ -551,6 +639,35 @@ fn redundant_links_fail_over_and_follow_the_peer() {
     a.on_datagram(t0, 1, &datagram, None);
     assert_eq!(a.active_link(), 1);
     assert_eq!(a.links()[1].stats.pkts_recv, 1);
+    a.set_link_up(0, true);
+    a.set_link_up(1, true);
+    a.drain_actions();
+    // the daemon reports the states every second: one error, not one
+    // each time
+    for _ in 0..5 {
+        a.set_link_up(0, false);
+        a.set_link_up(1, false);
+    }
+    let errors = a
+        .drain_actions()
+        .into_iter()
+        .filter(|x| {
+            matches!(
+                x,
+                Action::Log {
+                    level: LogLevel::Error,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(errors, 1);
+    // a link coming back is taken while the active one is down
+    a.set_link_up(0, true);
+    assert_eq!(a.active_link(), 0);
+    a.set_link_up(0, false);
+    a.set_link_up(1, true);
+    assert_eq!(a.active_link(), 1);
 }
 
 #[test]

@@ -1154,6 +1154,7 @@ General {
 "#;
 
     #[test]
+    #[cfg(feature = "sync")]
     fn parses_a_conntrackd_config() {
         let c = parse("t.conf", DEBIAN_LIKE).unwrap();
         assert_eq!(c.general.hash_size, 32768);
@@ -1254,6 +1255,7 @@ General {
     }
 
     #[test]
+    #[cfg(feature = "sync")]
     fn filter_semantics() {
         let c = parse("c", DEBIAN_LIKE).unwrap();
         let f = &c.general.filter;

@@ -149,6 +149,32 @@ enum Resync {
     Periodic,
 }
 
+/// Leaves (or joins again) the conntrack NEW/UPDATE/DESTROY groups on the
+/// event socket `fd`. Returns whether every call succeeded.
+#[cfg(feature = "sync")]
+fn set_event_groups(fd: i32, join: bool) -> bool {
+    let opt = if join {
+        libc::NETLINK_ADD_MEMBERSHIP
+    } else {
+        libc::NETLINK_DROP_MEMBERSHIP
+    };
+    let mut ok = true;
+    for group in [1u32, 2, 3] {
+        // SAFETY: setsockopt reads a u32 of the given size from a live local.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_NETLINK,
+                opt,
+                &group as *const u32 as *const libc::c_void,
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        ok &= rc == 0;
+    }
+    ok
+}
+
 /// The core's state.
 pub struct Core {
     /// The configuration in effect.
@@ -162,6 +188,10 @@ pub struct Core {
     ct: Conntrack,
     resync_at: Option<Instant>,
     next_periodic: Option<Instant>,
+    /// The event socket's descriptor (owned by the event thread), to pause
+    /// the subscription while we commit.
+    pub event_fd: Option<i32>,
+    resync_why: &'static str,
     /// Set when the daemon should stop.
     pub stop: bool,
     /// Whether it runs in the foreground (logs to stderr).
@@ -203,6 +233,8 @@ impl Core {
             ct,
             resync_at: None,
             next_periodic: None,
+            event_fd: None,
+            resync_why: "after netlink overrun",
             stop: false,
             foreground,
             syslog_socket: None,
@@ -238,7 +270,8 @@ impl Core {
     pub fn on_timer(&mut self, now: Instant) {
         if self.resync_at.is_some_and(|t| t <= now) {
             self.resync_at = None;
-            self.resync("after netlink overrun");
+            let why = std::mem::replace(&mut self.resync_why, "after netlink overrun");
+            self.resync(why);
         } else if self.next_periodic.is_some_and(|t| t <= now) {
             self.resync("periodic");
         }
@@ -716,7 +749,22 @@ impl Core {
         };
         let now = Instant::now();
         let reply = match r {
-            Request::Commit => s.commit(&mut self.log),
+            Request::Commit => {
+                // Our own commit would flood our event socket with one NEW
+                // per entry (and make the kernel build them: ~50% of the
+                // commit's cost). Leave the groups while committing; the
+                // resync right after catches up with everything.
+                let paused = self.event_fd.is_some_and(|fd| set_event_groups(fd, false));
+                let r = s.commit(&mut self.log);
+                if paused {
+                    if let Some(fd) = self.event_fd {
+                        set_event_groups(fd, true);
+                    }
+                    self.resync_at = Some(Instant::now());
+                    self.resync_why = "after commit";
+                }
+                r
+            }
             Request::Bulk => {
                 s.send_bulk();
                 Ok(Vec::new())

@@ -236,6 +236,7 @@ fn serve(
     #[cfg(not(feature = "web"))]
     let hub: Option<()> = None;
 
+    core.event_fd = Some(es.socket().fd());
     let spawned = std::thread::Builder::new()
         .name("events".into())
         .spawn(move || event_reader(es, ktx, max, hub));

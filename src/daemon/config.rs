@@ -783,6 +783,23 @@ fn wan_config(c: &Checker, it: &Item) -> Result<crate::wan::config::WanConfig, C
     Ok(w)
 }
 
+/// Refuses a block whose feature this build leaves out.
+fn require(
+    c: &Checker,
+    it: &Item,
+    built: bool,
+    what: &str,
+    feature: &str,
+) -> Result<(), ConfigError> {
+    if built {
+        return Ok(());
+    }
+    Err(c.err(
+        it,
+        format!("this ctrackd is built without {what} (cargo feature \"{feature}\")"),
+    ))
+}
+
 /// Parses and checks configuration text.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let items = parse_items(file, text)?;
@@ -834,42 +851,22 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             "Web" => {
                 dup(&c, cfg.web.is_some())?;
                 c.check("Web", it.items(), WEB_KEYS)?;
+                require(&c, it, cfg!(feature = "web"), "the web server", "web")?;
                 #[cfg(feature = "web")]
                 {
                     cfg.web_config = Some(web_config(&c, it)?);
                 }
-                #[cfg(not(feature = "web"))]
-                {
-                    return Err(c.err(
-                        it,
-                        "this ctrackd is built without the web server (cargo feature \"web\")"
-                            .into(),
-                    ));
-                }
-                #[cfg(feature = "web")]
-                {
-                    cfg.web = Some(it.clone());
-                }
+                cfg.web = Some(it.clone());
             }
             "WAN" => {
                 dup(&c, cfg.wan.is_some())?;
                 c.check("WAN", it.items(), WAN_KEYS)?;
+                require(&c, it, cfg!(feature = "wan"), "the WAN flush", "wan")?;
                 #[cfg(feature = "wan")]
                 {
                     cfg.wan_config = Some(wan_config(&c, it)?);
                 }
-                #[cfg(not(feature = "wan"))]
-                {
-                    return Err(c.err(
-                        it,
-                        "this ctrackd is built without the WAN flush (cargo feature \"wan\")"
-                            .into(),
-                    ));
-                }
-                #[cfg(feature = "wan")]
-                {
-                    cfg.wan = Some(it.clone());
-                }
+                cfg.wan = Some(it.clone());
             }
             "Auth" => {
                 dup(&c, cfg.auth.is_some())?;
@@ -881,16 +878,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
     }
     if let Some(sync) = &cfg.sync {
+        require(&c, sync, cfg!(feature = "sync"), "sync", "sync")?;
         #[cfg(feature = "sync")]
         {
             cfg.sync_config = Some(sync_config(&mut c, sync, cfg.auth.as_ref())?);
-        }
-        #[cfg(not(feature = "sync"))]
-        {
-            return Err(c.err(
-                sync,
-                "this ctrackd is built without sync (cargo feature \"sync\")".into(),
-            ));
         }
     } else if let Some(a) = &cfg.auth {
         return Err(c.err(

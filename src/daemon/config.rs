@@ -1099,6 +1099,7 @@ pub fn addr_value(items: &[Item], key: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "sync")]
     const DEBIAN_LIKE: &str = r#"
 # a conntrackd.conf like Debian's example
 Sync {

@@ -84,16 +84,45 @@ pub(crate) fn pcap_udp(file: &[u8]) -> Vec<Datagram> {
     out
 }
 
-/// The flows of a `.table` file: length-prefixed ctnetlink payloads.
+/// The flows of a `.table` file: length-prefixed ctnetlink payloads,
+/// recorded on a little-endian host (attribute headers are host-endian,
+/// so on a big-endian host they are swapped before decoding).
 pub(crate) fn table(file: &[u8]) -> Vec<Flow> {
     let mut out = Vec::new();
     let mut pos = 0;
     while let Some(n) = u32_at(file, pos, false) {
-        let p = &file[pos + 4..pos + 4 + n as usize];
-        out.push(netlink::ct::decode_flow(p).expect("kernel entry"));
+        let mut p = file[pos + 4..pos + 4 + n as usize].to_vec();
+        if cfg!(target_endian = "big") && p.len() > 4 {
+            le_attrs_to_native(&mut p[4..], true);
+        }
+        out.push(netlink::ct::decode_flow(&p).expect("kernel entry"));
         pos += 4 + n as usize;
     }
     out
+}
+
+/// Swaps little-endian nla_len/nla_type (recursing into NLA_F_NESTED
+/// attributes) and the CTA_LABELS words into the host's order.
+fn le_attrs_to_native(b: &mut [u8], top: bool) {
+    let mut at = 0;
+    while at + 4 <= b.len() {
+        let len = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+        let ty = u16::from_le_bytes([b[at + 2], b[at + 3]]);
+        b[at..at + 2].reverse();
+        b[at + 2..at + 4].reverse();
+        if len < 4 || at + len > b.len() {
+            return;
+        }
+        let payload = &mut b[at + 4..at + len];
+        if ty & 0x8000 != 0 {
+            le_attrs_to_native(payload, false);
+        } else if top && ty & 0x3fff == netlink::ct::cta::LABELS {
+            for w in payload.chunks_exact_mut(4) {
+                w.reverse();
+            }
+        }
+        at += (len + 3) & !3;
+    }
 }
 
 /// The identity conntrackd keys flows by: original tuple and zone.

@@ -366,12 +366,18 @@ fn labels_with_and_without_connlabel_conf() {
             "-G -s 1.1.1.3 -d 2.2.2.2 -p udp --sport 1 --dport 2 -o labels",
         ] {
             let mut last = None;
-            for _ in 0..3 {
+            for attempt in 0..3 {
                 let theirs = in_overlay(&ct(a));
                 let ours = in_overlay(&ours(a));
                 last = diff::describe(&[a], &ours, &theirs);
                 if last.is_none() {
                     break;
+                }
+                // a second may tick between the two runs on a loaded
+                // machine: the last try ignores timeouts
+                if attempt == 2 {
+                    let m = |r: &Run| r.map(mask_volatile);
+                    last = diff::describe(&[a], &m(&ours), &m(&theirs));
                 }
             }
             d.add(last);

@@ -1135,26 +1135,31 @@ impl Parser {
         let f = &mut self.c.filter;
         let full = if addr.is_ipv4() { 32 } else { 128 };
         match key {
-            's' => {
-                self.c.options |= opt::ORIG_SRC;
+            's' | 'd' => {
+                // a shorter prefix filters by mask; a full one is an address
+                let (given, masked, prefix, exact) = if key == 's' {
+                    (
+                        opt::ORIG_SRC,
+                        opt::MASK_SRC,
+                        &mut f.src_prefix,
+                        &mut f.orig_src,
+                    )
+                } else {
+                    (
+                        opt::ORIG_DST,
+                        opt::MASK_DST,
+                        &mut f.dst_prefix,
+                        &mut f.orig_dst,
+                    )
+                };
+                self.c.options |= given;
                 match mask.filter(|&m| m != full) {
                     Some(len) => {
-                        f.src_prefix = Some(Prefix { addr, len });
-                        self.c.options |= opt::MASK_SRC;
-                        f.orig_src = None;
+                        *prefix = Some(Prefix { addr, len });
+                        self.c.options |= masked;
+                        *exact = None;
                     }
-                    None => f.orig_src = Some(addr),
-                }
-            }
-            'd' => {
-                self.c.options |= opt::ORIG_DST;
-                match mask.filter(|&m| m != full) {
-                    Some(len) => {
-                        f.dst_prefix = Some(Prefix { addr, len });
-                        self.c.options |= opt::MASK_DST;
-                        f.orig_dst = None;
-                    }
-                    None => f.orig_dst = Some(addr),
+                    None => *exact = Some(addr),
                 }
             }
             'r' => {

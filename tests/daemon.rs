@@ -71,6 +71,31 @@ fn keep_alive(ns: &Netns) {
     }
 }
 
+/// Creates `proto` flow `src`:10 -> 2.2.2.2:20 with conntrack, 300 s to
+/// live (TCP ones ESTABLISHED).
+fn insert_flow(ns: &Netns, proto: &str, src: &str) {
+    let mut argv = vec![
+        "conntrack",
+        "-I",
+        "-p",
+        proto,
+        "-s",
+        src,
+        "-d",
+        "2.2.2.2",
+        "--sport",
+        "10",
+        "--dport",
+        "20",
+        "-t",
+        "300",
+    ];
+    if proto == "tcp" {
+        argv.extend(["--state", "ESTABLISHED"]);
+    }
+    ns.must(&argv);
+}
+
 #[test]
 fn cache_follows_the_kernel_table() {
     if !lab::can_run() {
@@ -88,24 +113,7 @@ fn cache_follows_the_kernel_table() {
     lab.ping(addr::SERVER6);
     lab.tcp(addr::SERVER, 8081);
     lab.udp(addr::SERVER, 5353);
-    lab.router.must(&[
-        "conntrack",
-        "-I",
-        "-p",
-        "tcp",
-        "-s",
-        "1.1.1.1",
-        "-d",
-        "2.2.2.2",
-        "--sport",
-        "10",
-        "--dport",
-        "20",
-        "--state",
-        "ESTABLISHED",
-        "-t",
-        "300",
-    ]);
+    insert_flow(&lab.router, "tcp", "1.1.1.1");
     wait_equal(&d, &lab.router);
     // UPDATE: state and mark change
     lab.router.must(&[
@@ -190,44 +198,9 @@ fn filter_keeps_only_what_it_accepts() {
         "filter",
         "  Filter {\n    Protocol Accept { TCP }\n    Address Ignore { IPv4_address 10.66.0.0/16 }\n  }",
     );
-    let add = |p: &str, s: &str| {
-        ns.must(&[
-            "conntrack",
-            "-I",
-            "-p",
-            p,
-            "-s",
-            s,
-            "-d",
-            "2.2.2.2",
-            "--sport",
-            "10",
-            "--dport",
-            "20",
-            "-t",
-            "300",
-            "--state",
-            "ESTABLISHED",
-        ]);
-    };
-    add("tcp", "1.1.1.1");
-    add("tcp", "10.66.1.1");
-    ns.must(&[
-        "conntrack",
-        "-I",
-        "-p",
-        "udp",
-        "-s",
-        "1.1.1.2",
-        "-d",
-        "2.2.2.2",
-        "--sport",
-        "10",
-        "--dport",
-        "20",
-        "-t",
-        "300",
-    ]);
+    insert_flow(&ns, "tcp", "1.1.1.1");
+    insert_flow(&ns, "tcp", "10.66.1.1");
+    insert_flow(&ns, "udp", "1.1.1.2");
     let ok = wait_until(Duration::from_secs(5), || {
         let c = cache_set(&d);
         c.len() == 1 && c.iter().next().unwrap().contains("src=1.1.1.1")
@@ -297,28 +270,8 @@ fn reload_good_and_bad_config() {
     }
     let ns = Netns::new("dhup");
     let mut d = Daemon::start(&ns, "hup", "");
-    for (p, s) in [("tcp", "1.1.1.1"), ("udp", "1.1.1.2")] {
-        ns.must(
-            &[
-                "conntrack",
-                "-I",
-                "-p",
-                p,
-                "-s",
-                s,
-                "-d",
-                "2.2.2.2",
-                "--sport",
-                "10",
-                "--dport",
-                "20",
-                "-t",
-                "300",
-                "--state",
-                "ESTABLISHED",
-            ][..if p == "udp" { 14 } else { 16 }],
-        );
-    }
+    insert_flow(&ns, "tcp", "1.1.1.1");
+    insert_flow(&ns, "udp", "1.1.1.2");
     wait_equal(&d, &ns);
     // a good new config: only TCP, and a second log file
     let good = config_text(&d.dir, "  Filter { Protocol Accept { TCP } }", "");

@@ -110,7 +110,16 @@ pub struct Conntrack {
     sock: NlSocket,
     seq: u32,
     out: Vec<u8>,
+    /// Whether [`Conntrack::batch`] has raised the receive buffer.
+    batch_buffer_set: bool,
 }
+
+/// Bytes of requests per datagram in [`Conntrack::batch`].
+const BATCH_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Receive buffer for [`Conntrack::batch`]: the error replies to a whole
+/// datagram of failing requests fit.
+const BATCH_RECV_BUFFER: usize = 4 << 20;
 
 impl Conntrack {
     /// Opens ctnetlink in this or the named network namespace.
@@ -123,6 +132,7 @@ impl Conntrack {
             sock,
             seq,
             out: Vec::with_capacity(4096),
+            batch_buffer_set: false,
         })
     }
 
@@ -237,9 +247,16 @@ impl Conntrack {
     }
 
     /// Sends many requests with as few syscalls as possible (many messages
-    /// per datagram) and returns each one's outcome, in order.
+    /// per datagram) and returns each one's outcome, in order. Only the
+    /// last request of a datagram asks for an ack: the kernel answers the
+    /// failures and that one, in order, so its answer ends the datagram.
     pub fn batch(&mut self, reqs: &[CtRequest], flags: u16) -> Result<Vec<BatchResult>, Error> {
-        const CHUNK_BYTES: usize = 32 * 1024;
+        if !self.batch_buffer_set {
+            // a datagram whose requests all fail answers with one error
+            // per request: room for all of them
+            let _ = self.sock.set_recv_buffer(BATCH_RECV_BUFFER);
+            self.batch_buffer_set = true;
+        }
         let mut results = vec![Ok(()); reqs.len()];
         let portid = self.sock.portid();
         let mut start = 0;
@@ -247,14 +264,21 @@ impl Conntrack {
             self.out.clear();
             let first_seq = self.seq.wrapping_add(1);
             let mut end = start;
-            while end < reqs.len() && (end == start || self.out.len() < CHUNK_BYTES) {
+            let mut last_at = 0;
+            while end < reqs.len() && (end == start || self.out.len() < BATCH_CHUNK_BYTES) {
                 let seq = self.next_seq();
-                reqs[end].serialize_into(&mut self.out, NLM_F_REQUEST | NLM_F_ACK | flags, seq);
+                last_at = self.out.len();
+                reqs[end].serialize_into(&mut self.out, NLM_F_REQUEST | flags, seq);
                 end += 1;
             }
+            // nlmsg_flags: bytes 6..8 of the header, host order
+            if let Some(b) = self.out.get_mut(last_at + 6..last_at + 8) {
+                let f = u16::from_ne_bytes([b[0], b[1]]) | NLM_F_ACK;
+                b.copy_from_slice(&f.to_ne_bytes());
+            }
+            let last_seq = self.seq;
             self.sock.send(&self.out)?;
-            let mut pending = end - start;
-            while pending > 0 {
+            'datagram: loop {
                 let data = self.sock.recv()?;
                 for m in NlMsgs::new(data) {
                     let m = m?;
@@ -266,8 +290,12 @@ impl Conntrack {
                         continue;
                     }
                     let code = m.error_code()?;
-                    results[start + idx] = if code == 0 { Ok(()) } else { Err(code) };
-                    pending -= 1;
+                    if code != 0 {
+                        results[start + idx] = Err(code);
+                    }
+                    if m.seq == last_seq {
+                        break 'datagram;
+                    }
                 }
             }
             start = end;

@@ -22,10 +22,7 @@ use super::external::{self, ExternalCache};
 use crate::flow::{EventKind, Flow, ProtoInfo, TcpInfo, proto, status};
 use crate::netlink::client::{BatchResult, Conntrack, Error};
 use crate::netlink::ct::{self, CtRequest, NatSetup, TupleParts, cta, msg};
-use crate::netlink::message::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR, NlMsgs,
-};
-use crate::netlink::socket::{NETLINK_NETFILTER, NlSocket};
+use crate::netlink::message::{NLM_F_CREATE, NLM_F_EXCL};
 
 /// `IP_CT_TCP_FLAG_BE_LIBERAL`: no window checks on this connection.
 pub const TCP_FLAG_BE_LIBERAL: u8 = 0x08;
@@ -225,88 +222,33 @@ pub fn delete_request(f: &Flow) -> CtRequest {
     req
 }
 
-/// Bytes of requests per `sendmsg`: small enough that the error replies of
-/// a send that fails entirely fit the receive buffer.
-const CHUNK_BYTES: usize = 32 * 1024;
-
-/// A ctnetlink socket for bulk modifications (commit, purge): requests go
-/// out many per `sendmsg`, the kernel answers only failures and the last
-/// request of each send.
+/// ctnetlink sockets for bulk modifications (commit, purge): one sends
+/// the requests in batches, the other dumps, so a dump never interleaves
+/// with batch replies.
 #[derive(Debug)]
 pub struct Committer {
-    sock: NlSocket,
+    modifier: Conntrack,
     dumper: Conntrack,
-    seq: u32,
-    out: Vec<u8>,
 }
 
 impl Committer {
     /// Opens the sockets in `netns` (None: ours).
     pub fn open(netns: Option<&str>) -> Result<Committer, Error> {
-        let sock = NlSocket::open(NETLINK_NETFILTER, 0, netns)?;
-        let _ = sock.set_netlink_opt(libc::NETLINK_CAP_ACK, true);
-        let _ = sock.set_recv_buffer(4 << 20);
         Ok(Committer {
-            sock,
+            modifier: Conntrack::open(netns)?,
             dumper: Conntrack::open(netns)?,
-            seq: crate::flow::now_secs() as u32,
-            out: Vec::with_capacity(CHUNK_BYTES + 4096),
         })
     }
 
     /// Port id of the socket the modifications go through: events it
     /// causes must not be replicated.
     pub fn portid(&self) -> u32 {
-        self.sock.portid()
+        self.modifier.portid()
     }
 
     /// Sends `reqs` with `flags` and returns each one's outcome, in order.
     pub fn batch(&mut self, reqs: &[CtRequest], flags: u16) -> Result<Vec<BatchResult>, Error> {
-        let mut results = vec![Ok(()); reqs.len()];
-        let portid = self.sock.portid();
-        let mut start = 0;
-        while start < reqs.len() {
-            self.out.clear();
-            let first = self.seq.wrapping_add(1);
-            let mut end = start;
-            let mut last_at = 0;
-            while end < reqs.len() && (end == start || self.out.len() < CHUNK_BYTES) {
-                self.seq = self.seq.wrapping_add(1);
-                last_at = self.out.len();
-                reqs[end].serialize_into(&mut self.out, NLM_F_REQUEST | flags, self.seq);
-                end += 1;
-            }
-            // only the last request asks for an ack (nlmsg_flags: bytes 6..8,
-            // host order): its answer ends the chunk
-            if let Some(b) = self.out.get_mut(last_at + 6..last_at + 8) {
-                let f = u16::from_ne_bytes([b[0], b[1]]) | NLM_F_ACK;
-                b.copy_from_slice(&f.to_ne_bytes());
-            }
-            let last_seq = self.seq;
-            self.sock.send(&self.out)?;
-            'chunk: loop {
-                let data = self.sock.recv()?;
-                for m in NlMsgs::new(data) {
-                    let m = m?;
-                    if m.ty != NLMSG_ERROR || (m.pid != 0 && m.pid != portid) {
-                        continue;
-                    }
-                    let i = m.seq.wrapping_sub(first) as usize;
-                    if i >= end - start {
-                        continue;
-                    }
-                    let code = m.error_code()?;
-                    if code != 0 {
-                        results[start + i] = Err(code);
-                    }
-                    if m.seq == last_seq {
-                        break 'chunk;
-                    }
-                }
-            }
-            start = end;
-        }
-        Ok(results)
+        self.modifier.batch(reqs, flags)
     }
 
     /// Dumps the table through a separate socket.

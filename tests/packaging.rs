@@ -260,6 +260,18 @@ fn marker(bin: &Path, ns: &str, port: &str, create: bool) {
     run(&mut c);
 }
 
+/// Event lines without their racy ` progname=NAME` suffix.
+fn without_progname(events: &str) -> String {
+    events
+        .lines()
+        .map(|line| match line.find(" progname=") {
+            Some(at) => &line[..at],
+            None => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn i686_binary_equals_x86_64_on_a_live_table() {
     if !lab::can_run() {
@@ -327,7 +339,14 @@ fn i686_binary_equals_x86_64_on_a_live_table() {
         ev_x.contains("[NEW] tcp") && ev_x.contains("[NEW] icmp"),
         "{ev_x}"
     );
-    assert_eq!(ev_x, ev_i, "ctrack -E: i686 and x86_64 differ");
+    // `progname=` is looked up in /proc when the event is printed; the
+    // program that made the entry may be gone for one listener and not yet
+    // for the other (conntrack races the same way), so it is left out
+    assert_eq!(
+        without_progname(&ev_x),
+        without_progname(&ev_i),
+        "ctrack -E: i686 and x86_64 differ"
+    );
 
     // the table: text, JSON, extended, XML, save, count
     for args in [

@@ -44,19 +44,7 @@ fn busy_lab(tag: &str, n: u32) -> RouterLab {
     lab.tcp(addr::SERVER, 8080);
     lab.udp(addr::SERVER, 5353);
     // port forward: server -> router wan:2222 -> client:22
-    let mut l = lab.client.spawn(&["nc", "-l", "-p", "22"]);
-    lab::wait_until(Duration::from_secs(3), || {
-        !lab.client
-            .run(&["ss", "-Htln", "sport = :22"])
-            .stdout
-            .is_empty()
-    });
-    lab.server.sh(&format!(
-        "echo hi | nc -w 1 -q 1 {} 2222 >/dev/null 2>&1 || true",
-        addr::ROUTER_WAN
-    ));
-    let _ = l.kill();
-    let _ = l.wait();
+    lab::dnat_flow(&lab);
     load_flows(&lab.router.name, &volume_lines(n));
     lab
 }

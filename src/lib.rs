@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod exit;
 pub mod flow;
 pub mod netlink;
 #[cfg(feature = "sync")]
@@ -75,7 +76,7 @@ fn flush_wan(args: Vec<String>) -> i32 {
 #[cfg(not(feature = "wan"))]
 fn flush_wan(_args: Vec<String>) -> i32 {
     eprintln!("ctrack: flush-wan is not built in (cargo feature \"wan\")");
-    cli::args::exit::OTHER
+    exit::OTHER
 }
 
 fn daemon_role(args: Vec<String>) -> i32 {

@@ -15,14 +15,7 @@ use crate::flow::{AF_INET, AF_INET6, Labels, names, proto, status};
 use crate::netlink::ct::NatSetup;
 
 /// conntrack's exit codes.
-pub mod exit {
-    /// Success.
-    pub const OK: i32 = 0;
-    /// Kernel or system error (OTHER_PROBLEM).
-    pub const OTHER: i32 = 1;
-    /// Bad command line (PARAMETER_PROBLEM).
-    pub const PARAMETER: i32 = 2;
-}
+pub use crate::exit;
 
 /// The prefix conntrack puts on its messages; ctrack keeps it so scripts
 /// that parse stderr see the same text.

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod exit;
 pub mod flow;
 pub mod netlink;
+pub mod severity;
 #[cfg(feature = "sync")]
 pub mod sync;
 #[cfg(feature = "wan")]

@@ -1,6 +1,7 @@
 //! The whole WAN watch on a lab router: real rtnetlink events into the
 //! tracker, its flush orders run by the executor with real deletes
-//! (`ctrack::wan::watch::Watcher`, the loop ctrackd runs), while a client
+//! (`ctrack::wan::watch::WanWatch` and its reader thread, driven as
+//! ctrackd's core loop drives them), while a client
 //! keeps UDP flows alive every 100 ms. Reconnects as an ISP's: add B and
 //! delete A, PPP-style link down / new address / link up, an IPv6 prefix
 //! change, a flap, masquerade (the kernel's own cleanup), and a second WAN
@@ -12,14 +13,14 @@ mod lab;
 mod wan_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ctrack::wan::config::{FlushMode, WanConfig};
 use ctrack::wan::flush::{Executor, FlushOptions, FlushReport};
 use ctrack::wan::rule::Rule;
-use ctrack::wan::watch::{Note, Watcher};
+use ctrack::wan::watch::{Note, WanWatch, spawn_reader};
 use lab::{Netns, RouterLab};
 use wan_common::*;
 
@@ -28,11 +29,13 @@ const B: &str = "10.9.2.3";
 const SERVER: &str = "10.9.2.2";
 const CLIENT: &str = "10.9.1.2";
 
-/// A Watcher running on its own thread, as ctrackd runs it.
+/// The watch ctrackd runs, on its own thread: the reader's inputs go to
+/// `WanWatch::handle` as they come and `WanWatch::on_timer` runs at the
+/// watch's deadline, as in ctrackd's core loop.
 struct Running {
     stop: Arc<AtomicBool>,
     notes: Arc<Mutex<Vec<(Instant, Note)>>>,
-    handle: Option<JoinHandle<Watcher>>,
+    handle: Option<JoinHandle<WanWatch>>,
 }
 
 fn start(router: &Netns, ifaces: &[&str], flush: FlushMode) -> Running {
@@ -46,17 +49,38 @@ fn start_with(router: &Netns, ifaces: &[&str], flush: FlushMode, debounce_ms: u6
         debounce: Duration::from_millis(debounce_ms),
         ..WanConfig::default()
     };
-    let mut w = Watcher::open(cfg, Some(&router.name)).expect("watcher");
+    let (mut w, socket, baseline) = WanWatch::open(cfg, Some(&router.name)).expect("watch");
+    let (tx, rx) = mpsc::channel();
+    let reader = spawn_reader(socket, move |i| tx.send(i).is_ok()).expect("reader thread");
     let stop = Arc::new(AtomicBool::new(false));
     let notes = Arc::new(Mutex::new(Vec::new()));
     let (st, ns) = (stop.clone(), notes.clone());
     let t0 = Instant::now();
     let handle = std::thread::spawn(move || {
-        w.run(&st, &mut |n| {
-            eprintln!("{:>6} ms {}", t0.elapsed().as_millis(), n.log_line());
-            ns.lock().unwrap().push((Instant::now(), n.clone()));
-        })
-        .expect("watch loop");
+        let record = |batch: Vec<Note>| {
+            for n in batch {
+                eprintln!("{:>6} ms {}", t0.elapsed().as_millis(), n.log_line());
+                ns.lock().unwrap().push((Instant::now(), n));
+            }
+        };
+        record(baseline);
+        // checked at least every 200 ms
+        let tick = Duration::from_millis(200);
+        while !st.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let deadline = w.next_deadline();
+            if deadline.is_some_and(|d| d <= now) {
+                record(w.on_timer(now));
+                continue;
+            }
+            let wait = deadline.map_or(tick, |d| (d - now).min(tick));
+            match rx.recv_timeout(wait) {
+                Ok(input) => record(w.handle(Instant::now(), input)),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        reader.stop();
         w
     });
     Running {
@@ -85,7 +109,7 @@ impl Running {
         self.flushes()
     }
 
-    fn stop(mut self) -> Watcher {
+    fn stop(mut self) -> WanWatch {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.take().unwrap().join().unwrap()
     }

@@ -1,66 +1,22 @@
-//! The daemon's core: one thread owns the flow cache and the counters and
-//! handles every input (kernel events, control requests, signals, timers)
-//! in turn. Reader threads only decode and forward; nothing else touches
-//! the state, so there are no locks.
+//! The daemon's core, sans-I/O: the internal flow cache, the counters and
+//! the decisions made on them. It opens no socket and reads no file: the
+//! shell (`shell.rs`) feeds it kernel events, dumps and timer ticks and
+//! carries out what it decides (a resync it asks for, the log lines it
+//! writes, the changes it reports to the parts), so every decision is
+//! unit-tested here with plain values.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::cache::{Cache, Upsert};
+use super::cache::{Cache, Entry, Upsert};
 use super::config::{CacheFilter, Config};
-use super::control::{Format, Pending, Reply, Request, Which};
-use super::log::Logger;
-use super::stats::{self, RuntimeStats};
+use super::control::Format;
+use super::stats::RuntimeStats;
 use crate::flow::{EventKind, Flow, json, text, xml};
-use crate::netlink::ct::{self, CtRequest, cta, msg};
-use crate::netlink::{Conntrack, Event};
+use crate::netlink::Event;
+use crate::severity::Severity;
 
-/// Something for the core to handle.
-#[derive(Debug)]
-pub enum Input {
-    /// Kernel events, in order.
-    Kernel(Vec<Event>),
-    /// The event socket overran; `buffer` is its size now, `grown` whether
-    /// it was doubled (false: at NetlinkBufferSizeMaxGrowth already).
-    Overrun {
-        /// Current buffer size in bytes.
-        buffer: usize,
-        /// Whether the buffer was doubled.
-        grown: bool,
-    },
-    /// The event socket failed.
-    KernelError(String),
-    /// A control request.
-    Control(Pending),
-    /// A signal number.
-    Signal(i32),
-    /// rtnetlink address/link messages (WAN watch).
-    #[cfg(feature = "wan")]
-    Rtnl(Vec<crate::wan::rtnl::RtMsg>),
-    /// The rtnetlink socket overran.
-    #[cfg(feature = "wan")]
-    RtnlOverrun,
-    /// A request for the counters as JSON (web API).
-    StatsJson(std::sync::mpsc::Sender<serde_json::Value>),
-    /// A line for the log from another thread.
-    Log(String),
-    /// A datagram from a sync link.
-    #[cfg(feature = "sync")]
-    SyncDatagram {
-        /// Link index.
-        link: usize,
-        /// The datagram.
-        bytes: Vec<u8>,
-        /// Its source address.
-        src: Option<std::net::IpAddr>,
-    },
-    /// A sync link failed to receive.
-    #[cfg(feature = "sync")]
-    SyncRecvError(usize),
-}
-
-/// What an event did to the cache (for hooks such as sync).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What an event did to the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Nothing (filtered, or a destroy of an unknown flow).
     Nothing,
@@ -72,8 +28,86 @@ pub enum Change {
     Removed,
 }
 
+/// Why the cache is rebuilt from a dump; it decides what the parts are
+/// told about each dumped flow ([`Resync::announce`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resync {
+    /// The first dump: every flow is new to the peer.
+    Startup,
+    /// Events were lost: every flow may have changed.
+    Overrun,
+    /// After our own commit (its events were not listened to).
+    AfterCommit,
+    /// `ctrackd -R`.
+    Requested,
+    /// The periodic safety net: only what events missed.
+    Periodic,
+}
+
+impl Resync {
+    /// The reason as the log line says it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Resync::Startup => "startup",
+            Resync::Overrun => "after netlink overrun",
+            Resync::AfterCommit => "after commit",
+            Resync::Requested => "requested",
+            Resync::Periodic => "periodic",
+        }
+    }
+
+    /// What the parts hear of a dumped flow the cache took as `up`:
+    /// at startup every flow is new; the periodic net reports only flows
+    /// the cache lacked; every other resync reports each flow as updated.
+    pub fn announce(self, up: Upsert) -> Option<EventKind> {
+        match (self, up) {
+            (_, Upsert::Refused) => None,
+            (Resync::Startup, _) | (Resync::Periodic, Upsert::Created) => Some(EventKind::New),
+            (Resync::Periodic, _) => None,
+            (Resync::Overrun | Resync::AfterCommit | Resync::Requested, _) => {
+                Some(EventKind::Update)
+            }
+        }
+    }
+}
+
+/// A cache change reported to the parts (sync replicates it).
+#[derive(Clone, Copy, Debug)]
+pub struct Replicate<'a> {
+    /// New, update or destroy.
+    pub kind: EventKind,
+    /// The cache's entry after the change (events that created or updated
+    /// one); `None` for destroys and for dumped flows.
+    pub cached: Option<&'a Entry>,
+    /// The flow as the kernel reported it (event or dump).
+    pub flow: &'a Flow,
+}
+
+/// Where a dump for a resync comes from: it calls the visitor for every
+/// flow and returns the number of entries it could not decode.
+pub type DumpSource<'a> = dyn FnMut(&mut dyn FnMut(&Flow)) -> Result<u64, String> + 'a;
+
+/// The core's state.
+pub struct Core {
+    /// The configuration in effect.
+    pub config: Config,
+    /// The internal cache: this router's flows.
+    pub internal: Cache,
+    /// Counters.
+    pub stats: RuntimeStats,
+    resync_at: Option<(Instant, Resync)>,
+    next_periodic: Option<Instant>,
+    warned_max_growth: bool,
+    stop: bool,
+    log: Vec<(Severity, String)>,
+}
+
+/// Seconds since the epoch as the cache keeps them.
+pub fn now_u32() -> u32 {
+    crate::flow::now_secs().clamp(0, u32::MAX as i64) as u32
+}
+
 /// Applies one kernel event to the cache under the Filter, counting it.
-/// Pure logic: no sockets, so it is unit-tested directly.
 pub fn apply_event(
     cache: &mut Cache,
     filter: &CacheFilter,
@@ -113,447 +147,265 @@ pub fn apply_event(
     }
 }
 
-/// The flow sync replicates for an event: the cache's merged state plus
-/// what the cache does not keep (helper, labels, NAT sequence, SYN proxy,
-/// protocol info beyond the TCP state: SCTP/DCCP state, verification
-/// tags, window scales; sync remembers those across events that omit
-/// them).
-#[cfg(feature = "sync")]
-fn sync_view(mut f: Flow, ev: &Flow) -> Flow {
-    use crate::flow::ProtoInfo;
-    f.helper = ev.helper.or(f.helper);
-    f.labels = ev.labels.or(f.labels);
-    f.seq_adj = ev.seq_adj;
-    f.synproxy = ev.synproxy;
-    f.master = ev.master;
-    match (ev.protoinfo, &mut f.protoinfo) {
-        (ProtoInfo::None, _) => {}
-        (ProtoInfo::Tcp(t), ProtoInfo::Tcp(cached)) => {
-            let state = cached.state;
-            *cached = t;
-            cached.state = t.state.or(state);
-        }
-        (p, slot) => *slot = p,
-    }
-    f
-}
-
-/// Why the cache is rebuilt from a dump (what sync is told differs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Resync {
-    /// The first dump: every flow is new to the peer.
-    Startup,
-    /// After lost events or on request: every flow may have changed.
-    Full,
-    /// The periodic safety net: only what events missed.
-    Periodic,
-}
-
-/// Leaves (or joins again) the conntrack NEW/UPDATE/DESTROY groups on the
-/// event socket `fd`. Returns whether every call succeeded.
-#[cfg(feature = "sync")]
-fn set_event_groups(fd: i32, join: bool) -> bool {
-    let opt = if join {
-        libc::NETLINK_ADD_MEMBERSHIP
-    } else {
-        libc::NETLINK_DROP_MEMBERSHIP
-    };
-    let mut ok = true;
-    for group in [1u32, 2, 3] {
-        // SAFETY: setsockopt reads a u32 of the given size from a live local.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_NETLINK,
-                opt,
-                &group as *const u32 as *const libc::c_void,
-                std::mem::size_of::<u32>() as libc::socklen_t,
-            )
-        };
-        ok &= rc == 0;
-    }
-    ok
-}
-
-/// The core's state.
-pub struct Core {
-    /// The configuration in effect.
-    pub config: Config,
-    /// The internal cache: this router's flows.
-    pub internal: Cache,
-    /// Counters.
-    pub stats: RuntimeStats,
-    /// The log.
-    pub log: Logger,
-    ct: Conntrack,
-    resync_at: Option<Instant>,
-    next_periodic: Option<Instant>,
-    /// The event socket's descriptor (owned by the event thread), to pause
-    /// the subscription while we commit.
-    pub event_fd: Option<i32>,
-    resync_why: &'static str,
-    /// Set when the daemon should stop.
-    pub stop: bool,
-    /// Whether it runs in the foreground (logs to stderr).
-    pub foreground: bool,
-    /// Overrides /dev/log (from the environment, for tests).
-    pub syslog_socket: Option<PathBuf>,
-    warned_max_growth: bool,
-    /// The WAN watch, when configured.
-    #[cfg(feature = "wan")]
-    pub wan: Option<super::wanpart::WanPart>,
-    /// The web server, when configured.
-    #[cfg(feature = "web")]
-    pub web: Option<super::webpart::WebPart>,
-    /// Sync, when configured.
-    #[cfg(feature = "sync")]
-    pub sync: Option<super::syncpart::SyncPart>,
-}
-
-fn now_u32() -> u32 {
-    crate::flow::now_secs().clamp(0, u32::MAX as i64) as u32
-}
-
 impl Core {
-    /// A core for the configuration, with its own ctnetlink socket for
-    /// dumps and requests.
-    pub fn new(config: Config, log: Logger, foreground: bool) -> Result<Core, String> {
-        let ct = Conntrack::open(None).map_err(|e| format!("cannot open ctnetlink: {e}"))?;
+    /// A core for the configuration, started at `started` (seconds since
+    /// the epoch).
+    pub fn new(config: Config, started: i64) -> Core {
         let g = &config.general;
         let internal = Cache::new("internal", g.hash_size as usize, g.hash_limit as usize);
-        Ok(Core {
+        Core {
             stats: RuntimeStats {
-                started: crate::flow::now_secs(),
+                started,
                 buffer_size: g.netlink_buffer_size,
                 ..RuntimeStats::default()
             },
             config,
             internal,
-            log,
-            ct,
             resync_at: None,
             next_periodic: None,
-            event_fd: None,
-            resync_why: "after netlink overrun",
-            stop: false,
-            foreground,
-            syslog_socket: None,
             warned_max_growth: false,
-            #[cfg(feature = "wan")]
-            wan: None,
-            #[cfg(feature = "web")]
-            web: None,
-            #[cfg(feature = "sync")]
-            sync: None,
-        })
+            stop: false,
+            log: Vec::new(),
+        }
     }
 
-    /// When the core next needs [`Core::on_timer`].
+    /// The Filter in effect.
+    pub fn filter(&self) -> &CacheFilter {
+        &self.config.general.filter
+    }
+
+    /// Queues a log line for the shell.
+    pub fn log(&mut self, level: Severity, line: impl Into<String>) {
+        self.log.push((level, line.into()));
+    }
+
+    /// The log lines queued since the last call, oldest first.
+    pub fn take_log(&mut self) -> Vec<(Severity, String)> {
+        std::mem::take(&mut self.log)
+    }
+
+    /// Whether the daemon should stop.
+    pub fn stopping(&self) -> bool {
+        self.stop
+    }
+
+    /// Asks the daemon to stop, saying why in the log.
+    pub fn request_stop(&mut self, why: &str) {
+        self.log(Severity::Notice, why);
+        self.stop = true;
+    }
+
+    /// When the core next needs [`Core::due`].
     pub fn next_deadline(&self) -> Option<Instant> {
-        #[allow(unused_mut)]
-        let mut d = match (self.resync_at, self.next_periodic) {
+        match (self.resync_at.map(|(t, _)| t), self.next_periodic) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
-        #[cfg(feature = "wan")]
-        if let Some(t) = self.wan.as_ref().and_then(|w| w.next_deadline()) {
-            d = Some(d.map_or(t, |x| x.min(t)));
         }
-        #[cfg(feature = "sync")]
-        if let Some(t) = self.sync.as_ref().map(|s| s.next_deadline()) {
-            d = Some(d.map_or(t, |x| x.min(t)));
-        }
-        d
     }
 
-    /// Runs what is due.
-    pub fn on_timer(&mut self, now: Instant) {
-        if self.resync_at.is_some_and(|t| t <= now) {
+    /// The resync that is due at `now`, if any (a scheduled one before
+    /// the periodic net).
+    pub fn due(&mut self, now: Instant) -> Option<Resync> {
+        if let Some((t, why)) = self.resync_at
+            && t <= now
+        {
             self.resync_at = None;
-            let why = std::mem::replace(&mut self.resync_why, "after netlink overrun");
-            self.resync(why);
-        } else if self.next_periodic.is_some_and(|t| t <= now) {
-            self.resync("periodic");
+            return Some(why);
         }
-        #[cfg(feature = "wan")]
-        if let Some(w) = self.wan.as_mut()
-            && w.next_deadline().is_some_and(|t| t <= now)
-        {
-            w.on_timer(&mut self.log);
+        if self.next_periodic.is_some_and(|t| t <= now) {
+            return Some(Resync::Periodic);
         }
-        #[cfg(feature = "sync")]
-        if let Some(s) = self.sync.as_mut()
-            && s.next_deadline() <= now
-        {
-            let filter = &self.config.general.filter;
-            s.on_timer(now, filter, &mut self.internal, &mut self.log);
-            s.transmit(now, filter, &mut self.log);
+        None
+    }
+
+    /// Schedules a resync at `at` (replacing one already scheduled).
+    pub fn schedule_resync(&mut self, at: Instant, why: Resync) {
+        self.resync_at = Some((at, why));
+    }
+
+    /// Applies kernel events in order and reports each change to
+    /// `replicate`, except those of events caused by the sockets in `own`
+    /// (our own commits and injections are never sent back).
+    pub fn apply_events(
+        &mut self,
+        events: &[Event],
+        own: &[u32],
+        now: u32,
+        replicate: &mut dyn FnMut(Replicate<'_>),
+    ) {
+        for ev in events {
+            let change = apply_event(
+                &mut self.internal,
+                &self.config.general.filter,
+                &mut self.stats,
+                ev.kind,
+                &ev.flow,
+                now,
+            );
+            if own.contains(&ev.portid) {
+                continue;
+            }
+            let kind = match change {
+                Change::Nothing => continue,
+                Change::Created => EventKind::New,
+                Change::Updated => EventKind::Update,
+                Change::Removed => EventKind::Destroy,
+            };
+            let cached = match kind {
+                EventKind::Destroy => None,
+                _ => match self.internal.get(&ev.flow) {
+                    Some(e) => Some(e),
+                    None => continue,
+                },
+            };
+            replicate(Replicate {
+                kind,
+                cached,
+                flow: &ev.flow,
+            });
         }
     }
 
-    /// The counters of every part as one JSON object.
-    pub fn stats_json(&self) -> serde_json::Value {
-        #[allow(unused_mut)]
-        let mut v = stats::to_json(&self.internal, &self.stats, crate::flow::now_secs());
-        #[cfg(feature = "wan")]
-        if let (Some(w), Some(o)) = (&self.wan, v.as_object_mut()) {
-            o.insert("wan".into(), w.to_json());
+    /// The event socket overran: counts it, warns, and schedules a resync
+    /// once events are quiet for `NetlinkOverrunResync` seconds.
+    pub fn on_overrun(&mut self, now: Instant, buffer: usize, grown: bool) {
+        self.stats.overruns += 1;
+        self.stats.buffer_size = buffer;
+        if grown {
+            self.log(
+                Severity::Warning,
+                format!(
+                    "netlink event socket overrun: buffer size has been doubled to {buffer} bytes"
+                ),
+            );
+        } else if !self.warned_max_growth {
+            self.warned_max_growth = true;
+            let max = self.config.general.netlink_buffer_max;
+            self.log(
+                Severity::Warning,
+                format!(
+                    "netlink event socket overrun: buffer size cannot be doubled further since it would exceed NetlinkBufferSizeMaxGrowth ({max} bytes); events are being lost"
+                ),
+            );
         }
-        #[cfg(feature = "sync")]
-        if let (Some(s), Some(o)) = (&self.sync, v.as_object_mut()) {
-            o.insert("sync".into(), s.to_json());
+        match self.config.general.overrun_resync {
+            Some(secs) => {
+                self.schedule_resync(now + Duration::from_secs(secs as u64), Resync::Overrun)
+            }
+            None => self.log(
+                Severity::Warning,
+                "NetlinkOverrunResync is off: the cache may miss flows until -R",
+            ),
         }
-        v
     }
 
-    /// Replaces the cache content with a fresh kernel dump (mark and
-    /// sweep: no per-entry requests).
-    pub fn resync(&mut self, why: &str) {
-        let kind = match why {
-            "startup" => Resync::Startup,
-            "periodic" => Resync::Periodic,
-            _ => Resync::Full,
-        };
+    /// The event socket failed to receive.
+    pub fn on_event_error(&mut self, error: &str) {
+        self.stats.catch_event_failed += 1;
+        self.log(Severity::Error, format!("netlink event socket: {error}"));
+    }
+
+    /// Rebuilds the cache from a dump by mark and sweep (no per-entry
+    /// requests): every flow `dump` yields is upserted, what it did not
+    /// yield is removed. The parts hear of each flow as
+    /// [`Resync::announce`] decides and of each removed one as a destroy.
+    pub fn resync(
+        &mut self,
+        why: Resync,
+        now: Instant,
+        dump: &mut DumpSource<'_>,
+        replicate: &mut dyn FnMut(Replicate<'_>),
+    ) {
         let started = Instant::now();
+        let wall = now_u32();
         self.internal.begin_resync();
-        let now = now_u32();
         let filter = &self.config.general.filter;
         let cache = &mut self.internal;
-        let req = CtRequest::new(msg::GET, 0);
         let mut seen = 0u64;
         // flows the dump found that the cache lacked (their events were lost)
         let mut created = 0usize;
-        // sync is told about the flows as dumped: complete, protocol info
-        // included (the cache keeps only the TCP state)
-        #[cfg(feature = "sync")]
-        let mut sync = self.sync.as_mut();
-        #[cfg(feature = "sync")]
-        let t = Instant::now();
-        let res = self.ct.dump(&req, &mut |f| {
+        let res = dump(&mut |f| {
             seen += 1;
             if !filter.accepts(f) {
-                return Ok(());
+                return;
             }
-            let up = cache.upsert(f, now);
-            if up == Upsert::Created && kind == Resync::Periodic {
+            let up = cache.upsert(f, wall);
+            if up == Upsert::Created {
                 created += 1;
             }
-            #[cfg(feature = "sync")]
-            if let Some(s) = sync.as_mut() {
-                match (kind, up) {
-                    (_, Upsert::Refused) => {}
-                    (Resync::Startup, _) | (Resync::Periodic, Upsert::Created) => {
-                        s.on_event(t, EventKind::New, f)
-                    }
-                    (Resync::Full, _) => s.on_event(t, EventKind::Update, f),
-                    (Resync::Periodic, _) => {}
-                }
+            if let Some(kind) = why.announce(up) {
+                replicate(Replicate {
+                    kind,
+                    cached: None,
+                    flow: f,
+                });
             }
-            Ok(())
         });
         match res {
-            Ok(d) => {
-                self.stats.dump_unknown += d.malformed as u32;
+            Ok(malformed) => {
+                self.stats.dump_unknown = self
+                    .stats
+                    .dump_unknown
+                    .saturating_add(malformed.min(u32::MAX as u64) as u32);
                 let removed = self.internal.sweep();
-                #[cfg(feature = "sync")]
-                if let Some(s) = self.sync.as_mut() {
-                    for e in &removed {
-                        s.on_event(t, EventKind::Destroy, &e.to_flow());
-                    }
-                    s.transmit(t, &self.config.general.filter, &mut self.log);
+                for e in &removed {
+                    replicate(Replicate {
+                        kind: EventKind::Destroy,
+                        cached: None,
+                        flow: &e.to_flow(),
+                    });
                 }
-                let removed = removed.len();
                 self.stats.resyncs += 1;
-                let line = format!(
-                    "resync with kernel table ({why}): {seen} flows in the table, {} cached, {removed} stale removed, {} missing added, {:.3}s",
-                    self.internal.len(),
-                    created,
-                    started.elapsed().as_secs_f64()
-                );
-                // a periodic resync that found nothing is not news
-                if kind != Resync::Periodic || removed > 0 || created > 0 {
-                    self.log.notice(&line);
-                }
-            }
-            Err(e) => self
-                .log
-                .error(&format!("resync with kernel table failed: {e}")),
-        }
-        self.next_periodic = self.periodic_deadline();
-    }
-
-    fn periodic_deadline(&self) -> Option<Instant> {
-        match self.config.general.resync_interval {
-            0 => None,
-            s => Some(Instant::now() + Duration::from_secs(s as u64)),
-        }
-    }
-
-    /// Handles one input.
-    pub fn handle(&mut self, input: Input) {
-        match input {
-            Input::Kernel(events) => {
-                let now = now_u32();
-                #[cfg(feature = "sync")]
-                let own = self
-                    .sync
-                    .as_ref()
-                    .map(|s| s.own_portids())
-                    .unwrap_or_default();
-                for ev in &events {
-                    let change = apply_event(
-                        &mut self.internal,
-                        &self.config.general.filter,
-                        &mut self.stats,
-                        ev.kind,
-                        &ev.flow,
-                        now,
+                let removed = removed.len();
+                // only the periodic net reports flows it found missing (in
+                // the others every flow is announced anyway); one that
+                // found nothing is not news
+                let missing = if why == Resync::Periodic { created } else { 0 };
+                if why != Resync::Periodic || removed > 0 || missing > 0 {
+                    let line = format!(
+                        "resync with kernel table ({}): {seen} flows in the table, {} cached, {removed} stale removed, {missing} missing added, {:.3}s",
+                        why.reason(),
+                        self.internal.len(),
+                        started.elapsed().as_secs_f64()
                     );
-                    #[cfg(feature = "sync")]
-                    if let Some(s) = self.sync.as_mut()
-                        && !own.contains(&ev.portid)
-                    {
-                        let t = Instant::now();
-                        match change {
-                            Change::Created | Change::Updated => {
-                                if let Some(e) = self.internal.get(&ev.flow) {
-                                    let kind = if change == Change::Created {
-                                        EventKind::New
-                                    } else {
-                                        EventKind::Update
-                                    };
-                                    s.on_event(t, kind, &sync_view(e.to_flow(), &ev.flow));
-                                }
-                            }
-                            Change::Removed => s.on_event(t, EventKind::Destroy, &ev.flow),
-                            Change::Nothing => {}
-                        }
-                    }
-                    #[cfg(not(feature = "sync"))]
-                    let _ = change;
-                }
-                #[cfg(feature = "sync")]
-                if let Some(s) = self.sync.as_mut() {
-                    s.transmit(Instant::now(), &self.config.general.filter, &mut self.log);
+                    self.log(Severity::Notice, line);
                 }
             }
-            #[cfg(feature = "sync")]
-            Input::SyncDatagram { link, bytes, src } => {
-                if let Some(s) = self.sync.as_mut() {
-                    let now = Instant::now();
-                    s.on_datagram(now, link, &bytes, src);
-                    s.transmit(now, &self.config.general.filter, &mut self.log);
-                }
-            }
-            #[cfg(feature = "sync")]
-            Input::SyncRecvError(link) => {
-                if let Some(s) = self.sync.as_mut() {
-                    s.on_recv_error(link);
-                }
-            }
-            Input::Overrun { buffer, grown } => {
-                self.stats.overruns += 1;
-                self.stats.buffer_size = buffer;
-                if grown {
-                    self.log.warning(&format!(
-                        "netlink event socket overrun: buffer size has been doubled to {buffer} bytes"
-                    ));
-                } else if !self.warned_max_growth {
-                    self.warned_max_growth = true;
-                    self.log.warning(&format!(
-                        "netlink event socket overrun: buffer size cannot be doubled further since it would exceed NetlinkBufferSizeMaxGrowth ({} bytes); events are being lost",
-                        self.config.general.netlink_buffer_max
-                    ));
-                }
-                match self.config.general.overrun_resync {
-                    Some(secs) => {
-                        self.resync_at = Some(Instant::now() + Duration::from_secs(secs as u64))
-                    }
-                    None => self
-                        .log
-                        .warning("NetlinkOverrunResync is off: the cache may miss flows until -R"),
-                }
-            }
-            Input::KernelError(e) => {
-                self.stats.catch_event_failed += 1;
-                self.log.error(&format!("netlink event socket: {e}"));
-            }
-            Input::Control(p) => {
-                let reply = self.control(&p.request);
-                let _ = p.reply.send(reply);
-            }
-            Input::Signal(sig) => self.signal(sig),
-            #[cfg(feature = "wan")]
-            Input::Rtnl(msgs) => {
-                if let Some(w) = self.wan.as_mut() {
-                    w.on_messages(&msgs, &mut self.log);
-                }
-            }
-            #[cfg(feature = "wan")]
-            Input::RtnlOverrun => {
-                if let Some(w) = self.wan.as_mut() {
-                    w.on_overrun(&mut self.log);
-                }
-            }
-            Input::StatsJson(tx) => {
-                let _ = tx.send(self.stats_json());
-            }
-            Input::Log(m) => self.log.notice(&m),
+            Err(e) => self.log(
+                Severity::Error,
+                format!("resync with kernel table failed: {e}"),
+            ),
         }
-    }
-
-    fn signal(&mut self, sig: i32) {
-        match sig {
-            libc::SIGTERM | libc::SIGINT => {
-                self.log
-                    .notice(&format!("received signal {sig}, shutting down"));
-                self.stop = true;
-            }
-            libc::SIGHUP => self.reload(),
-            libc::SIGUSR1 => {
-                let s = self.stats_json();
-                self.log.notice(&format!("stats: {s}"));
-            }
-            _ => {}
-        }
-    }
-
-    /// Re-reads the config: a bad file is logged and the old one kept.
-    pub fn reload(&mut self) {
-        let path = self.config.path.clone();
-        let new = match super::config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.log.error(&format!(
-                    "reload failed, keeping the old configuration: {e}"
-                ));
-                return;
-            }
+        self.next_periodic = match self.config.general.resync_interval {
+            0 => None,
+            s => Some(now + started.elapsed() + Duration::from_secs(s as u64)),
         };
+    }
+
+    /// Empties the internal cache (`ctrackd -f internal`).
+    pub fn flush_internal(&mut self) {
+        let n = self.internal.len();
+        self.internal.clear();
+        self.log(
+            Severity::Notice,
+            format!("internal cache flushed ({n} flows)"),
+        );
+    }
+
+    /// Takes a new configuration (SIGHUP): drops the cached flows its
+    /// Filter rejects and says what only a restart changes.
+    pub fn reload(&mut self, new: Config) {
         for w in &new.warnings {
-            self.log.warning(w);
+            self.log(Severity::Warning, w.clone());
         }
         let g = &new.general;
-        match Logger::new(
-            self.foreground,
-            g.log.file.as_deref(),
-            g.log.syslog.as_deref(),
-            self.syslog_socket.as_deref(),
-        ) {
-            Ok(l) => self.log = l,
-            Err(e) => {
-                self.log.error(&format!(
-                    "reload failed, keeping the old configuration: {e}"
-                ));
-                return;
-            }
-        }
         let old = &self.config.general;
         if old.unix_path != g.unix_path || old.lock_file != g.lock_file {
-            self.log
-                .warning("UNIX Path and LockFile changes take effect at the next restart");
+            self.log(
+                Severity::Warning,
+                "UNIX Path and LockFile changes take effect at the next restart",
+            );
         }
-        // drop what the new filter rejects
         let rejected: Vec<Flow> = self
             .internal
             .iter()
@@ -563,94 +415,17 @@ impl Core {
         for f in &rejected {
             self.internal.remove(f);
         }
-        #[cfg(feature = "wan")]
-        match (self.wan.as_mut(), &new.wan_config) {
-            (Some(w), Some(cfg)) => w.reconfigure(cfg.clone(), &mut self.log),
-            (None, None) => {}
-            _ => self
-                .log
-                .warning("adding or removing the WAN block takes effect at the next restart"),
-        }
-        #[cfg(feature = "sync")]
-        if self.config.sync_config != new.sync_config {
-            self.log
-                .warning("Sync block changes take effect at the next restart");
-        }
-        #[cfg(feature = "web")]
-        if self.config.web_config != new.web_config {
-            self.log
-                .warning("Web block changes take effect at the next restart");
-        }
-        self.config = new;
-        self.log.notice(&format!(
+        let line = format!(
             "configuration reloaded from {} ({} flows dropped by the new filter)",
-            path.display(),
+            new.path.display(),
             rejected.len()
-        ));
+        );
+        self.config = new;
+        self.log(Severity::Notice, line);
     }
 
-    fn stats_text(&self, section: Option<&str>) -> Reply {
-        let now = crate::flow::now_secs();
-        Ok(match section {
-            None => {
-                let mut s = stats::cache_text(&self.internal);
-                #[cfg(feature = "sync")]
-                if let Some(sp) = &self.sync {
-                    sp.external_text(&mut s);
-                }
-                s.push_str(&stats::traffic_text(&self.stats));
-                #[cfg(feature = "sync")]
-                if let Some(sp) = &self.sync {
-                    sp.summary_text(&mut s);
-                }
-                #[cfg(feature = "wan")]
-                if let Some(w) = &self.wan {
-                    let mut out = Vec::new();
-                    w.write_text(&mut out);
-                    s.push_str(&String::from_utf8_lossy(&out));
-                }
-                s
-            }
-            Some("runtime") => stats::runtime_text(&self.stats, now),
-            Some("cache") => {
-                #[allow(unused_mut)]
-                let mut s = stats::cache_text_extended(&self.internal);
-                #[cfg(feature = "sync")]
-                if let Some(sp) = &self.sync {
-                    let (n, mem) = sp.external_size();
-                    s.push_str(&format!(
-                        "cache:external\tactive objects:\t\t{n:>12}\n\tmemory (bytes):\t\t\t{mem:>12}\n\n"
-                    ));
-                }
-                s
-            }
-            Some("process") => String::new(),
-            #[cfg(feature = "wan")]
-            Some("wan") => match &self.wan {
-                Some(w) => {
-                    let mut out = Vec::new();
-                    w.write_text(&mut out);
-                    return Ok(out);
-                }
-                None => return Err("no WAN block is configured: nothing to show for `wan'".into()),
-            },
-            Some(sec @ ("network" | "link" | "multicast" | "queue" | "rsqueue")) => {
-                #[cfg(feature = "sync")]
-                if let Some(text) = self.sync.as_ref().and_then(|s| s.section_text(sec)) {
-                    return Ok(text.into_bytes());
-                }
-                let _ = sec;
-                return Err(format!(
-                    "no Sync block is configured: nothing to show for `{}'",
-                    section.unwrap_or("")
-                ));
-            }
-            Some(other) => return Err(format!("unknown statistics section `{other}'")),
-        }
-        .into_bytes())
-    }
-
-    fn dump_cache(&self, format: Format) -> Vec<u8> {
+    /// `ctrackd -i`: the internal cache in the requested format.
+    pub fn dump_cache(&self, format: Format) -> Vec<u8> {
         let now = crate::flow::now_secs();
         let mut out = Vec::with_capacity(self.internal.len() * 200 + 64);
         if format == Format::Xml {
@@ -698,149 +473,6 @@ impl Core {
         }
         out
     }
-
-    /// Flushes the kernel table: everything, or with a Filter configured
-    /// only the flows the filter accepts (batched deletes).
-    fn flush_kernel(&mut self) -> Reply {
-        let filter = self.config.general.filter.clone();
-        if filter == CacheFilter::default() {
-            let req = CtRequest::new(msg::DELETE, 0);
-            self.ct
-                .request(&req, 0)
-                .map_err(|e| format!("flushing the kernel table failed: {e}"))?;
-        } else {
-            let mut reqs = Vec::new();
-            self.ct
-                .dump(&CtRequest::new(msg::GET, 0), &mut |f| {
-                    if filter.accepts(f) {
-                        let mut r = CtRequest::new(msg::DELETE, f.family);
-                        ct::encode_identity(&mut r.writer(), f);
-                        if let Some(id) = f.id {
-                            r.writer().be32(cta::ID, id);
-                        }
-                        reqs.push(r);
-                    }
-                    Ok(())
-                })
-                .map_err(|e| format!("flushing the kernel table failed: {e}"))?;
-            let results = self
-                .ct
-                .batch(&reqs, 0)
-                .map_err(|e| format!("flushing the kernel table failed: {e}"))?;
-            if let Some(Err(e)) = results
-                .iter()
-                .find(|r| matches!(r, Err(e) if *e != libc::ENOENT))
-            {
-                return Err(format!(
-                    "flushing the kernel table failed: {}",
-                    crate::netlink::client::errno_text(*e)
-                ));
-            }
-        }
-        self.stats.kernel_flushes += 1;
-        self.log.notice("flushed the kernel conntrack table");
-        Ok(Vec::new())
-    }
-
-    #[cfg(feature = "sync")]
-    fn sync_command(&mut self, r: &Request) -> Reply {
-        let Some(s) = self.sync.as_mut() else {
-            return Err("no Sync block is configured: this command needs sync".into());
-        };
-        let now = Instant::now();
-        let reply = match r {
-            Request::Commit => {
-                // Our own commit would flood our event socket with one NEW
-                // per entry (and make the kernel build them: ~50% of the
-                // commit's cost). Leave the groups while committing; the
-                // resync right after catches up with everything.
-                let paused = self.event_fd.is_some_and(|fd| set_event_groups(fd, false));
-                let r = s.commit(&mut self.log);
-                if paused {
-                    if let Some(fd) = self.event_fd {
-                        set_event_groups(fd, true);
-                    }
-                    self.resync_at = Some(Instant::now());
-                    self.resync_why = "after commit";
-                }
-                r
-            }
-            Request::Bulk => {
-                s.send_bulk();
-                Ok(Vec::new())
-            }
-            Request::RequestResync => {
-                s.request_resync();
-                Ok(Vec::new())
-            }
-            Request::ResetTimers => {
-                s.reset_timers(now, &mut self.log);
-                Ok(Vec::new())
-            }
-            _ => Ok(Vec::new()),
-        };
-        s.transmit(now, &self.config.general.filter, &mut self.log);
-        reply
-    }
-
-    #[cfg(not(feature = "sync"))]
-    fn sync_command(&mut self, _r: &Request) -> Reply {
-        Err("this ctrackd is built without sync: this command needs it".into())
-    }
-
-    /// Answers a control request.
-    pub fn control(&mut self, r: &Request) -> Reply {
-        match r {
-            Request::Stats(section) => self.stats_text(section.as_deref()),
-            Request::Dump(Which::Internal, f) => Ok(self.dump_cache(*f)),
-            Request::Dump(_, _f) => {
-                #[cfg(feature = "sync")]
-                if let Some(s) = &self.sync {
-                    return Ok(s.dump_external(*_f));
-                }
-                Err("no Sync block is configured: there is no external cache".into())
-            }
-            Request::FlushCache(w) => {
-                if matches!(w, Which::Internal | Which::All) {
-                    let n = self.internal.len();
-                    self.internal.clear();
-                    self.log
-                        .notice(&format!("internal cache flushed ({n} flows)"));
-                    #[cfg(feature = "sync")]
-                    if let Some(s) = self.sync.as_mut() {
-                        s.flush_internal();
-                    }
-                }
-                if matches!(w, Which::External | Which::All) {
-                    #[cfg(feature = "sync")]
-                    if let Some(s) = self.sync.as_mut() {
-                        s.flush_external(*w == Which::All);
-                        self.log.notice("external cache flushed");
-                        return Ok(Vec::new());
-                    }
-                    if *w == Which::External {
-                        return Err(
-                            "no Sync block is configured: there is no external cache".into()
-                        );
-                    }
-                }
-                Ok(Vec::new())
-            }
-            Request::FlushKernel => self.flush_kernel(),
-            Request::Resync => {
-                self.resync("requested");
-                Ok(Vec::new())
-            }
-            Request::Kill => {
-                self.log.notice("shutdown requested");
-                self.stop = true;
-                Ok(Vec::new())
-            }
-            Request::Commit | Request::Bulk | Request::RequestResync | Request::ResetTimers => {
-                self.sync_command(r)
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -848,6 +480,63 @@ mod tests {
     use super::*;
     use crate::flow::testutil::tcp4;
     use crate::flow::{Counters, proto};
+
+    fn config(filter: CacheFilter, resync_interval: u32) -> Config {
+        let mut c = super::super::config::parse("test.conf", "").expect("empty config");
+        c.general.filter = filter;
+        c.general.resync_interval = resync_interval;
+        c.general.hash_size = 16;
+        c.general.hash_limit = 100;
+        c
+    }
+
+    fn event(kind: EventKind, flow: &Flow, portid: u32) -> Event {
+        Event {
+            kind,
+            flow: flow.clone(),
+            portid,
+        }
+    }
+
+    fn udp4() -> Flow {
+        let mut f = tcp4();
+        f.orig.proto = proto::UDP;
+        f.reply.proto = proto::UDP;
+        f.protoinfo = crate::flow::ProtoInfo::None;
+        f
+    }
+
+    fn other_port(mut f: Flow, port: u16) -> Flow {
+        f.orig.sport = port;
+        f.reply.dport = port;
+        f
+    }
+
+    /// (kind, cached?) of each replicated change.
+    fn replicated(core: &mut Core, events: &[Event], own: &[u32]) -> Vec<(EventKind, bool)> {
+        let mut seen = Vec::new();
+        core.apply_events(events, own, 1, &mut |r| {
+            seen.push((r.kind, r.cached.is_some()))
+        });
+        seen
+    }
+
+    fn dump_of(flows: Vec<Flow>) -> Box<DumpSource<'static>> {
+        Box::new(move |visit| {
+            for f in &flows {
+                visit(f);
+            }
+            Ok(0)
+        })
+    }
+
+    fn resync_announces(core: &mut Core, why: Resync, flows: Vec<Flow>) -> Vec<EventKind> {
+        let mut seen = Vec::new();
+        core.resync(why, Instant::now(), &mut dump_of(flows), &mut |r| {
+            seen.push(r.kind)
+        });
+        seen
+    }
 
     #[test]
     fn events_drive_the_cache_through_the_filter() {
@@ -866,11 +555,8 @@ mod tests {
             apply_event(&mut cache, &filter, &mut stats, EventKind::Update, &f, 2),
             Change::Updated
         );
-        let mut udp = f.clone();
-        udp.orig.proto = proto::UDP;
-        udp.reply.proto = proto::UDP;
         assert_eq!(
-            apply_event(&mut cache, &filter, &mut stats, EventKind::New, &udp, 2),
+            apply_event(&mut cache, &filter, &mut stats, EventKind::New, &udp4(), 2),
             Change::Nothing
         );
         assert_eq!(stats.events_filtered, 1);
@@ -898,13 +584,31 @@ mod tests {
         );
         assert_eq!(cache.len(), 0);
         assert_eq!(
-            (stats.bytes_orig + stats.bytes_repl, stats.events_received),
-            (160, 4)
+            (
+                stats.bytes_orig,
+                stats.bytes_repl,
+                stats.packets_orig,
+                stats.packets_repl,
+                stats.events_received
+            ),
+            (100, 60, 2, 1, 4)
         );
         // an update for an unknown flow creates it (events may be lost)
         assert_eq!(
             apply_event(&mut cache, &filter, &mut stats, EventKind::Update, &f, 4),
             Change::Created
+        );
+        // a destroy of an unknown flow changes nothing
+        assert_eq!(
+            apply_event(
+                &mut cache,
+                &filter,
+                &mut stats,
+                EventKind::Destroy,
+                &udp4(),
+                5
+            ),
+            Change::Nothing
         );
     }
 
@@ -927,5 +631,292 @@ mod tests {
             Change::Removed
         );
         assert!(cache.is_empty());
+        // a filtered flow the cache never had is not "removed"
+        assert_eq!(
+            apply_event(&mut cache, &filter, &mut stats, EventKind::Update, &f, 3),
+            Change::Nothing
+        );
+    }
+
+    #[test]
+    fn parts_hear_every_change_but_their_own() {
+        let mut core = Core::new(config(CacheFilter::default(), 0), 0);
+        let f = tcp4();
+        let g = other_port(tcp4(), 40001);
+        let events = [
+            event(EventKind::New, &f, 0),
+            event(EventKind::Update, &f, 0),
+            // our own commit created g: cached, never sent back
+            event(EventKind::New, &g, 77),
+            event(EventKind::Destroy, &f, 0),
+            // a destroy of an unknown flow is nothing to replicate
+            event(EventKind::Destroy, &f, 0),
+        ];
+        assert_eq!(
+            replicated(&mut core, &events, &[77]),
+            vec![
+                (EventKind::New, true),
+                (EventKind::Update, true),
+                (EventKind::Destroy, false)
+            ]
+        );
+        assert_eq!(core.internal.len(), 1);
+        assert!(core.internal.get(&g).is_some());
+        assert_eq!(core.stats.events_received, 5);
+    }
+
+    #[test]
+    fn a_flow_leaving_the_filter_is_replicated_as_a_destroy() {
+        let filter = CacheFilter {
+            states: Some((false, vec![7])),
+            ..CacheFilter::default()
+        };
+        let mut core = Core::new(config(filter, 0), 0);
+        let mut f = tcp4();
+        let mut closing = f.clone();
+        closing.protoinfo = crate::flow::ProtoInfo::Tcp(crate::flow::TcpInfo {
+            state: Some(7),
+            ..Default::default()
+        });
+        f.mark = Some(1);
+        let events = [
+            event(EventKind::New, &f, 0),
+            event(EventKind::Update, &closing, 0),
+        ];
+        assert_eq!(
+            replicated(&mut core, &events, &[]),
+            vec![(EventKind::New, true), (EventKind::Destroy, false)]
+        );
+        assert_eq!(core.stats.events_filtered, 1);
+    }
+
+    #[test]
+    fn resync_announces_by_its_reason() {
+        use EventKind::{Destroy, New, Update};
+        let (a, b, c) = (tcp4(), other_port(tcp4(), 40001), other_port(tcp4(), 40002));
+        let mut core = Core::new(config(CacheFilter::default(), 0), 0);
+        // startup: everything is new
+        assert_eq!(
+            resync_announces(&mut core, Resync::Startup, vec![a.clone(), b.clone()]),
+            vec![New, New]
+        );
+        // periodic: only the flow the cache lacked, and the one it lost
+        assert_eq!(
+            resync_announces(&mut core, Resync::Periodic, vec![a.clone(), c.clone()]),
+            vec![New, Destroy]
+        );
+        assert_eq!(core.internal.len(), 2);
+        // after an overrun (and after commit, and on request): every flow
+        for why in [Resync::Overrun, Resync::AfterCommit, Resync::Requested] {
+            assert_eq!(
+                resync_announces(&mut core, why, vec![a.clone(), c.clone()]),
+                vec![Update, Update]
+            );
+        }
+        assert_eq!(core.stats.resyncs, 5);
+    }
+
+    #[test]
+    fn resync_applies_the_filter_and_logs_what_it_found() {
+        let filter = CacheFilter {
+            protocols: Some((true, vec![proto::TCP])),
+            ..CacheFilter::default()
+        };
+        let mut core = Core::new(config(filter, 0), 0);
+        let seen = resync_announces(&mut core, Resync::Startup, vec![tcp4(), udp4()]);
+        assert_eq!(seen, vec![EventKind::New]);
+        let log = core.take_log();
+        assert_eq!(log.len(), 1);
+        assert!(
+            log[0]
+                .1
+                .starts_with("resync with kernel table (startup): 2 flows in the table, 1 cached, 0 stale removed, 0 missing added"),
+            "{log:?}"
+        );
+        // a periodic resync that found nothing is quiet
+        resync_announces(&mut core, Resync::Periodic, vec![tcp4()]);
+        assert!(core.take_log().is_empty());
+        // one that found a missing flow says so
+        resync_announces(
+            &mut core,
+            Resync::Periodic,
+            vec![tcp4(), other_port(tcp4(), 9)],
+        );
+        let log = core.take_log();
+        assert!(
+            log[0].1.contains(
+                "(periodic): 2 flows in the table, 2 cached, 0 stale removed, 1 missing added"
+            ),
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_dump_keeps_the_cache() {
+        let mut core = Core::new(config(CacheFilter::default(), 0), 0);
+        resync_announces(&mut core, Resync::Startup, vec![tcp4()]);
+        core.take_log();
+        let mut seen = 0;
+        core.resync(
+            Resync::Requested,
+            Instant::now(),
+            &mut |_visit| Err("no buffer space".to_string()),
+            &mut |_| seen += 1,
+        );
+        assert_eq!(seen, 0);
+        assert_eq!(core.internal.len(), 1);
+        assert_eq!(core.stats.resyncs, 1);
+        assert_eq!(
+            core.take_log(),
+            vec![(
+                Severity::Error,
+                "resync with kernel table failed: no buffer space".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn malformed_dump_entries_are_counted() {
+        let mut core = Core::new(config(CacheFilter::default(), 0), 0);
+        core.resync(
+            Resync::Startup,
+            Instant::now(),
+            &mut |_visit| Ok(3),
+            &mut |_| {},
+        );
+        core.resync(
+            Resync::Requested,
+            Instant::now(),
+            &mut |_visit| Ok(2),
+            &mut |_| {},
+        );
+        assert_eq!(core.stats.dump_unknown, 5);
+    }
+
+    #[test]
+    fn overruns_schedule_a_resync_and_warn_once_at_the_limit() {
+        let mut c = config(CacheFilter::default(), 0);
+        c.general.overrun_resync = Some(5); // the default, said here
+        let mut core = Core::new(c, 0);
+        let t0 = Instant::now();
+        assert_eq!(core.next_deadline(), None);
+        core.on_overrun(t0, 4096, true);
+        assert_eq!(core.stats.buffer_size, 4096);
+        assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(core.due(t0 + Duration::from_secs(4)), None);
+        core.on_overrun(t0 + Duration::from_secs(1), 4096, false);
+        core.on_overrun(t0 + Duration::from_secs(2), 4096, false);
+        let log = core.take_log();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(log[0].1.contains("doubled to 4096 bytes"));
+        assert!(log[1].1.contains("cannot be doubled further"));
+        assert_eq!(core.stats.overruns, 3);
+        // quiet for 5 s after the last overrun
+        assert_eq!(core.due(t0 + Duration::from_secs(6)), None);
+        assert_eq!(core.due(t0 + Duration::from_secs(7)), Some(Resync::Overrun));
+        assert_eq!(core.due(t0 + Duration::from_secs(8)), None);
+    }
+
+    #[test]
+    fn overrun_resync_off_only_warns() {
+        let mut c = config(CacheFilter::default(), 0);
+        c.general.overrun_resync = None;
+        let mut core = Core::new(c, 0);
+        core.on_overrun(Instant::now(), 1, true);
+        assert_eq!(core.next_deadline(), None);
+        assert!(core.take_log()[1].1.contains("NetlinkOverrunResync is off"));
+    }
+
+    #[test]
+    fn the_periodic_net_follows_each_resync() {
+        let mut core = Core::new(config(CacheFilter::default(), 120), 0);
+        let t0 = Instant::now();
+        core.resync(Resync::Startup, t0, &mut dump_of(vec![]), &mut |_| {});
+        let next = core.next_deadline().expect("periodic deadline");
+        assert!(next >= t0 + Duration::from_secs(120));
+        assert!(next < t0 + Duration::from_secs(121));
+        assert_eq!(core.due(next - Duration::from_millis(1)), None);
+        assert_eq!(core.due(next), Some(Resync::Periodic));
+        // a scheduled resync comes first
+        core.schedule_resync(t0, Resync::AfterCommit);
+        assert_eq!(core.next_deadline(), Some(t0));
+        assert_eq!(core.due(next), Some(Resync::AfterCommit));
+        // 0 turns the net off
+        let mut off = Core::new(config(CacheFilter::default(), 0), 0);
+        off.resync(Resync::Startup, t0, &mut dump_of(vec![]), &mut |_| {});
+        assert_eq!(off.next_deadline(), None);
+    }
+
+    #[test]
+    fn event_errors_are_counted_and_logged() {
+        let mut core = Core::new(config(CacheFilter::default(), 0), 0);
+        core.on_event_error("boom");
+        assert_eq!(core.stats.catch_event_failed, 1);
+        assert_eq!(
+            core.take_log(),
+            vec![(Severity::Error, "netlink event socket: boom".to_string())]
+        );
+        assert!(!core.stopping());
+        core.request_stop("shutdown requested");
+        assert!(core.stopping());
+    }
+
+    #[test]
+    fn reload_drops_what_the_new_filter_rejects() {
+        let mut core = Core::new(config(CacheFilter::default(), 0), 0);
+        resync_announces(&mut core, Resync::Startup, vec![tcp4(), udp4()]);
+        core.take_log();
+        let mut new = config(
+            CacheFilter {
+                protocols: Some((true, vec![proto::TCP])),
+                ..CacheFilter::default()
+            },
+            0,
+        );
+        new.general.unix_path = "/elsewhere.ctl".into();
+        new.warnings.push("key `Nice' is ignored".into());
+        core.reload(new);
+        assert_eq!(core.internal.len(), 1);
+        let log: Vec<String> = core.take_log().into_iter().map(|(_, l)| l).collect();
+        assert_eq!(log[0], "key `Nice' is ignored");
+        assert_eq!(
+            log[1],
+            "UNIX Path and LockFile changes take effect at the next restart"
+        );
+        assert!(
+            log[2].ends_with("(1 flows dropped by the new filter)"),
+            "{log:?}"
+        );
+        assert_eq!(core.filter().protocols, Some((true, vec![proto::TCP])));
+    }
+
+    #[test]
+    fn flushing_the_internal_cache_says_how_much() {
+        let mut core = Core::new(config(CacheFilter::default(), 0), 0);
+        resync_announces(&mut core, Resync::Startup, vec![tcp4(), udp4()]);
+        core.take_log();
+        core.flush_internal();
+        assert!(core.internal.is_empty());
+        assert_eq!(
+            core.take_log(),
+            vec![(
+                Severity::Notice,
+                "internal cache flushed (2 flows)".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn cache_dumps_in_each_format() {
+        let mut core = Core::new(config(CacheFilter::default(), 0), 0);
+        resync_announces(&mut core, Resync::Startup, vec![tcp4()]);
+        let text = String::from_utf8(core.dump_cache(Format::Text)).unwrap();
+        assert!(text.contains("[active since "), "{text}");
+        assert_eq!(text.lines().count(), 1);
+        let xml = String::from_utf8(core.dump_cache(Format::Xml)).unwrap();
+        assert!(xml.starts_with(xml::HEADER) && xml.ends_with(xml::FOOTER));
+        let json = String::from_utf8(core.dump_cache(Format::Json)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        assert!(v.get("timeout").is_none(), "{json}");
     }
 }

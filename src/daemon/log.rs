@@ -9,24 +9,15 @@ use std::path::{Path, PathBuf};
 
 use crate::flow::addr::push_ctime;
 
-/// Message severity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    /// Normal but noteworthy.
-    Notice,
-    /// Something is off but the daemon goes on.
-    Warning,
-    /// Something failed.
-    Error,
-}
+/// Message severity (one scale for the whole crate).
+pub use crate::severity::Severity as Level;
 
-impl Level {
-    fn word(self) -> &'static str {
-        match self {
-            Level::Notice => "notice",
-            Level::Warning => "WARNING",
-            Level::Error => "ERROR",
-        }
+/// The word a log line shows for `level` (conntrackd's).
+fn word(level: Level) -> &'static str {
+    match level {
+        Level::Notice => "notice",
+        Level::Warning => "WARNING",
+        Level::Error => "ERROR",
     }
 }
 
@@ -152,7 +143,7 @@ impl Logger {
             line.push(b'[');
             push_ctime(&mut line, crate::flow::now_secs());
             line.extend_from_slice(
-                format!("] (pid={}) [{}] {msg}\n", std::process::id(), level.word()).as_bytes(),
+                format!("] (pid={}) [{}] {msg}\n", std::process::id(), word(level)).as_bytes(),
             );
             if self.stderr {
                 let _ = std::io::stderr().write_all(&line);

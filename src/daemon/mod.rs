@@ -5,8 +5,12 @@ pub mod cache;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod input;
 pub mod log;
+pub mod part;
+pub mod parts;
 pub mod run;
+pub mod shell;
 pub mod stats;
 #[cfg(feature = "sync")]
 pub mod syncpart;

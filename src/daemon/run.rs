@@ -1,19 +1,21 @@
 //! Starting and stopping the daemon: lock file, control socket,
-//! daemonizing, the reader threads and the core loop.
+//! daemonizing, the parts and the reader threads, then the shell's loop.
+//! Every way a start can fail is a [`StartError`], printed in one place.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::Instant;
 
 use super::config::Config;
 use super::control;
-use super::core::{Core, Input};
+use super::core::{Core, Resync};
+use super::input::Input;
 use super::log::Logger;
-use crate::netlink::EventSocket;
+use super::shell::Shell;
 use crate::netlink::events::{Received, group};
+use crate::netlink::{Conntrack, EventSocket};
 
 /// The daemon lock: a file locked with flock(2), holding our pid. A lock
 /// left by a crashed daemon is not held, so it never blocks a restart.
@@ -102,103 +104,173 @@ fn daemonize() -> io::Result<()> {
     Ok(())
 }
 
-/// Runs the daemon with `config`; returns the exit code.
+/// Why the daemon could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// Another ctrackd holds the lock file, or it cannot be opened.
+    Lock(String),
+    /// The control socket cannot be created.
+    ControlSocket(std::path::PathBuf, io::Error),
+    /// fork/setsid failed.
+    Daemonize(io::Error),
+    /// The log file cannot be opened.
+    Log(String),
+    /// A kernel socket cannot be opened or subscribed.
+    Kernel(String),
+    /// A part (sync, wan, web) cannot start.
+    Part(String),
+    /// A thread cannot be started.
+    Thread(&'static str, io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Lock(m) | StartError::Log(m) | StartError::Kernel(m) => f.write_str(m),
+            StartError::Part(m) => f.write_str(m),
+            StartError::ControlSocket(path, e) => write!(
+                f,
+                "cannot create the control socket {}: {e}",
+                path.display()
+            ),
+            StartError::Daemonize(e) => write!(f, "cannot daemonize: {e}"),
+            StartError::Thread(what, e) => write!(f, "cannot start the {what}: {e}"),
+        }
+    }
+}
+
+/// A failed start, with the log it is reported to once the log is open.
+struct Failure {
+    error: StartError,
+    log: Option<Box<Logger>>,
+}
+
+impl From<StartError> for Failure {
+    fn from(error: StartError) -> Failure {
+        Failure { error, log: None }
+    }
+}
+
+/// Runs the daemon with `config` until it stops; returns the exit code.
+/// A start that fails is reported once, here: to the log when it is
+/// open, otherwise on stderr.
 pub fn run(config: Config, daemon: bool) -> i32 {
     for w in &config.warnings {
         eprintln!("ctrackd: warning: {w}");
     }
-    let g = config.general.clone();
-    let mut lock = match Lock::take(&g.lock_file) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("ctrackd: {e}");
-            return 1;
+    match start_and_serve(config, daemon) {
+        Ok(()) => crate::exit::OK,
+        Err(Failure {
+            error,
+            log: Some(mut log),
+        }) => {
+            log.error(&error.to_string());
+            crate::exit::OTHER
         }
-    };
+        Err(Failure { error, log: None }) => {
+            eprintln!("ctrackd: {error}");
+            crate::exit::OTHER
+        }
+    }
+}
+
+/// Takes the lock, binds the control socket, daemonizes, opens the log
+/// and serves. What it made (control socket, pid file, lock file) is
+/// removed however it ends; another daemon's are left alone.
+fn start_and_serve(config: Config, daemon: bool) -> Result<(), Failure> {
+    let g = config.general.clone();
+    let mut lock = Lock::take(&g.lock_file).map_err(StartError::Lock)?;
     let listener = match control::bind(&g.unix_path) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "ctrackd: cannot create the control socket {}: {e}",
-                g.unix_path.display()
-            );
             lock.remove();
-            return 1;
+            return Err(StartError::ControlSocket(g.unix_path.clone(), e).into());
         }
     };
-    if daemon {
-        if let Err(e) = daemonize() {
-            eprintln!("ctrackd: cannot daemonize: {e}");
-            return 1;
+    let result = (|| {
+        if daemon {
+            daemonize().map_err(StartError::Daemonize)?;
+            // stderr is /dev/null now: a failure to write the pid file
+            // shows only as a missing file
+            let _ = std::fs::write(&g.pid_file, format!("{}\n", std::process::id()));
         }
-        if let Err(e) = std::fs::write(&g.pid_file, format!("{}\n", std::process::id())) {
-            // stderr is /dev/null now; the log below reports it
-            let _ = e;
-        }
-    }
-    lock.write_pid();
-    let log = match Logger::new(
-        !daemon,
-        g.log.file.as_deref(),
-        g.log.syslog.as_deref(),
-        g.log.socket.as_deref(),
-    ) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("ctrackd: {e}");
-            let _ = std::fs::remove_file(&g.unix_path);
-            lock.remove();
-            return 1;
-        }
-    };
-    let code = serve(config, log, listener, daemon);
+        lock.write_pid();
+        let log = Logger::new(
+            !daemon,
+            g.log.file.as_deref(),
+            g.log.syslog.as_deref(),
+            g.log.socket.as_deref(),
+        )
+        .map_err(StartError::Log)?;
+        serve(config, log, listener, daemon)
+    })();
     let _ = std::fs::remove_file(&g.unix_path);
     if daemon {
         let _ = std::fs::remove_file(&g.pid_file);
     }
     lock.remove();
-    code
+    result
 }
 
+/// Opens ctnetlink, starts the parts and the reader threads, resyncs the
+/// cache and runs the shell's loop until it stops.
 fn serve(
     config: Config,
-    log: Logger,
+    mut log: Logger,
     listener: std::os::unix::net::UnixListener,
     daemon: bool,
-) -> i32 {
+) -> Result<(), Failure> {
     let g = config.general.clone();
-    let mut core = match Core::new(config, log, !daemon) {
-        Ok(c) => c,
-        Err(e) => {
-            let mut l = Logger::stderr();
-            l.error(&e);
-            return 1;
-        }
-    };
-    core.syslog_socket = g.log.socket.clone();
-    core.log.notice(&format!(
+    log.notice(&format!(
         "ctrackd {} starting (pid {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     ));
-
-    // subscribe before the first dump, so no flow falls in between
-    let es = match EventSocket::open(group::ALL, None) {
-        Ok(s) => s,
+    let ct = match Conntrack::open(None) {
+        Ok(ct) => ct,
         Err(e) => {
-            core.log
-                .error(&format!("cannot subscribe to conntrack events: {e}"));
-            return 1;
+            return Err(Failure {
+                error: StartError::Kernel(format!("cannot open ctnetlink: {e}")),
+                log: Some(Box::new(log)),
+            });
         }
     };
+    let core = Core::new(config, crate::flow::now_secs());
+    let mut shell = Shell::new(core, log, ct, !daemon, g.log.socket.clone());
+    match start_parts(&mut shell, listener) {
+        Ok(rx) => {
+            shell.run(&rx);
+            shell.log.notice("ctrackd stopped");
+            Ok(())
+        }
+        Err(error) => {
+            shell.parts.stop();
+            Err(Failure {
+                error,
+                log: Some(Box::new(shell.log)),
+            })
+        }
+    }
+}
+
+/// Subscribes to events (before the first dump, so no flow falls in
+/// between), starts the web, sync and WAN parts and the reader threads,
+/// and resyncs the cache. Returns the loop's channel.
+fn start_parts(
+    shell: &mut Shell,
+    listener: std::os::unix::net::UnixListener,
+) -> Result<mpsc::Receiver<Input>, StartError> {
+    let g = shell.core.config.general.clone();
+    let es = EventSocket::open(group::ALL, None)
+        .map_err(|e| StartError::Kernel(format!("cannot subscribe to conntrack events: {e}")))?;
     match es.socket().set_recv_buffer(g.netlink_buffer_size / 2) {
         Ok(n) => {
-            core.stats.buffer_size = n;
-            core.log.notice(&format!(
+            shell.core.stats.buffer_size = n;
+            shell.log.notice(&format!(
                 "netlink event socket buffer size has been set to {n} bytes"
             ));
         }
-        Err(e) => core
+        Err(e) => shell
             .log
             .warning(&format!("cannot set the event buffer size: {e}")),
     }
@@ -210,165 +282,95 @@ fn serve(
     }
 
     let (tx, rx) = mpsc::channel::<Input>();
-    let max = g.netlink_buffer_max;
-    let ktx = tx.clone();
 
     #[cfg(feature = "web")]
-    let hub = match core.config.web_config.clone() {
+    let hub = match shell.core.config.web_config.clone() {
         Some(wcfg) => {
             let addr = wcfg.socket_addr();
-            match super::webpart::WebPart::start(wcfg, tx.clone()) {
-                Ok(w) => {
-                    let hub = w.hub.clone();
-                    core.web = Some(w);
-                    core.log
-                        .notice(&format!("web: listening on http://{addr}/"));
-                    Some(hub)
-                }
-                Err(e) => {
-                    core.log.error(&e);
-                    return 1;
-                }
-            }
+            let w = super::webpart::WebPart::start(wcfg, tx.clone()).map_err(StartError::Part)?;
+            let hub = w.hub.clone();
+            shell.parts.web = Some(w);
+            shell
+                .log
+                .notice(&format!("web: listening on http://{addr}/"));
+            Some(hub)
         }
         None => None,
     };
     #[cfg(not(feature = "web"))]
-    let hub: Option<()> = None;
+    let hub: EventHub = None;
 
-    core.event_fd = Some(es.socket().fd());
-    let spawned = std::thread::Builder::new()
+    let event_fd = es.socket().fd();
+    let (ktx, max) = (tx.clone(), g.netlink_buffer_max);
+    std::thread::Builder::new()
         .name("events".into())
-        .spawn(move || event_reader(es, ktx, max, hub));
-    if let Err(e) = spawned {
-        core.log
-            .error(&format!("cannot start the event thread: {e}"));
-        return 1;
-    }
+        .spawn(move || event_reader(es, ktx, max, hub))
+        .map_err(|e| StartError::Thread("event thread", e))?;
 
     #[cfg(feature = "sync")]
-    if let Some(scfg) = core.config.sync_config.clone() {
-        match super::syncpart::SyncPart::start(scfg, tx.clone(), &mut core.log) {
-            Ok(s) => core.sync = Some(s),
-            Err(e) => {
-                core.log.error(&e);
-                return 1;
-            }
-        }
+    if let Some(scfg) = shell.core.config.sync_config.clone() {
+        let stx = std::sync::Mutex::new(tx.clone());
+        let deliver = std::sync::Arc::new(move |l| {
+            stx.lock()
+                .map(|t| t.send(Input::Sync(l)).is_ok())
+                .unwrap_or(false)
+        });
+        let s = super::syncpart::SyncPart::start(
+            scfg,
+            Some(event_fd),
+            move |l| deliver(l),
+            &mut shell.log,
+        )
+        .map_err(StartError::Part)?;
+        shell.parts.sync = Some(s);
     }
+    #[cfg(not(feature = "sync"))]
+    let _ = event_fd;
 
-    core.resync("startup");
+    shell.resync(Resync::Startup);
 
     #[cfg(feature = "wan")]
-    if let Some(wcfg) = core.config.wan_config.clone() {
-        match super::wanpart::WanPart::start(wcfg, tx.clone(), &mut core.log) {
-            Ok(w) => core.wan = Some(w),
-            Err(e) => {
-                core.log.error(&e);
-                return 1;
-            }
-        }
+    if let Some(wcfg) = shell.core.config.wan_config.clone() {
+        let wtx = tx.clone();
+        let w = super::wanpart::WanPart::start(
+            wcfg,
+            move |i| wtx.send(Input::Wan(i)).is_ok(),
+            &mut shell.log,
+        )
+        .map_err(StartError::Part)?;
+        shell.parts.wan = Some(w);
     }
 
     let ctx = tx.clone();
-    let control = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || control::serve(listener, |p| ctx.send(Input::Control(p)).is_ok()));
-    if let Err(e) = control {
-        core.log
-            .error(&format!("cannot start the control thread: {e}"));
-        return 1;
-    }
-    match signal_hook::iterator::Signals::new([
+        .spawn(move || control::serve(listener, |p| ctx.send(Input::Control(p)).is_ok()))
+        .map_err(|e| StartError::Thread("control thread", e))?;
+    let mut signals = signal_hook::iterator::Signals::new([
         libc::SIGTERM,
         libc::SIGINT,
         libc::SIGHUP,
         libc::SIGUSR1,
-    ]) {
-        Ok(mut signals) => {
-            let stx = tx.clone();
-            let r = std::thread::Builder::new()
-                .name("signals".into())
-                .spawn(move || {
-                    for s in signals.forever() {
-                        if stx.send(Input::Signal(s)).is_err() {
-                            break;
-                        }
-                    }
-                });
-            if let Err(e) = r {
-                core.log
-                    .error(&format!("cannot start the signal thread: {e}"));
-                return 1;
+    ])
+    .map_err(|e| StartError::Kernel(format!("cannot install signal handlers: {e}")))?;
+    let stx = tx;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if stx.send(Input::Signal(s)).is_err() {
+                    break;
+                }
             }
-        }
-        Err(e) => {
-            core.log
-                .error(&format!("cannot install signal handlers: {e}"));
-            return 1;
-        }
-    }
-    drop(tx);
-    core.log.notice(&format!(
+        })
+        .map_err(|e| StartError::Thread("signal thread", e))?;
+    shell.log.notice(&format!(
         "ready: {} flows cached, control socket {}",
-        core.internal.len(),
+        shell.core.internal.len(),
         g.unix_path.display()
     ));
-
-    while !core.stop {
-        let input = match core.next_deadline() {
-            Some(t) => {
-                let now = Instant::now();
-                if t <= now {
-                    core.on_timer(now);
-                    continue;
-                }
-                match rx.recv_timeout(t - now) {
-                    Ok(i) => Some(i),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            None => match rx.recv() {
-                Ok(i) => Some(i),
-                Err(_) => break,
-            },
-        };
-        match input {
-            Some(Input::Kernel(mut events)) => {
-                // events already queued are handled as one batch, so sync
-                // packs their messages into shared datagrams (the reader
-                // forwards each netlink datagram, one event, on its own)
-                let mut next = None;
-                while events.len() < KERNEL_BATCH {
-                    match rx.try_recv() {
-                        Ok(Input::Kernel(more)) => events.extend(more),
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                core.handle(Input::Kernel(events));
-                if let Some(i) = next {
-                    core.handle(i);
-                }
-            }
-            Some(i) => core.handle(i),
-            None => core.on_timer(Instant::now()),
-        }
-    }
-    #[cfg(feature = "web")]
-    if let Some(w) = core.web.as_mut() {
-        w.stop();
-    }
-    core.log.notice("ctrackd stopped");
-    0
+    Ok(rx)
 }
-
-/// Most kernel events handled as one batch.
-const KERNEL_BATCH: usize = 256;
 
 #[cfg(feature = "web")]
 type EventHub = Option<crate::web::Hub>;

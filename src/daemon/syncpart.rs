@@ -1,25 +1,26 @@
-//! Sync inside ctrackd: the sans-I/O [`Engine`] lives in the core; one
-//! reader thread per link socket forwards datagrams; the core feeds the
-//! engine its cache changes, carries out the engine's actions (send,
-//! inject, bulk dump, log) and answers the sync client commands.
+//! Sync inside ctrackd: the sans-I/O [`Engine`] driven by the core loop
+//! as a [`Part`]; one reader thread per link socket forwards datagrams;
+//! the part feeds the engine the cache's changes, carries out the
+//! engine's actions (send, inject, bulk dump, log) and answers the sync
+//! client commands.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use super::cache::Cache;
 use super::config::CacheFilter;
-use super::control::Format;
-use super::core::Input;
+use super::control::{Format, Reply, Request, Which};
+use super::core::{Replicate, Resync};
 use super::log::Logger;
+use super::part::{Part, PartCx, Slot};
 use crate::flow::{EventKind, Flow, ProtoInfo, json, proto, xml};
+use crate::netlink::events::set_conntrack_groups;
 use crate::sync::commit::{self, CommitOpts, Committer, Injector, PurgeTimer};
 use crate::sync::config::SyncConfig;
 use crate::sync::engine::{Action, Engine, LogLevel, Start};
 use crate::sync::external::FlowKey;
-use crate::sync::link::{self, LinkSocket};
+use crate::sync::link::{self, LinkInput, LinkSocket};
 use crate::sync::stats;
 
 /// How often link state is checked.
@@ -37,12 +38,21 @@ pub struct SyncPart {
     next_link_check: Instant,
     /// Protocol info the internal cache does not keep (see `on_event`).
     protoinfo: HashMap<FlowKey, ProtoInfo>,
+    /// The daemon's event socket (read by its own thread), to leave the
+    /// event groups while committing.
+    event_fd: Option<i32>,
 }
 
 impl SyncPart {
-    /// Opens the link sockets (and their reader threads), the commit
-    /// socket and the engine.
-    pub fn start(cfg: SyncConfig, tx: Sender<Input>, log: &mut Logger) -> Result<SyncPart, String> {
+    /// Opens the link sockets (and their reader threads, which pass what
+    /// they receive to `deliver`), the commit socket and the engine.
+    /// `event_fd` is the daemon's event socket.
+    pub fn start(
+        cfg: SyncConfig,
+        event_fd: Option<i32>,
+        deliver: impl Fn(LinkInput) -> bool + Clone + Send + 'static,
+        log: &mut Logger,
+    ) -> Result<SyncPart, String> {
         let key = match &cfg.auth {
             Some(a) => Some(a.load_key()?),
             None => None,
@@ -80,10 +90,7 @@ impl SyncPart {
             None
         };
         for (i, s) in socks.iter().enumerate() {
-            let (s, tx) = (s.clone(), tx.clone());
-            std::thread::Builder::new()
-                .name(format!("sync-link{i}"))
-                .spawn(move || reader(i, s, tx))
+            link::spawn_reader(i, s.clone(), deliver.clone())
                 .map_err(|e| format!("sync: cannot start a link thread: {e}"))?;
         }
         log.notice(&format!(
@@ -106,12 +113,13 @@ impl SyncPart {
             purge: PurgeTimer::default(),
             next_link_check: Instant::now() + LINK_CHECK,
             protoinfo: HashMap::new(),
+            event_fd,
         })
     }
 
     /// Port ids of our own ctnetlink sockets: events they cause are never
     /// replicated (commits and injections).
-    pub fn own_portids(&self) -> Vec<u32> {
+    fn portids(&self) -> Vec<u32> {
         let mut v = vec![self.committer.portid()];
         if let Some(i) = &self.injector {
             v.push(i.portid());
@@ -153,18 +161,18 @@ impl SyncPart {
         }
     }
 
-    /// Handles a datagram from link `link`.
-    pub fn on_datagram(&mut self, now: Instant, link: usize, bytes: &[u8], src: Option<IpAddr>) {
-        self.engine.on_datagram(now, link, bytes, src);
+    /// Handles what a link's reader delivered.
+    pub fn on_input(&mut self, now: Instant, input: LinkInput) {
+        match input {
+            LinkInput::Datagram { link, bytes, src } => {
+                self.engine.on_datagram(now, link, &bytes, src)
+            }
+            LinkInput::RecvError(link) => self.engine.note_recv_error(link),
+        }
     }
 
-    /// A link socket failed to receive.
-    pub fn on_recv_error(&mut self, link: usize) {
-        self.engine.note_recv_error(link);
-    }
-
-    /// When the part next needs [`SyncPart::on_timer`].
-    pub fn next_deadline(&self) -> Instant {
+    /// When the part next needs [`SyncPart::run_timers`].
+    fn deadline(&self) -> Instant {
         let mut d = self.next_link_check;
         for t in [self.engine.next_deadline(), self.purge.deadline()]
             .into_iter()
@@ -176,7 +184,7 @@ impl SyncPart {
     }
 
     /// Runs what is due: engine timers, the `-t` purge, link checks.
-    pub fn on_timer(
+    fn run_timers(
         &mut self,
         now: Instant,
         filter: &CacheFilter,
@@ -208,7 +216,7 @@ impl SyncPart {
     }
 
     /// Sends what the engine queued and carries out its other actions.
-    pub fn transmit(&mut self, now: Instant, filter: &CacheFilter, log: &mut Logger) {
+    fn transmit(&mut self, now: Instant, filter: &CacheFilter, log: &mut Logger) {
         // a bulk dump produces more to send: bounded rounds
         for _ in 0..4 {
             self.engine.transmit(now);
@@ -253,7 +261,7 @@ impl SyncPart {
     }
 
     /// `-c`: commits the external cache into the kernel.
-    pub fn commit(&mut self, log: &mut Logger) -> Result<Vec<u8>, String> {
+    fn commit(&mut self, log: &mut Logger) -> Result<Vec<u8>, String> {
         if self.cfg.disable_external_cache {
             return Ok(Vec::new());
         }
@@ -293,7 +301,7 @@ impl SyncPart {
     }
 
     /// `-f external` (and the external half of `-f`).
-    pub fn flush_external(&mut self, cancel_purge: bool) {
+    fn flush_external(&mut self, cancel_purge: bool) {
         self.engine.external_mut().flush();
         if cancel_purge {
             self.purge.cancel();
@@ -301,30 +309,30 @@ impl SyncPart {
     }
 
     /// `-f internal`: the engine forgets the replicated flows too.
-    pub fn flush_internal(&mut self) {
+    fn flush_internal(&mut self) {
         self.engine.flush_internal();
         self.protoinfo.clear();
     }
 
     /// `-n`: asks the peer for a full resync.
-    pub fn request_resync(&mut self) {
+    fn request_resync(&mut self) {
         self.engine.request_resync();
     }
 
     /// `-B`: sends every replicated flow to the peer.
-    pub fn send_bulk(&mut self) {
+    fn send_bulk(&mut self) {
         self.engine.send_bulk();
     }
 
     /// `-t`: flush the kernel table after PurgeTimeout.
-    pub fn reset_timers(&mut self, now: Instant, log: &mut Logger) {
+    fn reset_timers(&mut self, now: Instant, log: &mut Logger) {
         if let Some(line) = self.purge.schedule(now, self.cfg.purge_timeout) {
             log.notice(&line);
         }
     }
 
     /// `-e`: the external cache in the requested format.
-    pub fn dump_external(&self, format: Format) -> Vec<u8> {
+    fn dump_external(&self, format: Format) -> Vec<u8> {
         let now = Instant::now();
         let wall = crate::flow::now_secs();
         let ext = self.engine.external();
@@ -363,7 +371,7 @@ impl SyncPart {
     }
 
     /// The external cache (or inject) block of `-s`.
-    pub fn external_text(&self, out: &mut String) {
+    fn external_text(&self, out: &mut String) {
         match &self.injector {
             Some(i) => stats::external_inject(out, &i.stats()),
             None => stats::external_cache(out, self.engine.external()),
@@ -371,12 +379,12 @@ impl SyncPart {
     }
 
     /// The sync summary of `-s`.
-    pub fn summary_text(&self, out: &mut String) {
+    fn summary_text(&self, out: &mut String) {
         stats::summary(out, &self.engine);
     }
 
     /// `-s network|link|queue|rsqueue`.
-    pub fn section_text(&self, section: &str) -> Option<String> {
+    fn section_text(&self, section: &str) -> Option<String> {
         let mut s = String::new();
         match section {
             "network" => stats::network(&mut s, &self.engine),
@@ -389,13 +397,13 @@ impl SyncPart {
     }
 
     /// External cache size and memory (for `-s cache`).
-    pub fn external_size(&self) -> (usize, usize) {
+    fn external_size(&self) -> (usize, usize) {
         let e = self.engine.external();
         (e.len(), e.memory())
     }
 
     /// The counters as JSON (web API).
-    pub fn to_json(&self) -> serde_json::Value {
+    fn json(&self) -> serde_json::Value {
         let n = self.engine.net_stats();
         let q = self.engine.queue_stats();
         let links: Vec<serde_json::Value> = self
@@ -418,6 +426,133 @@ impl SyncPart {
             "queue": { "tx": q.tx_len, "rs": q.rs_len, "objects": q.objects },
             "links": links,
         })
+    }
+}
+
+/// The flow sync replicates for an event: the cache's merged state plus
+/// what the cache does not keep (helper, labels, NAT sequence, SYN proxy,
+/// protocol info beyond the TCP state: SCTP/DCCP state, verification
+/// tags, window scales; sync remembers those across events that omit
+/// them).
+fn sync_view(mut f: Flow, ev: &Flow) -> Flow {
+    f.helper = ev.helper.or(f.helper);
+    f.labels = ev.labels.or(f.labels);
+    f.seq_adj = ev.seq_adj;
+    f.synproxy = ev.synproxy;
+    f.master = ev.master;
+    match (ev.protoinfo, &mut f.protoinfo) {
+        (ProtoInfo::None, _) => {}
+        (ProtoInfo::Tcp(t), ProtoInfo::Tcp(cached)) => {
+            let state = cached.state;
+            *cached = t;
+            cached.state = t.state.or(state);
+        }
+        (p, slot) => *slot = p,
+    }
+    f
+}
+
+impl Part for SyncPart {
+    fn name(&self) -> &'static str {
+        "sync"
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        Some(self.deadline())
+    }
+
+    fn on_timer(&mut self, now: Instant, cx: &mut PartCx<'_>) {
+        self.run_timers(now, cx.filter, cx.internal, cx.log);
+        self.transmit(now, cx.filter, cx.log);
+    }
+
+    fn own_portids(&self) -> Vec<u32> {
+        self.portids()
+    }
+
+    fn wants_changes(&self) -> bool {
+        true
+    }
+
+    fn on_change(&mut self, now: Instant, change: Replicate<'_>) {
+        match change.cached {
+            Some(e) => self.on_event(now, change.kind, &sync_view(e.to_flow(), change.flow)),
+            None => self.on_event(now, change.kind, change.flow),
+        }
+    }
+
+    fn flush(&mut self, now: Instant, cx: &mut PartCx<'_>) {
+        self.transmit(now, cx.filter, cx.log);
+    }
+
+    fn control(&mut self, req: &Request, cx: &mut PartCx<'_>) -> Option<Reply> {
+        let now = Instant::now();
+        let reply = match req {
+            Request::Commit => {
+                // Our own commit would flood our event socket with one NEW
+                // per entry (and make the kernel build them: ~50% of the
+                // commit's cost). Leave the groups while committing; the
+                // resync right after catches up with everything.
+                let paused = self
+                    .event_fd
+                    .is_some_and(|fd| set_conntrack_groups(fd, false));
+                let r = self.commit(cx.log);
+                if paused {
+                    if let Some(fd) = self.event_fd {
+                        set_conntrack_groups(fd, true);
+                    }
+                    cx.resync = Some((Instant::now(), Resync::AfterCommit));
+                }
+                r
+            }
+            Request::Bulk => {
+                self.send_bulk();
+                Ok(Vec::new())
+            }
+            Request::RequestResync => {
+                self.request_resync();
+                Ok(Vec::new())
+            }
+            Request::ResetTimers => {
+                self.reset_timers(now, cx.log);
+                Ok(Vec::new())
+            }
+            Request::Dump(Which::External, format) => return Some(Ok(self.dump_external(*format))),
+            Request::FlushCache(which) => {
+                if matches!(which, Which::Internal | Which::All) {
+                    self.flush_internal();
+                }
+                if matches!(which, Which::External | Which::All) {
+                    self.flush_external(*which == Which::All);
+                    cx.log.notice("external cache flushed");
+                }
+                return Some(Ok(Vec::new()));
+            }
+            _ => return None,
+        };
+        self.transmit(now, cx.filter, cx.log);
+        Some(reply)
+    }
+
+    fn write_stats(&self, slot: Slot, out: &mut String) {
+        match slot {
+            Slot::AfterCache => self.external_text(out),
+            Slot::AfterTraffic => self.summary_text(out),
+            Slot::CacheSection => {
+                let (n, mem) = self.external_size();
+                out.push_str(&format!(
+                    "cache:external\tactive objects:\t\t{n:>12}\n\tmemory (bytes):\t\t\t{mem:>12}\n\n"
+                ));
+            }
+        }
+    }
+
+    fn section(&self, name: &str) -> Option<Vec<u8>> {
+        self.section_text(name).map(String::into_bytes)
+    }
+
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(self.json())
     }
 }
 
@@ -458,35 +593,6 @@ fn merge_protoinfo(known: ProtoInfo, ev: ProtoInfo) -> ProtoInfo {
             handshake_seq: handshake_seq.or(kh),
         },
         (_, e) => e,
-    }
-}
-
-/// A link's reader thread.
-fn reader(link: usize, sock: Arc<LinkSocket>, tx: Sender<Input>) {
-    let mut buf = vec![0u8; 65536];
-    let mut failures = 0u32;
-    loop {
-        let input = match sock.recv(&mut buf) {
-            Ok((n, src)) => {
-                failures = 0;
-                Input::SyncDatagram {
-                    link,
-                    bytes: buf[..n].to_vec(),
-                    src: Some(src),
-                }
-            }
-            Err(_) => {
-                failures += 1;
-                if failures > 1000 {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-                Input::SyncRecvError(link)
-            }
-        };
-        if tx.send(input).is_err() {
-            return;
-        }
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::core::Input;
+use super::input::Input;
+use super::part::Part;
 use crate::web::{Handle, Hub, Server, WebConfig, WebContext};
 
 /// The running web server.
@@ -44,17 +45,21 @@ impl WebPart {
                 }
             })),
         };
-        let addr = cfg.socket_addr();
         let handle = Server::start(cfg, ctx).map_err(|e| e.to_string())?;
-        let _ = addr;
         Ok(WebPart {
             handle: Some(handle),
             hub,
         })
     }
+}
+
+impl Part for WebPart {
+    fn name(&self) -> &'static str {
+        "web"
+    }
 
     /// Stops the server (ends event streams, releases the port).
-    pub fn stop(&mut self) {
+    fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
             h.stop();
         }

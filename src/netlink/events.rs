@@ -129,3 +129,31 @@ pub fn poll_readable(fd: i32, timeout_ms: i32) -> io::Result<bool> {
         return Ok(n > 0);
     }
 }
+
+/// Leaves (`join` false) or joins again the conntrack NEW/UPDATE/DESTROY
+/// groups on the event socket `fd`, which another thread may be reading:
+/// ctrackd stops listening while it commits (the kernel then builds no
+/// events for its own creates). Returns whether every call succeeded.
+pub fn set_conntrack_groups(fd: i32, join: bool) -> bool {
+    let opt = if join {
+        libc::NETLINK_ADD_MEMBERSHIP
+    } else {
+        libc::NETLINK_DROP_MEMBERSHIP
+    };
+    let mut ok = true;
+    // the group numbers (1, 2, 3) of the bits in [`group`]
+    for number in [1u32, 2, 3] {
+        // SAFETY: setsockopt reads a u32 of the given size from a live local.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_NETLINK,
+                opt,
+                &number as *const u32 as *const libc::c_void,
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        ok &= rc == 0;
+    }
+    ok
+}

@@ -16,6 +16,8 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::config::{LinkConfig, LinkKind};
 
@@ -300,6 +302,65 @@ impl LinkSocket {
     pub fn send_addr(&self) -> io::Result<SocketAddr> {
         self.send.local_addr()
     }
+}
+
+/// What a link's reader thread delivers to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkInput {
+    /// A datagram arrived.
+    Datagram {
+        /// Index of the link in the Sync block.
+        link: usize,
+        /// The datagram.
+        bytes: Vec<u8>,
+        /// Its source address.
+        src: Option<IpAddr>,
+    },
+    /// The link's socket failed to receive.
+    RecvError(usize),
+}
+
+/// Receive failures in a row after which a reader gives up.
+const MAX_RECV_FAILURES: u32 = 1000;
+
+/// Starts the thread that reads link `link`'s socket and passes what it
+/// receives to `deliver`, until `deliver` returns false or receives failed
+/// [`MAX_RECV_FAILURES`] times in a row.
+pub fn spawn_reader(
+    link: usize,
+    sock: Arc<LinkSocket>,
+    mut deliver: impl FnMut(LinkInput) -> bool + Send + 'static,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("sync-link{link}"))
+        .spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let mut failures = 0u32;
+            loop {
+                let input = match sock.recv(&mut buf) {
+                    Ok((n, src)) => {
+                        failures = 0;
+                        LinkInput::Datagram {
+                            link,
+                            bytes: buf[..n].to_vec(),
+                            src: Some(src),
+                        }
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        if failures > MAX_RECV_FAILURES {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                        LinkInput::RecvError(link)
+                    }
+                };
+                if !deliver(input) {
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -1,41 +1,83 @@
-//! The whole WAN watch in one object: the rtnetlink watch feeding the
-//! tracker, the tracker's flush orders run by the executor, the stats kept
-//! up to date. It owns its sockets and can run on its own thread
-//! ([`Watcher::run`]) or be stepped from an event loop ([`Watcher::step`],
-//! with [`Watcher::fd`] and [`Watcher::next_deadline`] for poll).
+//! The WAN watch as ctrackd runs it: [`WanWatch`] owns the sans-I/O
+//! [`Tracker`], the flush [`Executor`] and the counters, and carries out
+//! the tracker's actions in one place ([`WanWatch::run_actions`]); a
+//! reader thread ([`spawn_reader`]) turns the rtnetlink socket into
+//! [`WatchInput`]s for whoever owns the watch.
 //!
-//! The daemon may instead drive [`Tracker`] itself from its core loop and
-//! run flushes wherever it likes; this module is the reference wiring (and
-//! what the namespace tests run).
+//! ctrackd's core feeds the reader's inputs to [`WanWatch::handle`] and
+//! calls [`WanWatch::on_timer`] at [`WanWatch::next_deadline`]; the
+//! namespace tests (tests/wan_watch.rs) drive the same object the same
+//! way, so what they prove is what the daemon runs.
 
-use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::config::WanConfig;
 use super::flush::{Executor, FlushOptions, FlushReport};
-use super::rtnl::{Recv, RtMsg, RtnlWatch};
+use super::rtnl::{self, Recv, RtMsg, RtnlWatch};
 use super::stats::WanStats;
 use super::tracker::{Action, Change, FlushOrder, IfaceStatus, Input, Tracker};
 use crate::netlink::Error;
 use crate::netlink::events::poll_readable;
+use crate::severity::Severity;
 
-/// Something the owner may want to log.
+/// What the reader thread delivers to the watch's owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchInput {
+    /// Address and link messages, in the kernel's order.
+    Messages(Vec<RtMsg>),
+    /// The socket overran (ENOBUFS): messages were lost.
+    Overrun,
+    /// A receive failed; `fatal` when the reader gave up after too many.
+    Failed {
+        /// The socket error.
+        error: String,
+        /// The reader thread has stopped.
+        fatal: bool,
+    },
+}
+
+/// Something that happened, for the log (and the tests).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
     /// A watched interface changed.
     Changed(Change),
     /// A flush ran.
     Flushed(FlushOrder, FlushReport),
-    /// A flush failed (it is retried later).
+    /// A flush failed (the tracker retries it later).
     FlushFailed(FlushOrder, String),
     /// Links and addresses were dumped again (after an overrun or a new
     /// device).
     Resynced,
+    /// Links and addresses could not be dumped again.
+    ResyncFailed(String),
+    /// The rtnetlink socket overran; a dump follows.
+    Overrun,
+    /// The rtnetlink socket failed to receive.
+    ReaderFailed {
+        /// The socket error.
+        error: String,
+        /// The reader thread has stopped: changes are no longer seen.
+        fatal: bool,
+    },
 }
 
 impl Note {
-    /// The one-line log message for this note (without a prefix).
+    /// How serious the note is.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Note::Changed(_) | Note::Flushed(..) | Note::Resynced => Severity::Notice,
+            Note::Overrun => Severity::Warning,
+            Note::FlushFailed(..) | Note::ResyncFailed(_) | Note::ReaderFailed { .. } => {
+                Severity::Error
+            }
+        }
+    }
+
+    /// The one-line log message for this note.
     pub fn log_line(&self) -> String {
         match self {
             Note::Changed(c) => {
@@ -70,47 +112,57 @@ impl Note {
             }
             Note::FlushFailed(o, e) => format!("wan: flush of {} failed: {e}", o.rule),
             Note::Resynced => "wan: links and addresses dumped again".to_string(),
+            Note::ResyncFailed(e) => format!("wan: cannot re-read addresses: {e}"),
+            Note::Overrun => "wan: rtnetlink overrun, re-reading addresses".to_string(),
+            Note::ReaderFailed { error, fatal } => format!(
+                "wan: rtnetlink: {error}{}",
+                if *fatal { "; giving up" } else { "" }
+            ),
         }
     }
 }
 
-/// Seconds since the epoch, for the stats.
-fn wall() -> i64 {
-    crate::flow::now_secs()
-}
+/// Rounds of actions one input may lead to: a flush reports back and a
+/// resync feeds a snapshot, each of which may order more; the cap keeps a
+/// misbehaving kernel from spinning the owner's thread.
+const MAX_ROUNDS: usize = 16;
 
-/// The WAN watch.
+/// The WAN watch: tracker, executor and counters, in this or a named
+/// network namespace.
 #[derive(Debug)]
-pub struct Watcher {
-    rtnl: RtnlWatch,
+pub struct WanWatch {
     tracker: Tracker,
     exec: Executor,
     opts: FlushOptions,
-    msgs: Vec<RtMsg>,
-    /// The counters (for `ctrackd -s` and the JSON API).
+    netns: Option<String>,
+    /// The counters (for `ctrackd -s wan` and the JSON API).
     pub stats: WanStats,
 }
 
-impl Watcher {
-    /// Subscribes to link and address changes, dumps the current state as
-    /// the baseline and opens the ctnetlink sockets, in this or the named
-    /// network namespace.
-    pub fn open(cfg: WanConfig, netns: Option<&str>) -> Result<Watcher, Error> {
-        let mut rtnl = RtnlWatch::open(netns)?;
-        rtnl.set_nonblocking(true)?;
-        let exec = Executor::open(netns)?;
-        let mut tracker = Tracker::new(cfg);
+impl WanWatch {
+    /// Subscribes to link and address changes, then dumps them as the
+    /// baseline (in this order, so no change falls in between), and opens
+    /// ctnetlink for the flushes. Returns the watch, the subscribed socket
+    /// for [`spawn_reader`], and the notes of the baseline.
+    pub fn open(
+        cfg: WanConfig,
+        netns: Option<&str>,
+    ) -> Result<(WanWatch, RtnlWatch, Vec<Note>), Error> {
+        let mut socket = RtnlWatch::open(netns)?;
         let mut snap = Vec::new();
-        rtnl.dump(&mut snap)?;
-        tracker.handle(Instant::now(), Input::Snapshot(&snap));
-        Ok(Watcher {
-            rtnl,
-            tracker,
+        socket.dump(&mut snap)?;
+        let exec = Executor::open(netns)?;
+        let mut watch = WanWatch {
+            tracker: Tracker::new(cfg),
             exec,
             opts: FlushOptions::default(),
-            msgs: Vec::new(),
+            netns: netns.map(str::to_string),
             stats: WanStats::default(),
-        })
+        };
+        let now = Instant::now();
+        let actions = watch.tracker.handle(now, Input::Snapshot(&snap));
+        let notes = watch.run_actions(now, actions);
+        Ok((watch, socket, notes))
     }
 
     /// Changes how flushes run (dry run, kernel-side filtering).
@@ -118,12 +170,12 @@ impl Watcher {
         self.opts = opts;
     }
 
-    /// The rtnetlink socket to poll for readability.
-    pub fn fd(&self) -> i32 {
-        self.rtnl.fd()
+    /// The configuration in effect.
+    pub fn config(&self) -> &WanConfig {
+        self.tracker.config()
     }
 
-    /// When [`Watcher::step`] has work even without events.
+    /// When [`WanWatch::on_timer`] has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.tracker.next_deadline()
     }
@@ -133,97 +185,166 @@ impl Watcher {
         self.tracker.status()
     }
 
-    /// Applies a new configuration (SIGHUP).
-    pub fn reconfigure(&mut self, cfg: WanConfig, notes: &mut Vec<Note>) -> Result<(), Error> {
-        let actions = self.tracker.reconfigure(cfg);
-        self.perform(Instant::now(), actions, notes)
-    }
-
-    /// Waits up to `max_wait` (less if a deadline comes first) for events,
-    /// handles what arrived and what is due, and appends what happened to
-    /// `notes`. Errors are socket errors; a failed flush is a note.
-    pub fn step(&mut self, max_wait: Duration, notes: &mut Vec<Note>) -> Result<(), Error> {
-        let now = Instant::now();
-        let wait = match self.tracker.next_deadline() {
-            Some(d) => d.saturating_duration_since(now).min(max_wait),
-            None => max_wait,
-        };
-        // round up so we do not wake just before the deadline
-        let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let mut actions = Vec::new();
-        if poll_readable(self.rtnl.fd(), ms)? {
-            loop {
-                self.msgs.clear();
-                match self.rtnl.recv(&mut self.msgs)? {
-                    Recv::Empty => break,
-                    Recv::Overrun => {
-                        actions.extend(self.tracker.handle(Instant::now(), Input::Overrun))
-                    }
-                    Recv::Messages => {
-                        let now = Instant::now();
-                        for m in &self.msgs {
-                            actions.extend(self.tracker.handle(now, Input::Rt(m)));
-                        }
-                    }
-                }
-            }
-        }
-        let now = Instant::now();
-        actions.extend(self.tracker.handle(now, Input::Tick));
-        self.perform(now, actions, notes)
-    }
-
-    fn perform(
-        &mut self,
-        now: Instant,
-        actions: Vec<Action>,
-        notes: &mut Vec<Note>,
-    ) -> Result<(), Error> {
-        let mut queue: VecDeque<Action> = actions.into();
-        while let Some(a) = queue.pop_front() {
-            match a {
-                Action::Changed(c) => {
-                    self.stats.record_change(wall(), &c);
-                    notes.push(Note::Changed(c));
-                }
-                Action::Resync => {
-                    let mut snap = Vec::new();
-                    self.rtnl.dump(&mut snap)?;
-                    self.stats.record_resync();
-                    notes.push(Note::Resynced);
-                    queue.extend(self.tracker.handle(now, Input::Snapshot(&snap)));
-                }
-                Action::Flush(order) => {
-                    let result = self.exec.run(&order.rule, &self.opts, &mut |_, _, _| {});
-                    let ok = result.is_ok();
-                    match result {
-                        Ok(r) => {
-                            self.stats.record_flush(wall(), &order, Ok(&r));
-                            notes.push(Note::Flushed(order, r));
-                        }
-                        Err(e) => {
-                            let msg = e.to_string();
-                            self.stats.record_flush(wall(), &order, Err(msg.clone()));
-                            notes.push(Note::FlushFailed(order, msg));
-                        }
-                    }
-                    queue.extend(self.tracker.handle(Instant::now(), Input::FlushDone { ok }));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs until `stop` is set (checked at least every 200 ms), passing
-    /// every note to `on_note`. For a dedicated thread.
-    pub fn run(&mut self, stop: &AtomicBool, on_note: &mut dyn FnMut(&Note)) -> Result<(), Error> {
+    /// Handles what the reader delivered.
+    pub fn handle(&mut self, now: Instant, input: WatchInput) -> Vec<Note> {
         let mut notes = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            self.step(Duration::from_millis(200), &mut notes)?;
-            for n in notes.drain(..) {
-                on_note(&n);
+        let actions = match input {
+            WatchInput::Messages(msgs) => {
+                let mut actions = Vec::new();
+                for m in &msgs {
+                    actions.extend(self.tracker.handle(now, Input::Rt(m)));
+                }
+                actions
             }
-        }
-        Ok(())
+            WatchInput::Overrun => {
+                notes.push(Note::Overrun);
+                self.tracker.handle(now, Input::Overrun)
+            }
+            WatchInput::Failed { error, fatal } => {
+                notes.push(Note::ReaderFailed { error, fatal });
+                Vec::new()
+            }
+        };
+        notes.extend(self.run_actions(now, actions));
+        notes
     }
+
+    /// Runs what is due (debounced flushes, retries).
+    pub fn on_timer(&mut self, now: Instant) -> Vec<Note> {
+        let actions = self.tracker.handle(now, Input::Tick);
+        self.run_actions(now, actions)
+    }
+
+    /// Applies a new configuration (SIGHUP): interfaces that stay keep
+    /// their state.
+    pub fn reconfigure(&mut self, now: Instant, cfg: WanConfig) -> Vec<Note> {
+        let actions = self.tracker.reconfigure(cfg);
+        self.run_actions(now, actions)
+    }
+
+    /// Carries out the tracker's actions and what they lead to: the one
+    /// place where WAN flushes and re-reads happen.
+    fn run_actions(&mut self, now: Instant, mut actions: Vec<Action>) -> Vec<Note> {
+        let mut notes = Vec::new();
+        let mut rounds = 0;
+        while !actions.is_empty() && rounds < MAX_ROUNDS {
+            rounds += 1;
+            let mut more = Vec::new();
+            for action in actions {
+                let wall = crate::flow::now_secs();
+                match action {
+                    Action::Changed(c) => {
+                        self.stats.record_change(wall, &c);
+                        notes.push(Note::Changed(c));
+                    }
+                    Action::Resync => {
+                        self.stats.record_resync();
+                        match rtnl::dump(self.netns.as_deref()) {
+                            Ok(snap) => {
+                                notes.push(Note::Resynced);
+                                more.extend(self.tracker.handle(now, Input::Snapshot(&snap)));
+                            }
+                            Err(e) => notes.push(Note::ResyncFailed(e.to_string())),
+                        }
+                    }
+                    Action::Flush(order) => {
+                        let result = self.exec.run(&order.rule, &self.opts, &mut |_, _, _| {});
+                        let ok = result.is_ok();
+                        match result {
+                            Ok(report) => {
+                                self.stats.record_flush(wall, &order, Ok(&report));
+                                notes.push(Note::Flushed(order, report));
+                            }
+                            Err(e) => {
+                                let msg = e.to_string();
+                                self.stats.record_flush(wall, &order, Err(msg.clone()));
+                                notes.push(Note::FlushFailed(order, msg));
+                            }
+                        }
+                        more.extend(self.tracker.handle(Instant::now(), Input::FlushDone { ok }));
+                    }
+                }
+            }
+            actions = more;
+        }
+        notes
+    }
+}
+
+/// Receive failures in a row after which the reader gives up.
+const MAX_FAILURES: u32 = 100;
+
+/// How often the reader checks whether it should stop.
+const READER_POLL_MS: i32 = 200;
+
+/// The reader thread of a WAN watch.
+#[derive(Debug)]
+pub struct Reader {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Reader {
+    /// Stops the thread and waits for it (its socket is closed after).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Starts the thread that reads `socket` and passes each receive to
+/// `deliver`, until `deliver` returns false, [`Reader::stop`] is called, or
+/// receives failed [`MAX_FAILURES`] times in a row (then it delivers a
+/// fatal [`WatchInput::Failed`] and ends).
+pub fn spawn_reader(
+    mut socket: RtnlWatch,
+    mut deliver: impl FnMut(WatchInput) -> bool + Send + 'static,
+) -> io::Result<Reader> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("rtnetlink".into())
+        .spawn(move || {
+            let mut failures = 0u32;
+            while !stopped.load(Ordering::Relaxed) {
+                let input = match receive(&mut socket) {
+                    Ok(None) => continue,
+                    Ok(Some(input)) => {
+                        failures = 0;
+                        input
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        WatchInput::Failed {
+                            error: e.to_string(),
+                            fatal: failures > MAX_FAILURES,
+                        }
+                    }
+                };
+                let fatal = matches!(input, WatchInput::Failed { fatal: true, .. });
+                if !deliver(input) || fatal {
+                    return;
+                }
+            }
+        })?;
+    Ok(Reader {
+        stop,
+        handle: Some(handle),
+    })
+}
+
+/// Waits up to [`READER_POLL_MS`] for the socket and receives one
+/// datagram: `None` when nothing (or nothing decodable) arrived.
+fn receive(socket: &mut RtnlWatch) -> io::Result<Option<WatchInput>> {
+    if !poll_readable(socket.fd(), READER_POLL_MS)? {
+        return Ok(None);
+    }
+    let mut msgs = Vec::new();
+    Ok(match socket.recv(&mut msgs)? {
+        Recv::Messages if !msgs.is_empty() => Some(WatchInput::Messages(msgs)),
+        Recv::Overrun => Some(WatchInput::Overrun),
+        Recv::Messages | Recv::Empty => None,
+    })
 }

@@ -9,6 +9,7 @@
 #![cfg(feature = "wan")]
 
 mod lab;
+mod support;
 mod wan_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -11,8 +11,9 @@
 #   make static-router  experimental static mipsel/armv7 binaries (Debian's musl; see the script)
 #   make features-test  lib tests and clippy without default features
 #
-# `make test` runs all of these checks: tests/packaging.rs (run by
-# `cargo test`) needs the static binaries, so `integration` builds them first.
+# `make test` runs all of these checks: tests/packaging_binary.rs and
+# tests/packaging_scripts.rs (run by `cargo test`) need the static binaries,
+# so `integration` builds them first.
 
 # shellcheck, busybox (init script test), qemu-user and the powerpc and
 # mips linkers (cross-test)

@@ -13,6 +13,7 @@
 //! captures from a lab router (root needed).
 
 mod lab;
+mod support;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use ctrack::flow::text::{self, TextOptions};
 use ctrack::flow::{EventKind, Flow, ProtoInfo, proto};
 use ctrack::netlink::ct::{self, cta};
 use ctrack::netlink::message::NlMsgs;
+use support::flowline::PRINT_TIME;
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
@@ -134,24 +136,6 @@ fn flows(c: &Capture) -> Vec<(Option<EventKind>, u32, Flow)> {
     out
 }
 
-/// `delta-time` and the timeout depend on when a line was printed.
-fn mask(line: &str) -> String {
-    let mut toks: Vec<String> = line.split(' ').map(str::to_string).collect();
-    let num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    for i in 1..toks.len().saturating_sub(1) {
-        if num(&toks[i]) && num(&toks[i + 1]) {
-            toks[i + 1] = "T".into();
-            break;
-        }
-    }
-    for t in toks.iter_mut() {
-        if t.starts_with("delta-time=") {
-            *t = "delta-time=D".into();
-        }
-    }
-    toks.join(" ")
-}
-
 #[test]
 fn router_dump_prints_as_conntrack_printed_it() {
     let c = load("dump-router");
@@ -172,9 +156,9 @@ fn router_dump_prints_as_conntrack_printed_it() {
                 ..TextOptions::default()
             },
         );
-        ours.push(mask(&String::from_utf8(line).expect("utf8")));
+        ours.push(PRINT_TIME.apply(&String::from_utf8(line).expect("utf8")));
     }
-    let theirs: Vec<String> = golden.lines().map(mask).collect();
+    let theirs: Vec<String> = golden.lines().map(|l| PRINT_TIME.apply(l)).collect();
     assert_eq!(ours, theirs);
 }
 
@@ -528,6 +512,7 @@ mod recorder {
     use ctrack::netlink::socket::{NETLINK_NETFILTER, NlSocket};
 
     use crate::lab::{self, RouterLab, addr};
+    use crate::support::TempDir;
 
     const ENTRIES: &str = include_str!("data/entries.txt");
 
@@ -558,11 +543,11 @@ mod recorder {
     }
 
     fn load(lab: &RouterLab, script: &str) {
-        let path = std::env::temp_dir().join(format!("ctrack-rec-{}", std::process::id()));
+        let dir = TempDir::new("rec");
+        let path = dir.join("script");
         std::fs::write(&path, script).expect("script");
         lab.router
             .must(&["conntrack", "-R", path.to_str().expect("path")]);
-        let _ = std::fs::remove_file(path);
     }
 
     /// An entry created through ctnetlink directly, for what conntrack

@@ -4,6 +4,7 @@
 
 mod daemon_common;
 mod lab;
+mod support;
 
 use std::collections::BTreeSet;
 use std::os::unix::net::UnixDatagram;
@@ -11,44 +12,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_common::{Daemon, TempDir, config_text};
+use daemon_common::{Daemon, config_text};
 use lab::{Netns, RouterLab, addr, stdout, wait_until};
-
-/// The identity of a flow line: protocol, tuples, state, mark; without
-/// timeouts, counters, use and times, which differ between the two views.
-fn normalize(line: &str) -> String {
-    let line = match line.find(" [active since ") {
-        Some(i) => &line[..i],
-        None => line,
-    };
-    line.split_whitespace()
-        .filter(|w| {
-            !(w.starts_with("packets=")
-                || w.starts_with("bytes=")
-                || w.starts_with("use=")
-                || w.starts_with("delta-time=")
-                || w.starts_with("id=")
-                || w.starts_with("mark=")
-                || w.starts_with('[')
-                || w.ends_with(']')
-                || w.ends_with("s]")
-                || w.chars().all(|c| c.is_ascii_digit()))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+use support::TempDir;
+use support::flowline::IDENTITY;
 
 fn kernel_set(ns: &Netns) -> BTreeSet<String> {
     stdout(&ns.conntrack(&["-L"]))
         .lines()
-        .map(normalize)
+        .map(|l| IDENTITY.apply(l))
         .collect()
 }
 
 fn cache_set(d: &Daemon) -> BTreeSet<String> {
     let o = d.client(&["-i"]);
     assert!(o.status.success(), "{}", lab::stderr(&o));
-    stdout(&o).lines().map(normalize).collect()
+    stdout(&o).lines().map(|l| IDENTITY.apply(l)).collect()
 }
 
 fn wait_equal(d: &Daemon, ns: &Netns) {
@@ -234,7 +213,7 @@ fn overrun_ends_with_a_resync_equal_to_the_kernel() {
             i & 255
         ));
     }
-    let file = d.dir.path("burst.txt");
+    let file = d.dir.join("burst.txt");
     std::fs::write(&file, lines).unwrap();
     ns.must(&["conntrack", "-R", file.to_str().unwrap()]);
     let ok = wait_until(Duration::from_secs(20), || {
@@ -298,8 +277,8 @@ fn reload_good_and_bad_config() {
     assert_eq!(cache_set(&d).len(), 1);
     d.signal("-TERM");
     assert_eq!(d.wait_exit(), Some(0));
-    assert!(!d.dir.path("ctl").exists(), "socket left behind");
-    assert!(!d.dir.path("lock").exists(), "lock file left behind");
+    assert!(!d.dir.join("ctl").exists(), "socket left behind");
+    assert!(!d.dir.join("lock").exists(), "lock file left behind");
 }
 
 #[test]
@@ -329,14 +308,14 @@ fn single_instance_kill_and_client_errors() {
     let k = d.client(&["-k"]);
     assert!(k.status.success());
     assert_eq!(d.wait_exit(), Some(0));
-    assert!(!d.dir.path("ctl").exists() && !d.dir.path("lock").exists());
+    assert!(!d.dir.join("ctl").exists() && !d.dir.join("lock").exists());
     let none = d.client(&["-s"]);
     assert_eq!(none.status.code(), Some(1));
     assert_eq!(
         lab::stderr(&none).trim(),
         format!(
             "ctrackd is not running (no socket at {})",
-            d.dir.path("ctl").display()
+            d.dir.join("ctl").display()
         )
     );
     // bad flags and bad configs: one line, exit 1, nothing started
@@ -397,7 +376,7 @@ fn syslog_survives_a_syslogd_restart() {
     }
     let ns = Netns::new("dsys");
     let dir = TempDir::new("syslog-sock");
-    let sock = dir.path("devlog");
+    let sock = dir.join("devlog");
     let listener = SyslogListener::bind(&sock);
     let d = Daemon::start(
         &ns,
@@ -429,12 +408,12 @@ fn daemonizes_with_a_pid_file() {
     }
     let ns = Netns::new("dfork");
     let dir = TempDir::new("fork");
-    let conf = dir.path("ctrackd.conf");
+    let conf = dir.join("ctrackd.conf");
     std::fs::write(
         &conf,
         config_text(
             &dir,
-            &format!("  PidFile {}", dir.path("pid").display()),
+            &format!("  PidFile {}", dir.join("pid").display()),
             "",
         ),
     )
@@ -449,10 +428,10 @@ fn daemonizes_with_a_pid_file() {
     ]);
     assert!(o.status.success(), "{}", lab::stderr(&o));
     let up = wait_until(Duration::from_secs(10), || {
-        dir.path("pid").exists() && dir.path("ctl").exists()
+        dir.join("pid").exists() && dir.join("ctl").exists()
     });
     assert!(up);
-    let pid: u32 = std::fs::read_to_string(dir.path("pid"))
+    let pid: u32 = std::fs::read_to_string(dir.join("pid"))
         .unwrap()
         .trim()
         .parse()
@@ -467,5 +446,5 @@ fn daemonizes_with_a_pid_file() {
         !Path::new(&format!("/proc/{pid}")).exists()
     });
     assert!(gone, "daemon still running");
-    assert!(!dir.path("pid").exists() && !dir.path("ctl").exists() && !dir.path("lock").exists());
+    assert!(!dir.join("pid").exists() && !dir.join("ctl").exists() && !dir.join("lock").exists());
 }

@@ -5,6 +5,7 @@
 
 mod daemon_common;
 mod lab;
+mod support;
 mod wan_common;
 
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@
 #![cfg(feature = "sync")]
 
 mod lab;
+mod support;
 mod synclab;
 
 use std::io::Write;

@@ -5,6 +5,7 @@
 #![cfg(feature = "sync")]
 
 mod lab;
+mod support;
 mod synclab;
 
 use std::path::PathBuf;

@@ -8,18 +8,20 @@
 mod daemon_common;
 mod halab;
 mod lab;
+mod support;
 mod synclab;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use daemon_common::{Daemon, TempDir};
+use daemon_common::Daemon;
 use halab::{
     EchoClient, EchoServer, HaLab, Router, external_keys, kernel_keys, notify, replicated,
     start_ctrackd, wait_same,
 };
 use lab::{Netns, stdout, wait_until};
+use support::TempDir;
 use synclab::{Conntrackd, Side, SyncLab, Transport};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -386,7 +388,7 @@ fn load(ns: &Netns, dir: &TempDir, first: u32, n: u32) {
             80 + (i & 1)
         ));
     }
-    let f = dir.path(&format!("flows-{first}"));
+    let f = dir.join(format!("flows-{first}"));
     std::fs::write(&f, text).unwrap();
     let o = ns.ctrack(&["-R", f.to_str().unwrap()]);
     assert!(o.status.success(), "-R: {}", lab::stderr(&o));
@@ -411,7 +413,7 @@ fn lossy_link_restarted_standby_and_killed_primary() {
     let mut da = start_ctrackd(&a, "rb-a", Side::Primary, "", "");
     let mut db = start_ctrackd(&b, "rb-b", Side::Standby, "", "");
     load(&a, &dir, 0, 3000);
-    let logs_at = [da.dir.path("log"), db.dir.path("log")];
+    let logs_at = [da.dir.join("log"), db.dir.join("log")];
     let confs = [da.conf(), db.conf()];
     let ctx = || {
         let mut s = String::new();
@@ -536,12 +538,12 @@ fn authenticated_pair_refuses_forged_replayed_and_truncated_datagrams() {
     }
     let (a, b) = pair("au");
     let dir = TempDir::new("au");
-    let key = dir.path("sync.key");
+    let key = dir.join("sync.key");
     std::fs::write(&key, "c2VjcmV0IHNoYXJlZCBieSB0aGUgdHdvIHJvdXRlcnM=\n").unwrap();
     let auth = format!("Auth {{ KeyFile {} }}", key.display());
     let da = start_ctrackd(&a, "au-a", Side::Primary, "", &auth);
     let db = start_ctrackd(&b, "au-b", Side::Standby, "", &auth);
-    let pcap = dir.path("sync.pcap");
+    let pcap = dir.join("sync.pcap");
     let cap = synclab::capture(&b, &pcap);
     load(&a, &dir, 0, 20);
     let ctx = || logs(&[&da, &db]);

@@ -3,23 +3,25 @@
 //! (checked with a stand-in ctrackd that records its arguments).
 #![cfg(feature = "sync")]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use support::TempDir;
 
 fn script(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 struct Fake {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Fake {
     /// A fake ctrackd that logs its arguments; `-s` fails when `down`.
     fn new(tag: &str, down: bool) -> Fake {
-        let dir = std::env::temp_dir().join(format!("ctrack-notify-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(&format!("notify-{tag}"));
         let bin = dir.join("ctrackd");
         let fail_s = if down {
             "[ \"$3\" = -s ] && exit 1"
@@ -61,12 +63,6 @@ impl Fake {
             c.env(k, v);
         }
         c.output().unwrap()
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

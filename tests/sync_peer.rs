@@ -12,6 +12,7 @@
 #![cfg(feature = "sync")]
 
 mod lab;
+mod support;
 mod synclab;
 
 use std::net::IpAddr;

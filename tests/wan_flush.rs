@@ -7,11 +7,13 @@
 #![cfg(feature = "wan")]
 
 mod lab;
+mod support;
 mod wan_common;
 
 use std::time::{Duration, Instant};
 
 use lab::{Netns, RouterLab, stderr, stdout};
+use support::flowline::TUPLES;
 use wan_common::*;
 
 const A: &str = "10.9.2.1"; // the lab's router WAN address
@@ -207,7 +209,7 @@ fn dry_run_lists_exactly_the_stale_flows_and_the_rest_is_untouched() {
     let others: Vec<String> = before
         .lines()
         .filter(|l| lines_with(l, A).is_empty())
-        .map(key)
+        .map(|l| TUPLES.apply(l))
         .collect();
     assert!(others.len() >= 4, "{before}");
 
@@ -227,7 +229,7 @@ fn dry_run_lists_exactly_the_stale_flows_and_the_rest_is_untouched() {
             stderr(&o),
             "ctrack: 3 stale flows would be deleted (dry run)\n"
         );
-        let mut listed: Vec<String> = stdout(&o).lines().map(key).collect();
+        let mut listed: Vec<String> = stdout(&o).lines().map(|l| TUPLES.apply(l)).collect();
         listed.sort();
         assert_eq!(listed, expected, "{args:?}");
     }
@@ -255,7 +257,7 @@ fn dry_run_lists_exactly_the_stale_flows_and_the_rest_is_untouched() {
     assert_eq!(stderr(&o), "ctrack: 3 stale flows deleted\n");
     let after = stdout(&lab.router.conntrack(&["-L"]));
     assert!(lines_with(&after, A).is_empty(), "{after}");
-    let remaining: Vec<String> = after.lines().map(key).collect();
+    let remaining: Vec<String> = after.lines().map(|l| TUPLES.apply(l)).collect();
     for o in &others {
         assert!(remaining.contains(o), "{o} must survive: {after}");
     }

@@ -8,6 +8,7 @@
 #![cfg(feature = "wan")]
 
 mod lab;
+mod support;
 mod wan_common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lab::{Netns, RouterLab, stderr};
+use support::TempDir;
 use wan_common::*;
 
 const A: &str = "10.9.2.1";
@@ -53,13 +55,12 @@ fn shellcheck_is_clean() {
 
 /// A scratch directory with `uci` and `ctrack` on a PATH of their own.
 struct Env {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Env {
     fn new(tag: &str, uci: &str) -> Env {
-        let dir = std::env::temp_dir().join(format!("ctrack-hotplug-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new(&format!("hotplug-{tag}"));
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::fs::write(dir.join("uci.conf"), uci).unwrap();
         let fake = "#!/bin/sh\n\
@@ -113,12 +114,6 @@ impl Env {
                 v.sort();
                 v.join(" ")
             })
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

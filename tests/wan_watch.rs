@@ -10,6 +10,7 @@
 #![cfg(feature = "wan")]
 
 mod lab;
+mod support;
 mod wan_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

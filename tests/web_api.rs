@@ -5,6 +5,7 @@
 #![cfg(feature = "web")]
 
 mod lab;
+mod support;
 mod webtest;
 
 use std::io::{BufRead, BufReader, Write};
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use ctrack::web::{Hub, Limits};
 use lab::{RouterLab, addr, stdout};
 use serde_json::Value;
-use webtest::{TempDir, config, get, load_flows, raw, req, start, volume_lines};
+use support::TempDir;
+use webtest::{config, get, load_flows, raw, req, start, volume_lines};
 
 fn conntrack_count(lab: &RouterLab, args: &[&str]) -> usize {
     let mut a = vec!["-L"];
@@ -45,7 +47,7 @@ fn busy_lab(tag: &str, n: u32) -> RouterLab {
     lab.udp(addr::SERVER, 5353);
     // port forward: server -> router wan:2222 -> client:22
     lab::dnat_flow(&lab);
-    load_flows(&lab.router.name, &volume_lines(n));
+    load_flows(&lab.router, &volume_lines(n));
     lab
 }
 
@@ -56,7 +58,7 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
     }
     let lab = busy_lab("wapi", 3000);
     let dir = TempDir::new("leases");
-    let leases = dir.0.join("dhcp.leases");
+    let leases = dir.join("dhcp.leases");
     std::fs::write(
         &leases,
         format!(
@@ -67,8 +69,8 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
     .unwrap();
     let mut cfg = config();
     cfg.dhcp_leases = Some(leases);
-    let web = start(&lab.router.name, cfg, Hub::default());
-    let (ns, a) = (lab.router.name.as_str(), web.local_addr());
+    let web = start(&lab.router, cfg, Hub::default());
+    let (ns, a) = (&lab.router, web.local_addr());
 
     // the whole table, unsorted (streamed, chunked): total == conntrack -C
     let mut ok = false;
@@ -368,12 +370,12 @@ fn delete_needs_a_token_and_really_deletes() {
         return;
     }
     let lab = RouterLab::new("wdel");
-    load_flows(&lab.router.name, &volume_lines(500));
-    let ns = lab.router.name.clone();
+    load_flows(&lab.router, &volume_lines(500));
+    let ns = &lab.router;
     // no TokenFile: 403 whatever the request says
-    let web = start(&ns, config(), Hub::default());
+    let web = start(ns, config(), Hub::default());
     let r = req(
-        &ns,
+        ns,
         web.local_addr(),
         "DELETE",
         "/api/v1/connections?mark=77",
@@ -384,11 +386,11 @@ fn delete_needs_a_token_and_really_deletes() {
     web.stop();
 
     let dir = TempDir::new("token");
-    let tf = dir.0.join("token");
+    let tf = dir.join("token");
     std::fs::write(&tf, "s3cret-token-0123456789\n").unwrap();
     let mut cfg = config();
     cfg.token_file = Some(tf);
-    let web = start(&ns, cfg, Hub::default());
+    let web = start(ns, cfg, Hub::default());
     let a = web.local_addr();
     for auth in [
         "",
@@ -396,19 +398,19 @@ fn delete_needs_a_token_and_really_deletes() {
         "Authorization: Bearer s3cret-token-012345678\r\n",
         "Authorization: Basic czNjcmV0\r\n",
     ] {
-        let r = req(&ns, a, "DELETE", "/api/v1/connections?mark=77", auth);
+        let r = req(ns, a, "DELETE", "/api/v1/connections?mark=77", auth);
         assert_eq!(r.status, 403, "{auth}");
     }
     assert_eq!(conntrack_count(&lab, &["-m", "77"]), 500);
     let good = "Authorization: Bearer s3cret-token-0123456789\r\n";
     // no filter: refused unless all=1
-    let r = req(&ns, a, "DELETE", "/api/v1/connections", good);
+    let r = req(ns, a, "DELETE", "/api/v1/connections", good);
     assert_eq!(r.status, 400);
-    let r = req(&ns, a, "DELETE", "/api/v1/connections?port=banana", good);
+    let r = req(ns, a, "DELETE", "/api/v1/connections?port=banana", good);
     assert_eq!(r.status, 400);
     // a filtered delete: exactly those flows go
     let r = req(
-        &ns,
+        ns,
         a,
         "DELETE",
         "/api/v1/connections?mark=77&src=10.77.0.0/24",
@@ -418,7 +420,7 @@ fn delete_needs_a_token_and_really_deletes() {
     assert_eq!(r.json()["deleted"], 256);
     assert_eq!(r.json()["matched"], 256);
     assert_eq!(conntrack_count(&lab, &["-m", "77"]), 244);
-    let r = req(&ns, a, "DELETE", "/api/v1/connections?all=1", good);
+    let r = req(ns, a, "DELETE", "/api/v1/connections?all=1", good);
     assert_eq!(r.status, 200);
     assert_eq!(conntrack_count(&lab, &["-m", "77"]), 0);
     web.stop();
@@ -430,17 +432,18 @@ fn event_stream_gets_a_new_flow_within_a_second() {
         return;
     }
     let lab = RouterLab::new("wsse");
-    let ns = lab.router.name.clone();
+    let ns = &lab.router;
     let hub = Hub::default();
     let stop = Arc::new(AtomicBool::new(false));
     // what the daemon does: kernel events into the hub
     let feed =
-        ctrack::web::standalone::feed_events(Some(ns.clone()), hub.clone(), stop.clone()).unwrap();
+        ctrack::web::standalone::feed_events(Some(ns.name.clone()), hub.clone(), stop.clone())
+            .unwrap();
     let mut cfg = config();
     cfg.limits.max_streams = 2;
-    let web = start(&ns, cfg, hub.clone());
+    let web = start(ns, cfg, hub.clone());
     let a = web.local_addr();
-    let mut s = webtest::connect(&ns, a);
+    let mut s = webtest::connect(ns, a);
     s.write_all(b"GET /api/v1/events?proto=udp&dst=10.9.2.2 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let mut rd = BufReader::new(s.try_clone().unwrap());
@@ -460,11 +463,11 @@ fn event_stream_gets_a_new_flow_within_a_second() {
     }
     assert!(ctype.contains("text/event-stream"));
     // a second and third stream: the cap is 2
-    let mut s2 = webtest::connect(&ns, a);
+    let mut s2 = webtest::connect(ns, a);
     s2.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     lab::wait_until(Duration::from_secs(3), || hub.clients() == 2);
-    let r = get(&ns, a, "/api/v1/events");
+    let r = get(ns, a, "/api/v1/events");
     assert_eq!(r.status, 503);
     drop(s2);
     // a TCP flow (filtered out) and then a UDP one: the first data line
@@ -517,7 +520,7 @@ fn event_stream_gets_a_new_flow_within_a_second() {
         }
     };
     assert!(data.contains("\"event\":\"destroy\""), "{data}");
-    assert_eq!(get(&ns, a, "/api/v1/events?update=maybe").status, 400);
+    assert_eq!(get(ns, a, "/api/v1/events?update=maybe").status, 400);
     drop(rd);
     drop(s);
     web.stop();
@@ -531,8 +534,8 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
         return;
     }
     let lab = RouterLab::new("wlim");
-    let ns = lab.router.name.clone();
-    let web = start(&ns, config(), Hub::default());
+    let ns = &lab.router;
+    let web = start(ns, config(), Hub::default());
     let a = web.local_addr();
 
     // a 64 KiB header: 431 or a closed connection, never a 200
@@ -540,22 +543,22 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
         "GET /api/v1/stats HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "a".repeat(64 * 1024)
     );
-    let r = raw(&ns, a, big.as_bytes());
+    let r = raw(ns, a, big.as_bytes());
     assert!(r.status == 431 || r.status == 0, "got {}", r.status);
     // many small headers too
     let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let r = req(&ns, a, "GET", "/api/v1/stats", &many);
+    let r = req(ns, a, "GET", "/api/v1/stats", &many);
     assert_eq!(r.status, 431);
     // a long URL: 414
     let r = get(
-        &ns,
+        ns,
         a,
         &format!("/api/v1/connections?q={}", "x".repeat(5000)),
     );
     assert_eq!(r.status, 414);
     // a body: 413
     let r = req(
-        &ns,
+        ns,
         a,
         "DELETE",
         "/api/v1/connections?all=1",
@@ -570,7 +573,7 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
         "/nothing%0d%0aSet-Cookie:%20pwned=1",
         "/api/v1/connections?x%0d%0aSet-Cookie:%20pwned=1=1",
     ] {
-        let r = get(&ns, a, target);
+        let r = get(ns, a, target);
         assert!(
             r.status == 400 || r.status == 404 || r.status == 200,
             "{target}: {}",
@@ -592,13 +595,13 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
     // normal request still gets through
     let mut slow = Vec::new();
     for _ in 0..150 {
-        let mut s = webtest::connect(&ns, a);
+        let mut s = webtest::connect(ns, a);
         s.write_all(b"GET /api/v1/stats HTTP/1.1\r\nX-Slow: ")
             .unwrap();
         slow.push(s);
     }
     let t0 = Instant::now();
-    let r = get(&ns, a, "/api/v1/stats");
+    let r = get(ns, a, "/api/v1/stats");
     assert_eq!(r.status, 200);
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     drop(slow);
@@ -611,13 +614,13 @@ fn limits_hold_against_big_slow_and_malicious_clients() {
         rate_burst: 5,
         ..cfg.limits
     };
-    let web = start(&ns, cfg, Hub::default());
+    let web = start(ns, cfg, Hub::default());
     let codes: Vec<u16> = (0..8)
-        .map(|_| get(&ns, web.local_addr(), "/api/v1/stats").status)
+        .map(|_| get(ns, web.local_addr(), "/api/v1/stats").status)
         .collect();
     assert_eq!(&codes[..5], &[200; 5], "{codes:?}");
     assert!(codes[5..].iter().all(|&c| c == 429), "{codes:?}");
-    let r = get(&ns, web.local_addr(), "/api/v1/stats");
+    let r = get(ns, web.local_addr(), "/api/v1/stats");
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(r.json()["error"].as_str().unwrap().contains("too many"));
     web.stop();
@@ -629,28 +632,28 @@ fn host_names_from_leases_are_escaped_in_json() {
         return;
     }
     let lab = RouterLab::new("wxss");
-    let ns = lab.router.name.clone();
+    let ns = &lab.router;
     let dir = TempDir::new("xss");
-    let leases = dir.0.join("dhcp.leases");
+    let leases = dir.join("dhcp.leases");
     let evil = "<img src=x onerror=alert(1)>";
     std::fs::write(
         &leases,
         format!("1999999999 02:00:00:00:00:09 10.77.0.9 {evil} *\n"),
     )
     .unwrap();
-    let hosts = dir.0.join("hosts");
+    let hosts = dir.join("hosts");
     std::fs::write(&hosts, "10.77.0.10 \"quoted\"&amp;\n").unwrap();
-    load_flows(&ns, &volume_lines(12));
+    load_flows(ns, &volume_lines(12));
     let mut cfg = config();
     cfg.dhcp_leases = Some(leases);
     cfg.hosts = Some(hosts);
-    let web = start(&ns, cfg, Hub::default());
+    let web = start(ns, cfg, Hub::default());
     for path in [
         "/api/v1/connections?host=10.77.0.9",
         "/api/v1/connections?sort=src",
         "/api/v1/hosts",
     ] {
-        let r = get(&ns, web.local_addr(), path);
+        let r = get(ns, web.local_addr(), path);
         assert!(
             !r.text().contains('<') && !r.text().contains('>'),
             "{path}: raw angle brackets"
@@ -661,9 +664,9 @@ fn host_names_from_leases_are_escaped_in_json() {
             "{path}"
         );
     }
-    let v = get(&ns, web.local_addr(), "/api/v1/connections?host=10.77.0.9").json();
+    let v = get(ns, web.local_addr(), "/api/v1/connections?host=10.77.0.9").json();
     assert_eq!(v["items"][0]["names"]["10.77.0.9"], evil);
-    let v = get(&ns, web.local_addr(), "/api/v1/connections?host=10.77.0.10").json();
+    let v = get(ns, web.local_addr(), "/api/v1/connections?host=10.77.0.10").json();
     assert_eq!(v["items"][0]["names"]["10.77.0.10"], "\"quoted\"&amp;");
     web.stop();
 }
@@ -704,7 +707,7 @@ fn listener_receive_timeout_also_times_out_accept() {
     assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
     assert!(t0.elapsed() >= Duration::from_millis(150));
     // and an accepted socket inherits it
-    let _c = webtest::connect(&ns.name, l.local_addr().unwrap());
+    let _c = webtest::connect(&ns, l.local_addr().unwrap());
     let (s, _) = l.accept().unwrap();
     assert_eq!(s.read_timeout().unwrap(), Some(Duration::from_millis(200)));
 }

@@ -5,13 +5,15 @@
 #![cfg(feature = "web")]
 
 mod lab;
+mod support;
 mod webtest;
 
 use std::time::{Duration, Instant};
 
 use ctrack::web::Hub;
 use lab::{RouterLab, addr};
-use webtest::{Browser, TempDir, config, load_flows, start, target_dir, volume_lines};
+use support::TempDir;
+use webtest::{Browser, config, load_flows, start, target_dir, volume_lines};
 
 const EVIL: &str = "<img src=x onerror=alert(1)>";
 
@@ -52,9 +54,9 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
         return;
     }
     let lab = lab_with_traffic("wbr");
-    load_flows(&lab.router.name, &volume_lines(1500));
+    load_flows(&lab.router, &volume_lines(1500));
     let dir = TempDir::new("brleases");
-    let leases = dir.0.join("dhcp.leases");
+    let leases = dir.join("dhcp.leases");
     std::fs::write(
         &leases,
         format!(
@@ -65,7 +67,7 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
         ),
     )
     .unwrap();
-    let hosts = dir.0.join("hosts");
+    let hosts = dir.join("hosts");
     std::fs::write(
         &hosts,
         format!("{} nas\n{} nas\n", addr::SERVER, addr::SERVER6),
@@ -74,10 +76,10 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
     let mut cfg = config();
     cfg.dhcp_leases = Some(leases);
     cfg.hosts = Some(hosts);
-    let web = start(&lab.router.name, cfg, Hub::default());
+    let web = start(&lab.router, cfg, Hub::default());
     let url = format!("http://{}/", web.local_addr());
 
-    let mut b = Browser::launch(&lab.router.name);
+    let mut b = Browser::launch(&lab.router);
     b.open_page(1280, 900);
     b.color_scheme("light");
     let t0 = Instant::now();
@@ -236,6 +238,8 @@ fn bench_page_load() {
         eprintln!("set CTRACK_BENCH_URL and CTRACK_BENCH_NETNS");
         return;
     };
+    // bench/web.sh made this namespace and deletes it: not dropped here
+    let ns = std::mem::ManuallyDrop::new(lab::Netns { name: ns });
     let mut b = Browser::launch(&ns);
     b.open_page(1280, 900);
     let mut times = Vec::new();

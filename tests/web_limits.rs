@@ -8,6 +8,7 @@
 #![cfg(feature = "web")]
 
 mod lab;
+mod support;
 mod webtest;
 
 use std::io::{Read, Write};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use ctrack::netlink::socket::in_netns;
 use ctrack::web::{Hub, Limits};
+use lab::Netns;
 use webtest::{config, get, raw, start};
 
 /// `ctrack web` in a namespace, stopped with SIGTERM on drop (so it
@@ -27,17 +29,17 @@ struct WebProc {
 }
 
 impl WebProc {
-    fn start(ns: &str) -> WebProc {
+    fn start(ns: &Netns) -> WebProc {
         let addr: SocketAddr = "127.0.0.1:8077".parse().unwrap();
         let child = Command::new(lab::ctrack_bin())
-            .args(["web", "--netns", ns, "--listen", "127.0.0.1:8077"])
+            .args(["web", "--netns", &ns.name, "--listen", "127.0.0.1:8077"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let p = WebProc { child, addr };
         let up = lab::wait_until(Duration::from_secs(10), || {
-            in_netns(ns, || TcpStream::connect(addr)).is_ok()
+            in_netns(&ns.name, || TcpStream::connect(addr)).is_ok()
         });
         assert!(up, "ctrack web did not start");
         p
@@ -91,11 +93,11 @@ fn idle_connections_cost_no_thread_and_huge_headers_no_memory() {
         return;
     }
     raise_nofile();
-    let ns = lab::Netns::new("wlth");
-    let web = WebProc::start(&ns.name);
+    let ns = Netns::new("wlth");
+    let web = WebProc::start(&ns);
     let a = web.addr;
     for _ in 0..3 {
-        assert_eq!(get(&ns.name, a, "/api/v1/stats").status, 200);
+        assert_eq!(get(&ns, a, "/api/v1/stats").status, 200);
     }
     let base = web.threads();
 
@@ -115,7 +117,7 @@ fn idle_connections_cost_no_thread_and_huge_headers_no_memory() {
     std::thread::sleep(Duration::from_millis(300));
     most = most.max(web.threads());
     // and a normal request still gets through
-    let r = get(&ns.name, a, "/api/v1/stats");
+    let r = get(&ns, a, "/api/v1/stats");
     assert_eq!(r.status, 200);
     let w = &r.json()["web"];
     assert!(w["connections"].as_u64().unwrap() <= 32, "{w}");
@@ -132,11 +134,11 @@ fn idle_connections_cost_no_thread_and_huge_headers_no_memory() {
     let mut huge = b"GET /api/v1/stats HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 1 << 20));
     huge.extend(b"\r\n\r\n");
-    assert_eq!(raw(&ns.name, a, &huge).status, 431);
+    assert_eq!(raw(&ns, a, &huge).status, 431);
     std::thread::sleep(Duration::from_millis(200));
     let before = web.rss_kib();
     for _ in 0..8 {
-        let r = raw(&ns.name, a, &huge);
+        let r = raw(&ns, a, &huge);
         assert_eq!(r.status, 431);
         assert!(r.json()["error"].as_str().unwrap().contains("too large"));
     }
@@ -146,7 +148,7 @@ fn idle_connections_cost_no_thread_and_huge_headers_no_memory() {
         after <= before + 300,
         "RSS grew from {before} KiB to {after} KiB on 1 MiB headers"
     );
-    assert_eq!(get(&ns.name, a, "/api/v1/stats").status, 200);
+    assert_eq!(get(&ns, a, "/api/v1/stats").status, 200);
 }
 
 #[test]
@@ -154,13 +156,13 @@ fn a_trickling_head_is_cut_at_the_deadline() {
     if !lab::can_run() {
         return;
     }
-    let ns = lab::Netns::new("wslo");
+    let ns = Netns::new("wslo");
     let mut cfg = config();
     cfg.limits.head_timeout = Duration::from_secs(3);
-    let web = start(&ns.name, cfg, Hub::default());
+    let web = start(&ns, cfg, Hub::default());
     let a = web.local_addr();
     // one byte a second: each read is quick, the head never completes
-    let mut s = webtest::connect(&ns.name, a);
+    let mut s = webtest::connect(&ns, a);
     s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let t0 = Instant::now();
     let mut got = Vec::new();
@@ -197,18 +199,18 @@ fn past_the_cap_with_every_connection_busy_is_503() {
     if !lab::can_run() {
         return;
     }
-    let ns = lab::Netns::new("wcap");
+    let ns = Netns::new("wcap");
     let mut cfg = config();
     cfg.limits = Limits {
         max_conns: 4,
         ..cfg.limits
     };
-    let web = start(&ns.name, cfg, Hub::default());
+    let web = start(&ns, cfg, Hub::default());
     let a = web.local_addr();
     // four event streams hold every connection with a request in progress
     let mut streams = Vec::new();
     for _ in 0..4 {
-        let mut s = webtest::connect(&ns.name, a);
+        let mut s = webtest::connect(&ns, a);
         s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
         let mut buf = [0u8; 512];
@@ -219,7 +221,7 @@ fn past_the_cap_with_every_connection_busy_is_503() {
         assert_eq!(head.matches("Connection: close").count(), 1, "{head}");
         streams.push(s);
     }
-    let r = get(&ns.name, a, "/api/v1/stats");
+    let r = get(&ns, a, "/api/v1/stats");
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
@@ -227,7 +229,7 @@ fn past_the_cap_with_every_connection_busy_is_503() {
     // closed streams free their places at once
     drop(streams);
     let ok = lab::wait_until(Duration::from_secs(5), || {
-        get(&ns.name, a, "/api/v1/stats").status == 200
+        get(&ns, a, "/api/v1/stats").status == 200
     });
     assert!(ok, "{}", web.stats());
     assert!(web.stats()["refused"].as_u64().unwrap() >= 1);
@@ -239,12 +241,12 @@ fn one_request_per_connection_and_the_reply_says_so() {
     if !lab::can_run() {
         return;
     }
-    let ns = lab::Netns::new("wone");
-    let web = start(&ns.name, config(), Hub::default());
+    let ns = Netns::new("wone");
+    let web = start(&ns, config(), Hub::default());
     let a = web.local_addr();
     // two pipelined requests, keep-alive asked: one reply, then the end
     let r = raw(
-        &ns.name,
+        &ns,
         a,
         b"GET /api/v1/stats HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n\
           GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -257,16 +259,16 @@ fn one_request_per_connection_and_the_reply_says_so() {
         1
     );
     // the page and an error reply, same header
-    let r = get(&ns.name, a, "/");
+    let r = get(&ns, a, "/");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("connection"), Some("close"));
     assert!(r.header("content-security-policy").is_some());
-    let r = raw(&ns.name, a, b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n");
+    let r = raw(&ns, a, b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n");
     assert_eq!(r.status, 400);
     assert_eq!(r.header("connection"), Some("close"));
     // a small body is fine on DELETE (it reaches the token check)
     let r = raw(
-        &ns.name,
+        &ns,
         a,
         b"DELETE /api/v1/connections?all=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}",
     );
@@ -281,7 +283,7 @@ fn an_event_stream_that_stops_reading_is_dropped() {
     }
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
-    let ns = lab::Netns::new("wsnd");
+    let ns = Netns::new("wsnd");
     // a queue so long that the hub is not the one to drop the client
     let hub = Hub::new(1 << 20);
     let stop = Arc::new(AtomicBool::new(false));
@@ -290,10 +292,10 @@ fn an_event_stream_that_stops_reading_is_dropped() {
             .unwrap();
     let mut cfg = config();
     cfg.limits.send_timeout = Duration::from_secs(1);
-    let web = start(&ns.name, cfg, hub);
+    let web = start(&ns, cfg, hub);
     let a = web.local_addr();
     // read the head, then never read again
-    let mut s = webtest::connect(&ns.name, a);
+    let mut s = webtest::connect(&ns, a);
     s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let mut buf = [0u8; 256];
@@ -301,7 +303,7 @@ fn an_event_stream_that_stops_reading_is_dropped() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     assert_eq!(web.stats()["streams"], 1);
     // events by the thousand fill the socket buffers and the front's
-    webtest::load_flows(&ns.name, &webtest::volume_lines(20000));
+    webtest::load_flows(&ns, &webtest::volume_lines(20000));
     let dropped = lab::wait_until(Duration::from_secs(20), || {
         let st = web.stats();
         st["send_timeouts"].as_u64().unwrap() >= 1 && st["streams"] == 0

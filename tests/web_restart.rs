@@ -6,6 +6,7 @@
 #![cfg(feature = "web")]
 
 mod lab;
+mod support;
 mod webtest;
 
 use std::io::{BufRead, BufReader, Write};
@@ -45,9 +46,9 @@ fn accept_loops_survive_running_out_of_descriptors() {
         return;
     }
     let ns = lab::Netns::new("wrst");
-    let web = webtest::start(&ns.name, webtest::config(), Hub::default());
+    let web = webtest::start(&ns, webtest::config(), Hub::default());
     let a = web.local_addr();
-    assert_eq!(webtest::get(&ns.name, a, "/api/v1/stats").status, 200);
+    assert_eq!(webtest::get(&ns, a, "/api/v1/stats").status, 200);
     std::thread::sleep(Duration::from_millis(300));
 
     // 1. the front's accept() fails with EMFILE while another process
@@ -65,7 +66,7 @@ fn accept_loops_survive_running_out_of_descriptors() {
     let _ = holder.wait();
     set_nofile(old);
     let back = lab::wait_until(Duration::from_secs(20), || {
-        let r = std::panic::catch_unwind(|| webtest::get(&ns.name, a, "/api/v1/stats"));
+        let r = std::panic::catch_unwind(|| webtest::get(&ns, a, "/api/v1/stats"));
         matches!(r, Ok(r) if r.status == 200)
     });
     assert!(back, "front did not serve again: {}", web.stats());
@@ -107,7 +108,7 @@ fn accept_loops_survive_running_out_of_descriptors() {
     set_nofile(old);
     assert_eq!(line.trim(), "503", "{}", web.stats());
     let _ = child.wait();
-    assert_eq!(webtest::get(&ns.name, a, "/api/v1/stats").status, 200);
+    assert_eq!(webtest::get(&ns, a, "/api/v1/stats").status, 200);
     assert_eq!(counter(&web, "restarts"), 0, "{}", web.stats());
     web.stop();
 }

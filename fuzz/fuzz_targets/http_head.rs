@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = ctrack::web::front::parse_head(data, &ctrack::web::Limits::default());
+    let _ = ctrack::web::head::parse_head(data, &ctrack::web::Limits::default());
 });

@@ -9,20 +9,24 @@
 //!
 //! tiny_http 0.12 has gaps (README "Web page and JSON API" lists them).
 //! No client reaches it directly: [`front`] accepts on our `SocketAddr`
-//! with one thread, caps connections, reads each request head itself
-//! within size limits (414/431/413) and a deadline (408), rate-limits by
-//! address (429), and hands tiny_http only checked heads over a private
-//! Unix socket. [`server`] adds a fixed worker pool behind a bounded
+//! with one thread, caps connections, reads each request head itself and
+//! checks it with [`head`] within size limits (414/431/413) and a
+//! deadline (408), rate-limits by address with [`ratelimit`] (429), and
+//! hands tiny_http only checked heads over a private Unix socket.
+//! [`shared`] holds what the front and the server share. [`server`] adds a fixed worker pool behind a bounded
 //! queue (503 past it), restarts tiny_http when its accept loop dies,
 //! and never puts request data in a response header.
 
 pub mod api;
 pub mod assets;
 pub mod front;
+pub mod head;
 pub mod hub;
 pub mod names;
 pub mod query;
+pub mod ratelimit;
 pub mod server;
+pub mod shared;
 pub mod standalone;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

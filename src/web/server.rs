@@ -23,79 +23,13 @@ use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use super::api;
 use super::assets;
-use super::front::{self, RateLimiter};
-use super::hub::{self, Hub};
+use super::front;
+use super::hub;
 use super::names::NameCache;
 use super::query::{ApiError, Endpoint, FlowQuery};
-use super::{Error, Limits, LogFn, StatsFn, WebConfig, WebContext};
-
-/// Content-Security-Policy of the page: our own script, style and fetches
-/// only; no inline code, no frames, no plugins, no forms elsewhere.
-pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
-     frame-ancestors 'none'";
-/// Content-Security-Policy of every other reply.
-pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
-
-/// Counters of the web server (32-bit: no 64-bit atomics on MIPS32).
-#[derive(Default)]
-pub struct Counters {
-    /// Complete request heads received.
-    pub requests: AtomicU32,
-    /// Refused with 429.
-    pub rate_limited: AtomicU32,
-    /// Refused with 503 (queue full, too many streams, no way to tiny_http).
-    pub busy: AtomicU32,
-    /// Refused with 414/431/413.
-    pub too_large: AtomicU32,
-    /// Refused with 400 or 505 (malformed head).
-    pub bad_requests: AtomicU32,
-    /// Client connections open now.
-    pub connections: AtomicU32,
-    /// Connections refused with 503 because every one of
-    /// `Limits::max_conns` had a request in progress.
-    pub refused: AtomicU32,
-    /// Connections still sending their head, closed to make room.
-    pub evicted: AtomicU32,
-    /// Heads not complete within `Limits::head_timeout` (408).
-    pub head_timeouts: AtomicU32,
-    /// Clients dropped for not reading their reply.
-    pub send_timeouts: AtomicU32,
-    /// accept() errors (EMFILE, ECONNABORTED, ...); the front goes on.
-    pub accept_errors: AtomicU32,
-    /// Times tiny_http's accept loop ended and the server was rebuilt.
-    pub restarts: AtomicU32,
-    /// Event streams open now.
-    pub streams: AtomicU32,
-    /// Replies with a 4xx/5xx status.
-    pub errors: AtomicU32,
-}
-
-/// Everything the threads share.
-pub struct Shared {
-    netns: Option<String>,
-    pub(super) limits: Limits,
-    token: Option<Vec<u8>>,
-    names: Arc<NameCache>,
-    hub: Hub,
-    stats: Option<StatsFn>,
-    log: Option<LogFn>,
-    /// The server's counters.
-    pub counters: Counters,
-    pub(super) limiter: Mutex<RateLimiter>,
-    pub(super) stopping: AtomicBool,
-    servers: Mutex<Vec<Arc<tiny_http::Server>>>,
-    started: Instant,
-}
-
-impl Shared {
-    pub(super) fn note(&self, msg: &str) {
-        match &self.log {
-            Some(l) => l(msg),
-            None => eprintln!("ctrackd: {msg}"),
-        }
-    }
-}
+use super::ratelimit::RateLimiter;
+use super::shared::{API_CSP, Counters, PAGE_CSP, Shared, error_body};
+use super::{Error, WebConfig, WebContext};
 
 /// A running web server.
 pub struct Handle {
@@ -512,14 +446,6 @@ fn json_response(status: u16, body: Vec<u8>) -> Response<Cursor<Vec<u8>>> {
     let mut r = Response::from_data(body).with_status_code(StatusCode(status));
     add(&mut r, "Content-Type", "application/json");
     secure(r, API_CSP)
-}
-
-/// `{"error": msg}`, the body of every error reply.
-pub(super) fn error_body(msg: &str) -> Vec<u8> {
-    let mut b = b"{\"error\":".to_vec();
-    crate::flow::json::push_str(&mut b, msg);
-    b.push(b'}');
-    b
 }
 
 fn respond_error(sh: &Shared, rq: Request, e: &ApiError, extra: &[(&str, &str)]) {

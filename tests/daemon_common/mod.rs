@@ -7,33 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::lab::{self, Netns, wait_until};
-
-/// A scratch directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "ctrackd-test-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::support::TempDir;
 
 /// A ctrackd running in a namespace with its files in a temp dir.
 pub struct Daemon<'a> {
@@ -45,9 +19,9 @@ pub struct Daemon<'a> {
 pub fn config_text(dir: &TempDir, extra_general: &str, extra_blocks: &str) -> String {
     format!(
         "General {{\n  LockFile {}\n  UNIX {{ Path {} }}\n  LogFile {}\n{extra_general}\n}}\n{extra_blocks}\n",
-        dir.path("lock").display(),
-        dir.path("ctl").display(),
-        dir.path("log").display()
+        dir.join("lock").display(),
+        dir.join("ctl").display(),
+        dir.join("log").display()
     )
 }
 
@@ -60,7 +34,7 @@ impl<'a> Daemon<'a> {
     pub fn start_with(ns: &'a Netns, tag: &str, extra_general: &str, blocks: &str) -> Daemon<'a> {
         let dir = TempDir::new(tag);
         std::fs::write(
-            dir.path("ctrackd.conf"),
+            dir.join("ctrackd.conf"),
             config_text(&dir, extra_general, blocks),
         )
         .unwrap();
@@ -74,7 +48,7 @@ impl<'a> Daemon<'a> {
     }
 
     pub fn conf(&self) -> PathBuf {
-        self.dir.path("ctrackd.conf")
+        self.dir.join("ctrackd.conf")
     }
 
     pub fn spawn(&mut self) {
@@ -92,7 +66,7 @@ impl<'a> Daemon<'a> {
             .spawn()
             .expect("start ctrackd");
         self.child = Some(child);
-        let ctl = self.dir.path("ctl");
+        let ctl = self.dir.join("ctl");
         assert!(
             wait_until(Duration::from_secs(10), || ctl.exists()
                 && self.client(&["-s"]).status.success()),
@@ -109,7 +83,7 @@ impl<'a> Daemon<'a> {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path("log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
     /// Waits for the daemon process to exit; returns its exit code.

@@ -7,7 +7,8 @@
 //! persists counts. Modifying commands run on two identical tables built
 //! from the same `-R` script, one per tool, and are compared after the
 //! values that necessarily differ between two runs (entry ids, timeouts,
-//! port ids) are masked.
+//! port ids) are masked ([`RUNS`]). Cases are written one per line as a
+//! string and split by [`argv`].
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -15,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::lab::{Netns, ctrack_bin};
+use crate::support::flowline::RUNS;
 
 /// What one tool printed and how it exited.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +106,14 @@ pub fn describe(args: &[&str], ours: &Run, theirs: &Run) -> Option<String> {
     Some(s)
 }
 
+/// The arguments of a case written on one line: its words, split at
+/// whitespace; `''` stands for an empty argument.
+pub fn argv(case: &str) -> Vec<&str> {
+    case.split_whitespace()
+        .map(|w| if w == "''" { "" } else { w })
+        .collect()
+}
+
 /// Runs ctrack with `--netns` on `ns`.
 pub fn ctrack(ns: &Netns, args: &[&str]) -> Run {
     Run::of(&ns.ctrack(args))
@@ -167,7 +177,7 @@ impl Diffs {
             // on a loaded machine a second may tick between the two runs
             // every time: the last try ignores timeouts and delta-times
             if attempt == 2 {
-                let m = |r: &Run| r.map(mask_volatile);
+                let m = |r: &Run| r.map(|l| RUNS.apply(l));
                 last = describe(args, &m(&ours), &m(&theirs));
             }
         }
@@ -185,59 +195,6 @@ impl Diffs {
         );
         eprintln!("{what}: {} comparisons equal", self.checked);
     }
-}
-
-/// Masks what differs between two runs on two copies of a table: the
-/// timeout (the number after the protocol number), `id=`, `portid=`,
-/// `progname=`, `delta-time=` and the XML equivalents.
-pub fn mask_volatile(line: &str) -> String {
-    let mut toks: Vec<String> = line.split(' ').map(str::to_string).collect();
-    let num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    for i in 0..toks.len().saturating_sub(1) {
-        if num(&toks[i]) && num(&toks[i + 1]) && i > 0 {
-            toks[i + 1] = "T".into();
-            break;
-        }
-    }
-    let mut prev_t = false;
-    for t in toks.iter_mut() {
-        for key in ["id=", "portid=", "progname=", "delta-time="] {
-            if t.starts_with(key) {
-                *t = format!("{key}*");
-                break;
-            }
-        }
-        // -o save: `-t N`
-        if prev_t && num(t) {
-            *t = "T".into();
-        }
-        prev_t = t == "-t";
-    }
-    let mut s = toks.join(" ");
-    for tag in ["timeout", "id", "deltatime"] {
-        s = mask_xml(&s, tag);
-    }
-    s
-}
-
-fn mask_xml(s: &str, tag: &str) -> String {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find(&open) {
-        out.push_str(&rest[..i + open.len()]);
-        rest = &rest[i + open.len()..];
-        match rest.find(&close) {
-            Some(j) => {
-                out.push('*');
-                rest = &rest[j..];
-            }
-            None => break,
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Loads `-R` lines into the namespace's table with conntrack.
@@ -274,7 +231,7 @@ pub fn table(ns: &Netns) -> Vec<String> {
     let o = ns.conntrack(&["-L", "-o", "save"]);
     let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
         .lines()
-        .map(mask_volatile)
+        .map(|l| RUNS.apply(l))
         .collect();
     v.sort();
     v
@@ -349,7 +306,7 @@ fn modify_case_with(
         if !setup.trim().is_empty() {
             load(ns, setup);
         }
-        let r = tool(ns, a).map(mask_volatile);
+        let r = tool(ns, a).map(|l| RUNS.apply(l));
         (r, table(ns))
     };
     let mut last = None;

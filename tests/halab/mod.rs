@@ -560,15 +560,15 @@ pub fn notify(d: &Daemon, state: &str) -> std::process::Output {
         std::process::Command::new("sh")
             .arg(script)
             .arg(state)
-            .env("CTRACKD", ctrackd_link(&d.dir.0))
+            .env("CTRACKD", ctrackd_link(d.dir.path()))
             .env("CTRACKD_CONF", d.conf())
-            .env("CTRACKD_LOCK", d.dir.path("lock"))
+            .env("CTRACKD_LOCK", d.dir.join("lock"))
             // errors reach stderr, not the host's syslog
             .env(
                 "PATH",
                 format!(
                     "{}:{}",
-                    fake_logger(&d.dir.0).display(),
+                    fake_logger(d.dir.path()).display(),
                     std::env::var("PATH").unwrap_or_default()
                 ),
             )

@@ -11,6 +11,7 @@ use std::process::{Child, Output};
 use std::time::Duration;
 
 use crate::lab::{self, Netns, RouterLab, wait_until};
+use crate::support::TempDir;
 
 /// Primary's address on the sync link.
 pub const PRIMARY_SYNC: &str = "10.9.9.1";
@@ -31,7 +32,7 @@ pub struct SyncLab {
     /// The standby router.
     pub standby: Netns,
     /// A scratch directory for configs, logs and sockets (removed on drop).
-    pub dir: PathBuf,
+    pub dir: TempDir,
 }
 
 impl SyncLab {
@@ -56,21 +57,13 @@ impl SyncLab {
             "dev",
             SYNC_IF,
         ]);
-        let dir = std::env::temp_dir().join(format!("ctrack-{}", lab.router.name));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let dir = TempDir::new(&format!("sync-{tag}"));
         SyncLab { lab, standby, dir }
     }
 
     /// The primary router namespace.
     pub fn primary(&self) -> &Netns {
         &self.lab.router
-    }
-}
-
-impl Drop for SyncLab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use ctrack::netlink::socket::in_netns;
 
 use crate::lab::Netns;
+use crate::support::flowline::TUPLES;
 
 /// A UDP socket bound to `addr` inside `ns`.
 pub fn udp_in(ns: &Netns, addr: SocketAddr) -> UdpSocket {
@@ -179,7 +180,7 @@ pub fn promote_secondaries(router: &Netns, dev: &str) {
 
 /// Text of a conntrack/ctrack listing's lines that mention `addr` as one
 /// of the four addresses, reduced to their stable part (protocol and
-/// tuples, without timeout, state and counters).
+/// tuples, without timeout, state and counters: [`TUPLES`]).
 pub fn lines_with(listing: &str, addr: &str) -> Vec<String> {
     let mut v: Vec<String> = listing
         .lines()
@@ -187,26 +188,10 @@ pub fn lines_with(listing: &str, addr: &str) -> Vec<String> {
             l.split_whitespace()
                 .any(|t| t == format!("src={addr}") || t == format!("dst={addr}"))
         })
-        .map(key)
+        .map(|l| TUPLES.apply(l))
         .collect();
     v.sort();
     v
-}
-
-/// The stable part of a conntrack text line: protocol and tuples.
-pub fn key(line: &str) -> String {
-    let mut toks = line.split_whitespace();
-    let proto = toks.next().unwrap_or("").to_string();
-    let mut out = vec![proto];
-    for t in line.split_whitespace() {
-        if ["src=", "dst=", "sport=", "dport=", "type=", "code=", "id="]
-            .iter()
-            .any(|p| t.starts_with(p))
-        {
-            out.push(t.to_string());
-        }
-    }
-    out.join(" ")
 }
 
 /// The identity of the UDP flow to `dport` in `router`: its id and start

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use ctrack::netlink::socket::in_netns;
 use ctrack::web::{Handle, Hub, Limits, Server, WebConfig, WebContext};
 
+use crate::lab::Netns;
+use crate::support::TempDir;
+
 /// Limits for tests: the normal ones, but no rate limit in the way.
 pub fn test_limits() -> Limits {
     Limits {
@@ -23,11 +26,11 @@ pub fn test_limits() -> Limits {
 }
 
 /// Starts the server on 127.0.0.1 (port chosen by the kernel) inside `ns`.
-pub fn start(ns: &str, mut cfg: WebConfig, hub: Hub) -> Handle {
+pub fn start(ns: &Netns, mut cfg: WebConfig, hub: Hub) -> Handle {
     cfg.address = "127.0.0.1".parse().unwrap();
     cfg.port = 0;
     let ctx = WebContext {
-        netns: Some(ns.to_string()),
+        netns: Some(ns.name.clone()),
         hub,
         stats: Some(std::sync::Arc::new(
             || serde_json::json!({"cache": {"entries": 7, "overruns": 0}, "sync": {"up": true}}),
@@ -46,8 +49,8 @@ pub fn config() -> WebConfig {
 }
 
 /// Opens a TCP connection from inside `ns`.
-pub fn connect(ns: &str, addr: SocketAddr) -> TcpStream {
-    let s = in_netns(ns, || {
+pub fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
+    let s = in_netns(&ns.name, || {
         TcpStream::connect_timeout(&addr, Duration::from_secs(5))
     })
     .expect("connect in netns");
@@ -145,7 +148,7 @@ pub fn parse(raw: &[u8]) -> Reply {
 }
 
 /// Sends raw bytes and reads until the server closes.
-pub fn raw(ns: &str, addr: SocketAddr, request: &[u8]) -> Reply {
+pub fn raw(ns: &Netns, addr: SocketAddr, request: &[u8]) -> Reply {
     let mut s = connect(ns, addr);
     let _ = s.write_all(request);
     let mut out = Vec::new();
@@ -154,13 +157,13 @@ pub fn raw(ns: &str, addr: SocketAddr, request: &[u8]) -> Reply {
 }
 
 /// One request with `Connection: close`.
-pub fn req(ns: &str, addr: SocketAddr, method: &str, target: &str, extra: &str) -> Reply {
+pub fn req(ns: &Netns, addr: SocketAddr, method: &str, target: &str, extra: &str) -> Reply {
     let r = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n");
     raw(ns, addr, r.as_bytes())
 }
 
 /// GET with `Connection: close`.
-pub fn get(ns: &str, addr: SocketAddr, target: &str) -> Reply {
+pub fn get(ns: &Netns, addr: SocketAddr, target: &str) -> Reply {
     req(ns, addr, "GET", target, "")
 }
 
@@ -183,29 +186,6 @@ pub struct Browser {
     _profile: TempDir,
 }
 
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// A fresh directory under the target dir.
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "ctrack-{tag}-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two fds into the array we pass.
@@ -225,7 +205,7 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 
 impl Browser {
     /// Starts chromium inside network namespace `ns`.
-    pub fn launch(ns: &str) -> Browser {
+    pub fn launch(ns: &Netns) -> Browser {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let profile = TempDir::new("chromium");
@@ -233,7 +213,7 @@ impl Browser {
         let (resp_r, resp_w) = pipe();
         let (a, b) = (cmd_r.as_raw_fd(), resp_w.as_raw_fd());
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns, "/usr/bin/chromium"])
+        c.args(["netns", "exec", &ns.name, "/usr/bin/chromium"])
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -249,7 +229,7 @@ impl Browser {
                 "--remote-debugging-pipe",
                 "--window-size=1280,900",
             ])
-            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -439,12 +419,12 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Writes `lines` of `ctrack -R` syntax and loads them into `ns`'s table.
-pub fn load_flows(ns: &str, lines: &str) {
+pub fn load_flows(ns: &Netns, lines: &str) {
     let dir = TempDir::new("flows");
-    let f = dir.0.join("flows.txt");
+    let f = dir.join("flows.txt");
     std::fs::write(&f, lines).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_ctrack"))
-        .args(["--netns", ns, "-R", f.to_str().unwrap()])
+        .args(["--netns", &ns.name, "-R", f.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(

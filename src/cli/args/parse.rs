@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use super::command::{Cmd, CtCommand, LabelChange, Table};
 use super::legality::{check_options, check_proto_options, opt, proto_longs};
 use super::values::{
-    EVENT_WORDS, find_proto, parse_addr_mask, parse_list, parse_output, parse_port, parse_small,
-    parse_status, parse_u32, split_nat_arg,
+    EVENT_WORDS, find_proto, parse_addr_mask, parse_list, parse_name, parse_output, parse_port,
+    parse_small, parse_status, parse_u32, split_nat_arg,
 };
 use crate::cli::error::CliError;
 use crate::cli::getopt::{Getopt, HasArg, LongOpt, Token};
@@ -301,25 +301,13 @@ impl Parser {
                 f.state = Some(s);
             }
             (proto::SCTP, 7) => {
-                let s = names::SCTP_STATES
-                    .iter()
-                    .position(|&n| n == v)
-                    .ok_or_else(|| CliError::param(format!("unknown SCTP state `{v}'")))?;
-                f.state = Some(s as u8);
+                f.state = Some(parse_name(&names::SCTP_STATES, v, "unknown SCTP state")?)
             }
             (proto::DCCP, 7) => {
-                let s = names::DCCP_STATES
-                    .iter()
-                    .position(|&n| n == v)
-                    .ok_or_else(|| CliError::param(format!("Unknown DCCP state `{v}'")))?;
-                f.state = Some(s as u8);
+                f.state = Some(parse_name(&names::DCCP_STATES, v, "Unknown DCCP state")?)
             }
             (proto::DCCP, 10) => {
-                let r = names::DCCP_ROLES
-                    .iter()
-                    .position(|&n| n == v)
-                    .ok_or_else(|| CliError::param(format!("Unknown DCCP role `{v}'")))?;
-                self.c.dccp_role = Some(r as u8);
+                self.c.dccp_role = Some(parse_name(&names::DCCP_ROLES, v, "Unknown DCCP role")?)
             }
             (proto::SCTP, 10 | 11) => {
                 let t = parse_u32(v, flag, "verification tag")?;

@@ -104,6 +104,16 @@ pub(super) fn parse_small(v: &str, flag: &str, what: &str, max: u32) -> Res<u32>
     Err(CliError::ours(format!("invalid {what} '{v}' for {flag}")))
 }
 
+/// The position of `v` in a table of names (a state, a role), or the
+/// error `unknown `v'` in conntrack's words `what`.
+pub(super) fn parse_name(table: &[&str], v: &str, what: &str) -> Res<u8> {
+    table
+        .iter()
+        .position(|&n| n == v)
+        .map(|i| i as u8)
+        .ok_or_else(|| CliError::param(format!("{what} `{v}'")))
+}
+
 /// conntrack's keyword matching: a case-insensitive prefix of a keyword,
 /// with SRC_NAT/DST_NAT tried first (and ignored with a warning).
 fn parse_keyword(word: &str, table: &[(&str, u32)], warnings: &mut Vec<String>) -> Option<u32> {

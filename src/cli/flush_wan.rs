@@ -164,29 +164,27 @@ fn plural(n: u64, word: &str) -> String {
 
 /// Runs `ctrack flush-wan ARGS` (`--netns` anywhere) and returns the exit
 /// code.
-pub fn main(mut args: Vec<String>) -> i32 {
-    let netns = match take_netns(&mut args) {
-        Ok(n) => n,
-        Err(e) => return CliError::netns(&e).report(),
-    };
-    let mut a = match parse(&args) {
-        Ok(a) => a,
-        Err(m) => {
-            return CliError::ours(format!(
-                "{m}\nTry `ctrack flush-wan --help' for more information."
-            ))
-            .report();
-        }
-    };
-    if a.help {
-        print!("{USAGE}");
-        return exit::OK;
-    }
-    a.netns = netns;
-    match run(&a) {
+pub fn main(args: Vec<String>) -> i32 {
+    match flush_wan(args) {
         Ok(()) => exit::OK,
         Err(e) => e.report(),
     }
+}
+
+/// Parses the command line and runs it (or prints the usage).
+fn flush_wan(mut args: Vec<String>) -> Result<(), CliError> {
+    let netns = take_netns(&mut args).map_err(|e| CliError::netns(&e))?;
+    let mut a = parse(&args).map_err(|m| {
+        CliError::ours(format!(
+            "{m}\nTry `ctrack flush-wan --help' for more information."
+        ))
+    })?;
+    if a.help {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    a.netns = netns;
+    run(&a)
 }
 
 /// Runs a parsed `flush-wan`: prints the flows deleted (or that would be)

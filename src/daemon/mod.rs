@@ -204,7 +204,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
 }
 
 /// Why ctrackd or its client command stops before the daemon runs: printed
-/// once, by [`Failure::report`].
+/// once, by [`Failure::report`] in [`main`].
 #[derive(Debug)]
 pub enum Failure {
     /// A bad command line.
@@ -233,33 +233,39 @@ impl Failure {
 /// Runs ctrackd (daemon or client) on `args` (without argv[0]); returns
 /// the exit code.
 pub fn main(args: Vec<String>) -> i32 {
-    let parsed = match parse_args(&args) {
-        Ok(a) => a,
-        Err(e) => return Failure::Usage(e).report(),
-    };
+    match ctrackd(args) {
+        Ok(code) => code,
+        Err(e) => e.report(),
+    }
+}
+
+/// Parses the command line and does what it asks: Ok with the exit code of
+/// what ran (the daemon reports its own failures), or why nothing could.
+fn ctrackd(args: Vec<String>) -> Result<i32, Failure> {
+    let parsed = parse_args(&args).map_err(Failure::Usage)?;
     let config_path = parsed
         .config
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     match parsed.action {
         Action::Help => {
             print!("{USAGE}");
-            exit::OK
+            Ok(exit::OK)
         }
         Action::Version => {
             println!(
                 "ctrackd {} (conntrackd 1.4.7 compatible)",
                 env!("CARGO_PKG_VERSION")
             );
-            exit::OK
+            Ok(exit::OK)
         }
-        Action::Run { daemon } => match config::load(&config_path) {
-            Ok(cfg) => run::run(cfg, daemon),
-            Err(e) => Failure::Config(e).report(),
-        },
-        Action::Client(req) => match ask(&config_path, &req) {
-            Ok(()) => exit::OK,
-            Err(e) => Failure::Client(e).report(),
-        },
+        Action::Run { daemon } => {
+            let cfg = config::load(&config_path).map_err(Failure::Config)?;
+            Ok(run::run(cfg, daemon))
+        }
+        Action::Client(req) => {
+            ask(&config_path, &req).map_err(Failure::Client)?;
+            Ok(exit::OK)
+        }
     }
 }
 

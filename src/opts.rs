@@ -167,7 +167,7 @@ fn netns_at(args: &[String], i: usize) -> (usize, Option<&str>) {
 }
 
 /// Takes every `--netns NAME` / `--netns=NAME` out of `args`; the last one
-/// wins.
+/// wins. The one error: `--netns` came last, without its name.
 pub fn take_netns(args: &mut Vec<String>) -> Result<Option<String>, OptError> {
     let mut netns = None;
     let mut i = 0;

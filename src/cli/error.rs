@@ -3,7 +3,7 @@
 
 use crate::exit;
 use crate::netlink::Error;
-use crate::opts::OptError;
+use crate::opts::NETNS;
 
 use super::args::Cmd;
 
@@ -75,13 +75,10 @@ impl CliError {
         CliError::other(format!("Operation failed: {}", err_text(cmd, e)))
     }
 
-    /// A bad `--netns`, taken before any command is parsed.
-    pub fn netns(e: &OptError) -> CliError {
-        let name = match e {
-            OptError::MissingValue { name } | OptError::UnexpectedValue { name, .. } => name,
-            OptError::Unknown(arg) => arg.as_str(),
-        };
-        CliError::ours(format!("option `{name}' requires an argument"))
+    /// `--netns` without its name, the one error of
+    /// [`take_netns`](crate::opts::take_netns), in getopt's words.
+    pub fn netns_missing() -> CliError {
+        CliError::ours(format!("option `{NETNS}' requires an argument"))
     }
 
     /// Prints the failure the way conntrack (or ctrack) does; returns its

@@ -173,7 +173,7 @@ pub fn main(args: Vec<String>) -> i32 {
 
 /// Parses the command line and runs it (or prints the usage).
 fn flush_wan(mut args: Vec<String>) -> Result<(), CliError> {
-    let netns = take_netns(&mut args).map_err(|e| CliError::netns(&e))?;
+    let netns = take_netns(&mut args).map_err(|_| CliError::netns_missing())?;
     let mut a = parse(&args).map_err(|m| {
         CliError::ours(format!(
             "{m}\nTry `ctrack flush-wan --help' for more information."

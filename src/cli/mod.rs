@@ -47,7 +47,7 @@ pub fn main(args: Vec<String>) -> i32 {
 
 /// The conntrack CLI: `-R FILE`, or one command.
 fn conntrack(mut args: Vec<String>) -> Result<(), CliError> {
-    let netns = take_netns(&mut args).map_err(|e| CliError::netns(&e))?;
+    let netns = take_netns(&mut args).map_err(|_| CliError::netns_missing())?;
     let mut runner = Runner::new(netns);
     if args.len() > 1 && (args[0] == "-R" || args[0] == "--load-file") {
         return load::load_file(&mut runner, &args[1]);

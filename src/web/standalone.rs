@@ -56,6 +56,7 @@ pub fn feed_events(
         })
 }
 
+/// The usage line of `ctrack web` (`-h`, and after an unknown option).
 const USAGE: &str = "usage: ctrack web [--netns NAME] [--listen ADDRESS:PORT] [--leases FILE] \
 [--hosts FILE] [--token-file FILE]";
 

@@ -5,12 +5,15 @@
 //! `ctrackd`, a daemon keeping a flow cache from kernel events.
 //!
 //! The layout (README.md's Layout section has the table): [`flow`] is the
-//! pure model and its formats; [`netlink`] the kernel boundary; [`cli`] and
-//! [`daemon`] are the two roles, built on those two; `sync`, `wan` and
-//! `web` are the daemon's features (each behind its cargo feature), which
-//! use `flow` and `netlink` and are wired together by the daemon. [`exit`]
-//! and [`opts`] (exit codes, the small option parser) serve every role.
-//! Arrows go one way: nothing imports a role but [`dispatch`].
+//! pure model and its formats; [`netlink`] the kernel boundary; `sync`,
+//! `wan` and `web` are the features (each behind its cargo feature), built
+//! on those two; [`cli`] and [`daemon`] are the two roles: the daemon wires
+//! the features together, and `ctrack flush-wan` and `ctrack web` run wan
+//! and web alone. [`exit`] and [`opts`] (exit codes, the small option
+//! parser) serve every role.
+//! Arrows go one way: `flow` imports nothing of ours, `netlink` only
+//! `flow`, the features only those two (and `exit`, `opts`); the roles
+//! build on all of them, and [`dispatch`] picks the role.
 
 pub mod cli;
 pub mod daemon;

@@ -36,7 +36,7 @@ pub fn parse_command(argv: Vec<String>) -> Result<CtCommand, CliError> {
     Ok(cmd)
 }
 
-/// Runs the conntrack-compatible CLI on `args` (without argv[0]; `--netns`
+/// Runs the conntrack-compatible CLI on `args` (without `argv[0]`; `--netns`
 /// anywhere) and returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
     match conntrack(args) {

@@ -230,7 +230,7 @@ impl Failure {
     }
 }
 
-/// Runs ctrackd (daemon or client) on `args` (without argv[0]); returns
+/// Runs ctrackd (daemon or client) on `args` (without `argv[0]`); returns
 /// the exit code.
 pub fn main(args: Vec<String>) -> i32 {
     match ctrackd(args) {

@@ -328,7 +328,7 @@ impl Parser {
     }
 }
 
-/// Parses a conntrack command line (without argv[0]).
+/// Parses a conntrack command line (without the program name).
 pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), CliError> {
     let mut p = Parser {
         c: CtCommand::new(),

@@ -1,57 +1,56 @@
-//! `ctrack` as a drop-in for the `conntrack` CLI, plus ctrack's own
-//! subcommands.
+//! The `ctrack` role: a drop-in for the `conntrack` CLI, plus ctrack's own
+//! `flush-wan` command.
+//!
+//! The conntrack command line is parsed by [`args`] (on the GNU getopt
+//! scanner of [`getopt`]), run by [`run`] with the requests of
+//! [`request`], printed by [`output`]; `-R` files are read by [`load`].
+//! Every failure comes back as a [`CliError`], printed once by
+//! [`CliError::report`].
 
 pub mod args;
+pub mod error;
+#[cfg(feature = "wan")]
+pub mod flush_wan;
 pub mod getopt;
+pub mod load;
 pub mod output;
+pub mod progname;
+pub mod request;
 pub mod run;
+pub mod usage;
 
-use args::exit;
-use run::{Runner, report_arg_error};
+pub use error::CliError;
 
-/// Takes `--netns NAME` / `--netns=NAME` out of the arguments: ctrack's
-/// option to work on another network namespace, valid with every command.
-pub fn take_netns(args: &mut Vec<String>) -> Result<Option<String>, String> {
-    let mut netns = None;
-    let mut i = 0;
-    while i < args.len() {
-        if args[i] == "--netns" {
-            if i + 1 >= args.len() {
-                return Err("option `--netns' requires an argument".into());
-            }
-            netns = Some(args.remove(i + 1));
-            args.remove(i);
-        } else if let Some(v) = args[i].strip_prefix("--netns=") {
-            netns = Some(v.to_string());
-            args.remove(i);
-        } else {
-            i += 1;
-        }
+use crate::exit;
+use crate::opts::take_netns;
+use args::CtCommand;
+use run::Runner;
+
+/// Parses a conntrack command line, printing its warnings (deprecated or
+/// ignored options) on stderr as conntrack does.
+pub fn parse_command(argv: Vec<String>) -> Result<CtCommand, CliError> {
+    let (cmd, warnings) = args::parse(argv)?;
+    for w in warnings {
+        eprintln!("{w}");
     }
-    Ok(netns)
+    Ok(cmd)
 }
 
-/// Runs the conntrack-compatible CLI on `args` (without argv[0]) and
-/// returns the exit code.
-pub fn main(mut args: Vec<String>) -> i32 {
-    let netns = match take_netns(&mut args) {
-        Ok(n) => n,
-        Err(m) => {
-            eprintln!("ctrack: {m}");
-            return exit::PARAMETER;
-        }
-    };
+/// Runs the conntrack-compatible CLI on `args` (without `argv[0]`; `--netns`
+/// anywhere) and returns the exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    match conntrack(args) {
+        Ok(()) => exit::OK,
+        Err(e) => e.report(),
+    }
+}
+
+/// The conntrack CLI: `-R FILE`, or one command.
+fn conntrack(mut args: Vec<String>) -> Result<(), CliError> {
+    let netns = take_netns(&mut args).map_err(|_| CliError::netns_missing())?;
     let mut runner = Runner::new(netns);
     if args.len() > 1 && (args[0] == "-R" || args[0] == "--load-file") {
-        return run::load_file(&mut runner, &args[1]);
+        return load::load_file(&mut runner, &args[1]);
     }
-    match args::parse(args) {
-        Ok((cmd, warnings)) => {
-            for w in warnings {
-                eprintln!("{w}");
-            }
-            runner.run(&cmd, true)
-        }
-        Err(e) => report_arg_error(&e),
-    }
+    runner.run(&parse_command(args)?, true)
 }

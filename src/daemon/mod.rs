@@ -20,9 +20,12 @@ pub mod wanpart;
 pub mod webpart;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use control::{Format, Request, Which};
+use crate::exit;
+use crate::opts::{OptError, Opts, Spec};
+use config::ConfigError;
+use control::{ClientError, Format, Request, Which};
 
 const USAGE: &str = "\
 ctrackd: connection tracking daemon (conntrackd-compatible)
@@ -68,6 +71,38 @@ pub struct Args {
     pub action: Action,
 }
 
+/// ctrackd's options (conntrackd's: one letter each, some with an
+/// optional word after them).
+const OPTIONS: &[Spec] = &[
+    Spec::value("-C"),
+    Spec::flag("-d"),
+    Spec::flag("-x"),
+    Spec::value("-o"),
+    Spec::optional_word("-s"),
+    Spec::optional_word("-i"),
+    Spec::optional_word("-e"),
+    Spec::optional_word("-f"),
+    Spec::optional_word("-F"),
+    Spec::optional_word("-R"),
+    Spec::optional_word("-c"),
+    Spec::flag("-k"),
+    Spec::flag("-B"),
+    Spec::flag("-n"),
+    Spec::flag("-t"),
+    Spec::flag("-v"),
+    Spec::flag("-h"),
+    Spec::flag("--help"),
+];
+
+/// The table word after `-i`, `-e`, `-F`, `-R` and `-c`: only `ct`.
+fn check_table(flag: &str, word: Option<&str>) -> Result<(), String> {
+    match word {
+        None | Some("ct") => Ok(()),
+        Some("expect") => Err("expectation sync is not supported".into()),
+        Some(w) => Err(format!("unknown table `{w}' for {flag} (use ct)")),
+    }
+}
+
 /// Parses ctrackd's flags (conntrackd's: one letter each, some with an
 /// optional word after them).
 pub fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -76,7 +111,6 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut daemon = false;
     let mut xml = false;
     let mut json = false;
-    let mut i = 0;
     let set = |a: &mut Option<Action>, new: Action| -> Result<(), String> {
         if a.is_some() {
             return Err("only one command at a time".into());
@@ -84,52 +118,35 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
         *a = Some(new);
         Ok(())
     };
-    while i < args.len() {
-        let a = args[i].as_str();
-        let next_word = |i: usize| -> Option<&str> {
-            args.get(i + 1)
-                .map(String::as_str)
-                .filter(|w| !w.starts_with('-'))
-        };
-        match a {
-            "-C" => {
-                let Some(p) = args.get(i + 1) else {
-                    return Err("option `-C' needs a config file".into());
-                };
-                config = Some(PathBuf::from(p));
-                i += 1;
+    for opt in Opts::new(args, OPTIONS) {
+        let (flag, word) = opt.map_err(|e| match e {
+            OptError::MissingValue { name: "-C" } => "option `-C' needs a config file".into(),
+            // the other option with a value: -o
+            OptError::MissingValue { name } => format!("option `{name}' needs an output format"),
+            OptError::UnexpectedValue { arg, .. } | OptError::Unknown(arg) => {
+                format!("unknown option `{arg}'")
             }
+        })?;
+        match flag {
+            "-C" => config = word.map(PathBuf::from),
             "-d" => daemon = true,
             "-x" => xml = true,
-            "-o" => {
-                match args.get(i + 1).map(String::as_str) {
-                    Some("json") => json = true,
-                    Some(o) => return Err(format!("unknown output `{o}' (ctrackd knows json)")),
-                    None => return Err("option `-o' needs an output format".into()),
-                }
-                i += 1;
-            }
+            "-o" => match word.unwrap_or_default() {
+                "json" => json = true,
+                o => return Err(format!("unknown output `{o}' (ctrackd knows json)")),
+            },
             "-s" => {
-                let section = next_word(i).map(str::to_string);
-                if section.is_some() {
-                    i += 1;
-                }
-                let section = match section.as_deref() {
+                let section = match word {
                     Some("ct") => None,
                     Some("multicast") => Some("link".to_string()),
                     Some("expect") => return Err("expectation sync is not supported".into()),
-                    _ => section,
+                    w => w.map(str::to_string),
                 };
                 set(&mut action, Action::Client(Request::Stats(section)))?;
             }
             "-i" | "-e" => {
-                match next_word(i) {
-                    Some("ct") => i += 1,
-                    Some("expect") => return Err("expectation sync is not supported".into()),
-                    Some(w) => return Err(format!("unknown table `{w}' for {a} (use ct)")),
-                    None => {}
-                }
-                let which = if a == "-i" {
+                check_table(flag, word)?;
+                let which = if flag == "-i" {
                     Which::Internal
                 } else {
                     Which::External
@@ -140,7 +157,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
                 )?;
             }
             "-f" => {
-                let which = match next_word(i) {
+                let which = match word {
                     Some("internal") => Which::Internal,
                     Some("external") => Which::External,
                     Some(w) => {
@@ -148,19 +165,11 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
                     }
                     None => Which::All,
                 };
-                if which != Which::All {
-                    i += 1;
-                }
                 set(&mut action, Action::Client(Request::FlushCache(which)))?;
             }
             "-F" | "-R" | "-c" => {
-                match next_word(i) {
-                    Some("ct") => i += 1,
-                    Some("expect") => return Err("expectation sync is not supported".into()),
-                    Some(w) => return Err(format!("unknown table `{w}' for {a} (use ct)")),
-                    None => {}
-                }
-                let r = match a {
+                check_table(flag, word)?;
+                let r = match flag {
                     "-F" => Request::FlushKernel,
                     "-R" => Request::Resync,
                     _ => Request::Commit,
@@ -172,10 +181,9 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
             "-n" => set(&mut action, Action::Client(Request::RequestResync))?,
             "-t" => set(&mut action, Action::Client(Request::ResetTimers))?,
             "-v" => set(&mut action, Action::Version)?,
-            "-h" | "--help" => set(&mut action, Action::Help)?,
-            _ => return Err(format!("unknown option `{a}'")),
+            // the table's last two: "-h", "--help"
+            _ => set(&mut action, Action::Help)?,
         }
-        i += 1;
     }
     let mut action = action.unwrap_or(Action::Run { daemon });
     if let Action::Client(Request::Dump(w, _)) = action {
@@ -199,61 +207,80 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
     Ok(Args { config, action })
 }
 
-/// Runs ctrackd (daemon or client) on `args` (without argv[0]); returns
+/// Why ctrackd or its client command stops before the daemon runs: printed
+/// once, by [`Failure::report`] in [`main`].
+#[derive(Debug)]
+pub enum Failure {
+    /// A bad command line.
+    Usage(String),
+    /// The configuration cannot be used.
+    Config(ConfigError),
+    /// The running daemon could not be asked.
+    Client(ClientError),
+}
+
+impl Failure {
+    /// Prints the failure; returns its exit code (conntrackd's: 1 for
+    /// every failure).
+    pub fn report(&self) -> i32 {
+        match self {
+            Failure::Usage(e) => {
+                eprintln!("ctrackd: {e}\nTry `ctrackd -h' for more information.")
+            }
+            Failure::Config(e) => eprintln!("ctrackd: {e}"),
+            Failure::Client(e) => eprintln!("{}", e.0),
+        }
+        exit::OTHER
+    }
+}
+
+/// Runs ctrackd (daemon or client) on `args` (without `argv[0]`); returns
 /// the exit code.
 pub fn main(args: Vec<String>) -> i32 {
-    let parsed = match parse_args(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("ctrackd: {e}\nTry `ctrackd -h' for more information.");
-            return 1;
-        }
-    };
+    match ctrackd(args) {
+        Ok(code) => code,
+        Err(e) => e.report(),
+    }
+}
+
+/// Parses the command line and does what it asks: Ok with the exit code of
+/// what ran (the daemon reports its own failures), or why nothing could.
+fn ctrackd(args: Vec<String>) -> Result<i32, Failure> {
+    let parsed = parse_args(&args).map_err(Failure::Usage)?;
+    let config_path = parsed
+        .config
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     match parsed.action {
         Action::Help => {
             print!("{USAGE}");
-            0
+            Ok(exit::OK)
         }
         Action::Version => {
             println!(
                 "ctrackd {} (conntrackd 1.4.7 compatible)",
                 env!("CARGO_PKG_VERSION")
             );
-            0
+            Ok(exit::OK)
         }
         Action::Run { daemon } => {
-            let path = parsed
-                .config
-                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-            match config::load(&path) {
-                Ok(cfg) => run::run(cfg, daemon),
-                Err(e) => {
-                    eprintln!("ctrackd: {e}");
-                    1
-                }
-            }
+            let cfg = config::load(&config_path).map_err(Failure::Config)?;
+            Ok(run::run(cfg, daemon))
         }
         Action::Client(req) => {
-            let socket = control::socket_path(Some(
-                parsed
-                    .config
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new(config::DEFAULT_PATH)),
-            ));
-            match control::request(&socket, &req) {
-                Ok(body) => {
-                    let mut so = std::io::stdout().lock();
-                    let _ = so.write_all(&body);
-                    let _ = so.flush();
-                    0
-                }
-                Err(e) => {
-                    eprintln!("{}", e.0);
-                    1
-                }
-            }
+            ask(&config_path, &req).map_err(Failure::Client)?;
+            Ok(exit::OK)
         }
     }
+}
+
+/// Sends `req` to the daemon running with the configuration at
+/// `config_path` and copies its answer to stdout.
+fn ask(config_path: &Path, req: &Request) -> Result<(), ClientError> {
+    let body = control::request(&control::socket_path(Some(config_path)), req)?;
+    let mut so = std::io::stdout().lock();
+    let _ = so.write_all(&body);
+    let _ = so.flush();
+    Ok(())
 }
 
 #[cfg(test)]

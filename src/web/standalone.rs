@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+use crate::exit;
 use crate::netlink::EventSocket;
 use crate::netlink::events::Received;
 use crate::netlink::events::group;
+
+use crate::opts::{OptError, Opts, Spec, take_netns};
 
 use super::{Hub, Server, WebConfig, WebContext};
 
@@ -53,65 +56,107 @@ pub fn feed_events(
         })
 }
 
+/// The usage line of `ctrack web` (`-h`, and after an unknown option).
 const USAGE: &str = "usage: ctrack web [--netns NAME] [--listen ADDRESS:PORT] [--leases FILE] \
 [--hosts FILE] [--token-file FILE]";
 
-/// Runs `ctrack web ARGS` until SIGINT or SIGTERM; returns the exit code.
-pub fn main(args: &[String]) -> i32 {
-    let mut cfg = WebConfig::default();
-    let mut netns = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| match it.next() {
-            Some(v) => Ok(v.clone()),
-            None => Err(format!("ctrack: {name} needs a value")),
+/// The options of `ctrack web` (`--netns` is taken before).
+const OPTIONS: &[Spec] = &[
+    Spec::value("--listen"),
+    Spec::value("--leases"),
+    Spec::value("--hosts"),
+    Spec::value("--token-file"),
+    Spec::flag("-h"),
+    Spec::flag("--help"),
+];
+
+/// Why `ctrack web` stops before serving.
+#[derive(Debug)]
+enum WebError {
+    /// A bad command line (exit 2).
+    Usage(String),
+    /// The event feed or the server could not start (exit 1).
+    Start(String),
+}
+
+impl WebError {
+    /// Prints the error; returns its exit code. The one place `ctrack web`
+    /// prints its errors.
+    fn report(&self) -> i32 {
+        let (msg, code) = match self {
+            WebError::Usage(m) => (m, exit::PARAMETER),
+            WebError::Start(m) => (m, exit::OTHER),
         };
-        let res: Result<(), String> = match a.as_str() {
-            "--netns" => val("--netns").map(|v| netns = Some(v)),
-            "--listen" => val("--listen").and_then(|v| {
+        eprintln!("ctrack: {msg}");
+        code
+    }
+}
+
+impl From<OptError> for WebError {
+    fn from(e: OptError) -> WebError {
+        WebError::Usage(match e {
+            OptError::MissingValue { name } => format!("{name} needs a value"),
+            OptError::UnexpectedValue { arg, .. } | OptError::Unknown(arg) => {
+                format!("unknown option '{arg}' for web\n{USAGE}")
+            }
+        })
+    }
+}
+
+/// Parses the arguments after `web` (without `--netns`); None for `-h`.
+fn parse(args: &[String]) -> Result<Option<WebConfig>, WebError> {
+    let mut cfg = WebConfig::default();
+    for opt in Opts::new(args, OPTIONS) {
+        let (name, value) = opt?;
+        let v = value.unwrap_or_default();
+        match name {
+            "--listen" => {
                 let sa: SocketAddr = v.parse().map_err(|_| {
-                    format!("ctrack: invalid address '{v}' for --listen (want IP:PORT)")
+                    WebError::Usage(format!("invalid address '{v}' for --listen (want IP:PORT)"))
                 })?;
                 cfg.address = sa.ip();
                 cfg.port = sa.port();
-                Ok(())
-            }),
-            "--leases" => val("--leases").map(|v| cfg.dhcp_leases = Some(PathBuf::from(v))),
-            "--hosts" => val("--hosts").map(|v| cfg.hosts = Some(PathBuf::from(v))),
-            "--token-file" => val("--token-file").map(|v| cfg.token_file = Some(PathBuf::from(v))),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
             }
-            other => Err(format!("ctrack: unknown option '{other}' for web\n{USAGE}")),
-        };
-        if let Err(e) = res {
-            eprintln!("{e}");
-            return 2;
+            "--leases" => cfg.dhcp_leases = Some(PathBuf::from(v)),
+            "--hosts" => cfg.hosts = Some(PathBuf::from(v)),
+            "--token-file" => cfg.token_file = Some(PathBuf::from(v)),
+            // the table's last two: "-h", "--help"
+            _ => return Ok(None),
         }
     }
+    Ok(Some(cfg))
+}
+
+/// Runs `ctrack web ARGS` (`--netns` anywhere) until SIGINT or SIGTERM;
+/// returns the exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    match serve(args) {
+        Ok(()) => exit::OK,
+        Err(e) => e.report(),
+    }
+}
+
+/// Parses the command line, starts the event feed and the server, and
+/// serves until a signal.
+fn serve(mut args: Vec<String>) -> Result<(), WebError> {
+    let netns = take_netns(&mut args)?;
+    let Some(cfg) = parse(&args)? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
     let hub = Hub::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let feed = match feed_events(netns.clone(), hub.clone(), stop.clone()) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("ctrack: cannot subscribe to conntrack events: {e}");
-            return 1;
-        }
-    };
+    let feed = feed_events(netns.clone(), hub.clone(), stop.clone())
+        .map_err(|e| WebError::Start(format!("cannot subscribe to conntrack events: {e}")))?;
     let ctx = WebContext {
         netns,
         hub,
         ..WebContext::default()
     };
-    let handle = match Server::start(cfg, ctx) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("ctrack: {e}");
-            stop.store(true, Ordering::Relaxed);
-            return 1;
-        }
-    };
+    let handle = Server::start(cfg, ctx).map_err(|e| {
+        stop.store(true, Ordering::Relaxed);
+        WebError::Start(e.to_string())
+    })?;
     println!("ctrack: web page at http://{}/", handle.local_addr());
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -128,5 +173,36 @@ pub fn main(args: &[String]) -> i32 {
     handle.stop();
     stop.store(true, Ordering::Relaxed);
     let _ = feed.join();
-    0
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Option<WebConfig>, WebError> {
+        parse(&s.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+    }
+
+    fn usage_error(s: &str) -> String {
+        match p(s) {
+            Err(WebError::Usage(m)) => m,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_and_errors() {
+        let cfg = p("--listen 127.0.0.1:8077 --hosts /h").unwrap().unwrap();
+        assert_eq!(cfg.port, 8077);
+        assert_eq!(cfg.hosts, Some(PathBuf::from("/h")));
+        assert!(p("--bogus -h").is_err());
+        assert!(p("-h --bogus").unwrap().is_none());
+        assert_eq!(usage_error("--leases"), "--leases needs a value");
+        assert_eq!(
+            usage_error("--listen foo"),
+            "invalid address 'foo' for --listen (want IP:PORT)"
+        );
+        assert!(usage_error("--bogus").starts_with("unknown option '--bogus' for web\nusage:"));
+    }
 }

@@ -1,14 +1,18 @@
-//! `ctrack flush-wan`: the WAN selection run once, for scripts and the
-//! OpenWrt hotplug hook (when ctrackd is not running to do it itself).
+//! `ctrack flush-wan`: the WAN selection (`crate::wan`) run once, for
+//! scripts and the OpenWrt hotplug hook (when ctrackd is not running to do
+//! it itself).
 
 use std::net::IpAddr;
 
-use super::config::{FlushMode, check_ifname};
-use super::flush::{Executor, FlushOptions, Outcome};
-use super::rtnl::{self, RtMsg};
-use super::rule::{Rule, is_selectable};
-use crate::cli::args::{Output, exit};
-use crate::cli::output::{Context, Printer};
+use super::args::Output;
+use super::error::CliError;
+use super::output::{Context, Printer};
+use crate::exit;
+use crate::opts::{OptError, Opts, Spec, take_netns};
+use crate::wan::config::{FlushMode, check_ifname};
+use crate::wan::flush::{Executor, FlushOptions, Outcome};
+use crate::wan::rtnl::{self, RtMsg};
+use crate::wan::rule::{Rule, is_selectable};
 
 /// The usage text.
 pub const USAGE: &str = "\
@@ -50,61 +54,48 @@ pub struct FlushWanArgs {
     pub output: Output,
     /// `--kernel-filter`.
     pub kernel_filter: bool,
-    /// `--netns`.
+    /// `--netns` (taken by [`main`] before the parse).
     pub netns: Option<String>,
     /// `-h`/`--help`.
     pub help: bool,
 }
 
+/// An address given to `opt`.
 fn parse_ip(v: &str, opt: &str) -> Result<IpAddr, String> {
     v.parse()
         .map_err(|_| format!("invalid address '{v}' for {opt} (an IPv4 or IPv6 address)"))
 }
 
+/// The options of `flush-wan` (`--netns` is taken before).
+const OPTIONS: &[Spec] = &[
+    Spec::value("--old-address"),
+    Spec::value("--new-address"),
+    Spec::value("--interface"),
+    Spec::value("--flush"),
+    Spec::value("-o"),
+    Spec::value("--output"),
+    Spec::flag("--dry-run"),
+    Spec::flag("--kernel-filter"),
+    Spec::flag("-h"),
+    Spec::flag("--help"),
+];
+
 /// Parses the arguments after `flush-wan`.
 pub fn parse(args: &[String]) -> Result<FlushWanArgs, String> {
     let mut a = FlushWanArgs::default();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (arg, None),
-        };
-        let takes_value = matches!(
-            name,
-            "--old-address"
-                | "--new-address"
-                | "--interface"
-                | "--flush"
-                | "-o"
-                | "--output"
-                | "--netns"
-        );
-        let value = if takes_value {
-            match inline {
-                Some(v) => Some(v),
-                None => {
-                    i += 1;
-                    Some(
-                        args.get(i)
-                            .cloned()
-                            .ok_or_else(|| format!("option '{name}' needs a value"))?,
-                    )
-                }
-            }
-        } else if inline.is_some() {
-            return Err(format!("option '{name}' takes no value"));
-        } else {
-            None
-        };
+    for opt in Opts::new(args, OPTIONS) {
+        let (name, value) = opt.map_err(|e| match e {
+            OptError::MissingValue { name } => format!("option '{name}' needs a value"),
+            OptError::UnexpectedValue { name, .. } => format!("option '{name}' takes no value"),
+            OptError::Unknown(arg) => format!("unknown option '{arg}' for flush-wan"),
+        })?;
         let v = value.unwrap_or_default();
         match name {
-            "--old-address" => a.old.push(parse_ip(&v, name)?),
-            "--new-address" => a.new.push(parse_ip(&v, name)?),
+            "--old-address" => a.old.push(parse_ip(v, name)?),
+            "--new-address" => a.new.push(parse_ip(v, name)?),
             "--interface" => {
-                check_ifname(&v).map_err(|e| format!("{e} for --interface"))?;
-                a.interface = Some(v);
+                check_ifname(v).map_err(|e| format!("{e} for --interface"))?;
+                a.interface = Some(v.to_string());
             }
             "--flush" => {
                 a.mode = v.parse().map_err(|_| {
@@ -125,13 +116,11 @@ pub fn parse(args: &[String]) -> Result<FlushWanArgs, String> {
                     }
                 }
             }
-            "--netns" => a.netns = Some(v),
             "--dry-run" => a.dry_run = true,
             "--kernel-filter" => a.kernel_filter = true,
-            "-h" | "--help" => a.help = true,
-            _ => return Err(format!("unknown option '{arg}' for flush-wan")),
+            // the table's last two: "-h", "--help"
+            _ => a.help = true,
         }
-        i += 1;
     }
     if a.help {
         return Ok(a);
@@ -173,33 +162,34 @@ fn plural(n: u64, word: &str) -> String {
     }
 }
 
-/// Runs `ctrack flush-wan ARGS` and returns the exit code.
-pub fn main(mut args: Vec<String>) -> i32 {
-    let netns = match crate::cli::take_netns(&mut args) {
-        Ok(n) => n,
-        Err(m) => {
-            eprintln!("ctrack: {m}");
-            return exit::PARAMETER;
-        }
-    };
-    let mut a = match parse(&args) {
-        Ok(a) => a,
-        Err(m) => {
-            eprintln!("ctrack: {m}");
-            eprintln!("Try `ctrack flush-wan --help' for more information.");
-            return exit::PARAMETER;
-        }
-    };
+/// Runs `ctrack flush-wan ARGS` (`--netns` anywhere) and returns the exit
+/// code.
+pub fn main(args: Vec<String>) -> i32 {
+    match flush_wan(args) {
+        Ok(()) => exit::OK,
+        Err(e) => e.report(),
+    }
+}
+
+/// Parses the command line and runs it (or prints the usage).
+fn flush_wan(mut args: Vec<String>) -> Result<(), CliError> {
+    let netns = take_netns(&mut args).map_err(|_| CliError::netns_missing())?;
+    let mut a = parse(&args).map_err(|m| {
+        CliError::ours(format!(
+            "{m}\nTry `ctrack flush-wan --help' for more information."
+        ))
+    })?;
     if a.help {
         print!("{USAGE}");
-        return exit::OK;
+        return Ok(());
     }
-    a.netns = a.netns.or(netns);
+    a.netns = netns;
     run(&a)
 }
 
-/// Runs a parsed `flush-wan`.
-pub fn run(a: &FlushWanArgs) -> i32 {
+/// Runs a parsed `flush-wan`: prints the flows deleted (or that would be)
+/// on stdout and the counts on stderr.
+pub fn run(a: &FlushWanArgs) -> Result<(), CliError> {
     let netns = a.netns.as_deref();
     for x in &a.old {
         if !is_selectable(*x) {
@@ -210,13 +200,7 @@ pub fn run(a: &FlushWanArgs) -> i32 {
     }
     let mut current = a.new.clone();
     if let Some(dev) = &a.interface {
-        match interface_addrs(dev, netns) {
-            Ok(v) => current.extend(v),
-            Err(m) => {
-                eprintln!("ctrack: {m}");
-                return exit::OTHER;
-            }
-        }
+        current.extend(interface_addrs(dev, netns).map_err(CliError::system)?);
     }
     for x in &a.old {
         if current.contains(x) {
@@ -232,15 +216,10 @@ pub fn run(a: &FlushWanArgs) -> i32 {
     };
     if rule.is_empty() {
         eprintln!("ctrack: 0 {noun}s deleted (nothing stale)");
-        return exit::OK;
+        return Ok(());
     }
-    let mut exec = match Executor::open(netns) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("ctrack: cannot open ctnetlink: {e}");
-            return exit::OTHER;
-        }
-    };
+    let mut exec = Executor::open(netns)
+        .map_err(|e| CliError::system(format!("cannot open ctnetlink: {e}")))?;
     let opts = FlushOptions {
         dry_run: a.dry_run,
         kernel_filter: a.kernel_filter,
@@ -262,13 +241,7 @@ pub fn run(a: &FlushWanArgs) -> i32 {
     if printer.finish().is_err() {
         print_failed = true;
     }
-    let r = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ctrack: flush-wan failed: {e}");
-            return exit::OTHER;
-        }
-    };
+    let r = result.map_err(|e| CliError::system(format!("flush-wan failed: {e}")))?;
     if a.dry_run {
         eprintln!(
             "ctrack: {} would be deleted (dry run)",
@@ -292,13 +265,15 @@ pub fn run(a: &FlushWanArgs) -> i32 {
             .first_error
             .map(crate::netlink::client::errno_text)
             .unwrap_or("unknown error");
-        eprintln!("ctrack: {} failed: {why}", plural(r.errors, "delete"));
-        return exit::OTHER;
+        return Err(CliError::system(format!(
+            "{} failed: {why}",
+            plural(r.errors, "delete")
+        )));
     }
     if print_failed {
-        return exit::OTHER;
+        return Err(CliError::silent());
     }
-    exit::OK
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub enum Input {
     Signal(i32),
     /// rtnetlink address/link messages (WAN watch).
     #[cfg(feature = "wan")]
-    Rtnl(Vec<crate::wan::rtnl::RtMsg>),
+    Rtnl(Vec<crate::netlink::route::RtMsg>),
     /// The rtnetlink socket overran.
     #[cfg(feature = "wan")]
     RtnlOverrun,

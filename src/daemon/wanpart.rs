@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use super::core::Input;
 use super::log::Logger;
+use crate::netlink::route::{self as rtnl, Recv, RtMsg, RtnlWatch};
 use crate::wan::config::WanConfig;
 use crate::wan::flush::{Executor, FlushOptions};
-use crate::wan::rtnl::{self, Recv, RtMsg, RtnlWatch};
 use crate::wan::stats::WanStats;
 use crate::wan::tracker::{self, Action, Tracker};
 use crate::wan::watch::Note;

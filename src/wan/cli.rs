@@ -5,10 +5,10 @@ use std::net::IpAddr;
 
 use super::config::{FlushMode, check_ifname};
 use super::flush::{Executor, FlushOptions, Outcome};
-use super::rtnl::{self, RtMsg};
 use super::rule::{Rule, is_selectable};
 use crate::cli::args::{Output, exit};
 use crate::cli::output::{Context, Printer};
+use crate::netlink::route::{self as rtnl, RtMsg};
 
 /// The usage text.
 pub const USAGE: &str = "\

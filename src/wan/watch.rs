@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use super::config::WanConfig;
 use super::flush::{Executor, FlushOptions, FlushReport};
-use super::rtnl::{Recv, RtMsg, RtnlWatch};
 use super::stats::WanStats;
 use super::tracker::{Action, Change, FlushOrder, IfaceStatus, Input, Tracker};
 use crate::netlink::Error;
 use crate::netlink::events::poll_readable;
+use crate::netlink::route::{Recv, RtMsg, RtnlWatch};
 
 /// Something the owner may want to log.
 #[derive(Clone, Debug, PartialEq, Eq)]

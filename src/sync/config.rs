@@ -1,6 +1,6 @@
 //! The `Sync { ... }` block of conntrackd.conf as plain Rust values, with
 //! conntrackd 1.4.7's defaults. The daemon's config parser fills them;
-//! nothing here reads files (except [`AuthConfig::load_key`]).
+//! nothing here reads files (the key file is read by [`super::keyfile`]).
 //!
 //! ```text
 //! Sync {
@@ -138,32 +138,9 @@ impl LinkConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthConfig {
     /// File holding the shared secret (at least 16 bytes; trailing
-    /// whitespace is ignored, so `head -c 32 /dev/urandom | base64` works).
+    /// whitespace is ignored, so `head -c 32 /dev/urandom | base64` works);
+    /// [`super::keyfile::load_key`] reads it.
     pub key_file: PathBuf,
-}
-
-/// Shortest key `Auth` accepts.
-pub const MIN_KEY_LEN: usize = 16;
-
-impl AuthConfig {
-    /// Reads the key, with an error a person can act on.
-    pub fn load_key(&self) -> Result<Vec<u8>, String> {
-        let raw = std::fs::read(&self.key_file)
-            .map_err(|e| format!("cannot read Auth KeyFile {}: {e}", self.key_file.display()))?;
-        let end = raw
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
-            .map_or(0, |i| i + 1);
-        if end < MIN_KEY_LEN {
-            return Err(format!(
-                "Auth KeyFile {} holds {end} bytes; at least {MIN_KEY_LEN} are needed \
-                 (make one with: head -c 32 /dev/urandom | base64 > {})",
-                self.key_file.display(),
-                self.key_file.display()
-            ));
-        }
-        Ok(raw[..end].to_vec())
-    }
 }
 
 /// The whole Sync block.
@@ -348,24 +325,5 @@ mod tests {
         assert_eq!(c.commit_timeout, None);
         c.disable_internal_cache = true;
         assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn key_file_needs_sixteen_bytes() {
-        let dir = std::env::temp_dir().join(format!("ctrack-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("k");
-        std::fs::write(&p, "short\n").unwrap();
-        let a = AuthConfig {
-            key_file: p.clone(),
-        };
-        assert!(a.load_key().unwrap_err().contains("at least 16"));
-        std::fs::write(&p, "0123456789abcdef0123\n\n").unwrap();
-        assert_eq!(a.load_key().unwrap(), b"0123456789abcdef0123");
-        let missing = AuthConfig {
-            key_file: dir.join("nope"),
-        };
-        assert!(missing.load_key().unwrap_err().contains("cannot read"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

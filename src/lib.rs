@@ -6,6 +6,7 @@
 //! `flow` (pure model and formats) <- `netlink` (kernel boundary) <- `cli`.
 
 pub mod cli;
+pub mod conf;
 pub mod daemon;
 pub mod exit;
 pub mod flow;

@@ -545,7 +545,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conf::addr_value;
 
     #[cfg(feature = "sync")]
     const DEBIAN_LIKE: &str = r#"
@@ -687,7 +686,7 @@ General {
         assert_eq!(g.filter.states, Some((false, vec![1, 8])));
         assert_eq!(c.wan.unwrap().items().len(), 4);
         assert_eq!(
-            addr_value(c.web.unwrap().items(), "Address"),
+            crate::conf::addr_value(c.web.unwrap().items(), "Address"),
             Some("192.168.1.1".parse().unwrap())
         );
         // Backlog, Nice, PollSecs, EventIterationLimit, Type, Priority, Stats

@@ -16,6 +16,7 @@
 //! build on all of them, and [`dispatch`] picks the role.
 
 pub mod cli;
+pub mod conf;
 pub mod daemon;
 pub mod exit;
 pub mod flow;

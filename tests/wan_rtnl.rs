@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ctrack::netlink::events::poll_readable;
+use ctrack::netlink::route::{self, AddrMsg, Recv, RtMsg, RtnlWatch, group};
 use ctrack::netlink::socket::{NETLINK_ROUTE, NlSocket};
-use ctrack::wan::rtnl::{self, AddrMsg, Recv, RtMsg, RtnlWatch, group};
 use lab::Netns;
 
 /// Reads every datagram that arrives within `quiet` of the previous one.
@@ -168,8 +168,11 @@ fn record_captures() {
     // the initial dump: links, then addresses
     let mut q = NlSocket::open(NETLINK_ROUTE, 0, Some(&r.name)).unwrap();
     let mut dump = Vec::new();
-    for (i, ty) in [rtnl::rtm::GETLINK, rtnl::rtm::GETADDR].iter().enumerate() {
-        q.send(&rtnl::dump_request(*ty, 100 + i as u32)).unwrap();
+    for (i, ty) in [route::rtm::GETLINK, route::rtm::GETADDR]
+        .iter()
+        .enumerate()
+    {
+        q.send(&route::dump_request(*ty, 100 + i as u32)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let d = q.recv().unwrap().to_vec();

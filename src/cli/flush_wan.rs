@@ -8,10 +8,10 @@ use super::args::Output;
 use super::error::CliError;
 use super::output::{Context, Printer};
 use crate::exit;
+use crate::netlink::route::{self as rtnl, RtMsg};
 use crate::opts::{OptError, Opts, Spec, take_netns};
 use crate::wan::config::{FlushMode, check_ifname};
 use crate::wan::flush::{Executor, FlushOptions, Outcome};
-use crate::wan::rtnl::{self, RtMsg};
 use crate::wan::rule::{Rule, is_selectable};
 
 /// The usage text.

@@ -1,16 +1,19 @@
-//! ctrackd's configuration: conntrackd.conf's grammar (so existing files
-//! work) plus ctrack's own blocks (`Web`, `WAN`, `Auth`).
+//! ctrackd's configuration: conntrackd.conf's blocks (so existing files
+//! work) plus ctrack's own (`Web`, `WAN`, `Auth`).
 //!
 //! Parsing is in two steps: the text becomes a tree of [`Item`]s (a key, its
-//! arguments, maybe a block), then the tree is checked against what ctrackd
-//! implements. Unknown keys and bad values are errors naming file, line and
-//! key; conntrackd keys that ctrackd does not implement give a one-line
-//! warning and are ignored.
+//! arguments, maybe a block; the grammar is [`crate::conf`]), then the tree
+//! is checked against what ctrackd implements: here, which blocks and keys
+//! exist (also for rooms left out of the build), the `General` block with
+//! its `Filter`; each room reads its own block (`SyncConfig::from_block`,
+//! `WebConfig::from_block`, `WanConfig::from_block`). Unknown keys and bad
+//! values are errors naming file, line and key; conntrackd keys that
+//! ctrackd does not implement give a one-line warning and are ignored.
 
-use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::conf::{Checker, Key, Kind, flag, parse_bool, parse_items, path, single, uint};
+pub use crate::conf::{ConfigError, Item};
 use crate::flow::filter::Prefix;
 use crate::flow::{names, proto};
 
@@ -24,184 +27,6 @@ pub const DEFAULT_LOCKFILE: &str = "/var/lock/ctrackd.lock";
 pub const DEFAULT_PIDFILE: &str = "/var/run/ctrackd.pid";
 /// Log file used for `LogFile on`.
 pub const DEFAULT_LOGFILE: &str = "/var/log/ctrackd.log";
-
-/// A configuration error: where and what.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file.
-    pub file: String,
-    /// 1-based line (0 when not about one line).
-    pub line: usize,
-    /// What is wrong.
-    pub msg: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.file, self.msg)
-        } else {
-            write!(f, "{}:{}: {}", self.file, self.line, self.msg)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// One configuration statement: `Key arg...` or `Key arg... { items }`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Item {
-    /// The keyword.
-    pub key: String,
-    /// Arguments on the same line.
-    pub args: Vec<String>,
-    /// 1-based line of the keyword.
-    pub line: usize,
-    /// The block's items, for block statements.
-    pub block: Option<Vec<Item>>,
-}
-
-impl Item {
-    /// The items of this statement's block (empty for a plain statement).
-    pub fn items(&self) -> &[Item] {
-        self.block.as_deref().unwrap_or(&[])
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum Tok {
-    Word(String),
-    Open,
-    Close,
-    Newline,
-}
-
-fn lex(text: &str) -> Vec<(Tok, usize)> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line_no = n + 1;
-        let line = line.split('#').next().unwrap_or("");
-        let mut word = String::new();
-        let flush = |word: &mut String, out: &mut Vec<(Tok, usize)>| {
-            if !word.is_empty() {
-                out.push((Tok::Word(std::mem::take(word)), line_no));
-            }
-        };
-        for c in line.chars() {
-            match c {
-                '{' => {
-                    flush(&mut word, &mut out);
-                    out.push((Tok::Open, line_no));
-                }
-                '}' => {
-                    flush(&mut word, &mut out);
-                    out.push((Tok::Close, line_no));
-                }
-                ';' => flush(&mut word, &mut out),
-                c if c.is_whitespace() => flush(&mut word, &mut out),
-                c => word.push(c),
-            }
-        }
-        flush(&mut word, &mut out);
-        out.push((Tok::Newline, line_no));
-    }
-    out
-}
-
-/// Parses configuration text into statements (no meaning checked yet).
-pub fn parse_items(file: &str, text: &str) -> Result<Vec<Item>, ConfigError> {
-    let toks = lex(text);
-    let mut pos = 0;
-    let items = parse_block(file, &toks, &mut pos, 0)?;
-    Ok(items)
-}
-
-fn parse_block(
-    file: &str,
-    toks: &[(Tok, usize)],
-    pos: &mut usize,
-    depth: usize,
-) -> Result<Vec<Item>, ConfigError> {
-    let err = |line, msg: String| ConfigError {
-        file: file.to_string(),
-        line,
-        msg,
-    };
-    if depth > 8 {
-        return Err(err(
-            toks.get(*pos).map_or(0, |t| t.1),
-            "blocks nested too deeply".into(),
-        ));
-    }
-    let mut items = Vec::new();
-    while let Some((tok, line)) = toks.get(*pos) {
-        match tok {
-            Tok::Newline => *pos += 1,
-            Tok::Close => {
-                if depth == 0 {
-                    return Err(err(*line, "unexpected `}'".into()));
-                }
-                *pos += 1;
-                return Ok(items);
-            }
-            Tok::Open => return Err(err(*line, "`{' without a keyword before it".into())),
-            Tok::Word(key) => {
-                let mut item = Item {
-                    key: key.clone(),
-                    args: Vec::new(),
-                    line: *line,
-                    block: None,
-                };
-                *pos += 1;
-                // arguments, then maybe a block opened on this or the next line
-                loop {
-                    match toks.get(*pos) {
-                        Some((Tok::Word(w), l)) if *l == item.line => {
-                            item.args.push(w.clone());
-                            *pos += 1;
-                        }
-                        Some((Tok::Newline, _)) => {
-                            // a `{` alone on the next line still opens a block
-                            let mut look = *pos;
-                            while let Some((Tok::Newline, _)) = toks.get(look) {
-                                look += 1;
-                            }
-                            if let Some((Tok::Open, _)) = toks.get(look) {
-                                *pos = look;
-                                continue;
-                            }
-                            break;
-                        }
-                        Some((Tok::Open, _)) => {
-                            *pos += 1;
-                            item.block = Some(parse_block(file, toks, pos, depth + 1)?);
-                            // words after the closing brace on its line belong to
-                            // this statement (`State Accept { ... } for TCP`)
-                            let close_line = toks.get(*pos - 1).map_or(0, |t| t.1);
-                            while let Some((Tok::Word(w), l)) = toks.get(*pos) {
-                                if *l != close_line {
-                                    break;
-                                }
-                                item.args.push(w.clone());
-                                *pos += 1;
-                            }
-                            break;
-                        }
-                        _ => break,
-                    }
-                }
-                items.push(item);
-            }
-        }
-    }
-    if depth > 0 {
-        return Err(err(
-            toks.last().map_or(0, |t| t.1),
-            "missing `}' at the end of the file".into(),
-        ));
-    }
-    Ok(items)
-}
 
 /// Where the daemon logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -332,22 +157,11 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// What a key's value must look like.
-#[derive(Clone, Copy)]
-enum Kind {
-    Bool,
-    Uint,
-    Path,
-    Addr,
-    Word,
-    /// A block with these keys.
-    Block(&'static [Key]),
-    /// Known to conntrackd, ignored by ctrackd (warning).
-    Ignored,
-}
-
-/// A known key: name, value kind.
-type Key = (&'static str, Kind);
+// Which keys each block may hold, and their kinds: the schema every block
+// is checked against before it is read. The rooms' blocks (Sync, Web,
+// WAN, Auth) are here too, not in the rooms, so that a build without a
+// room still names a misspelt key before it refuses the block; the rooms
+// read the values (`SyncConfig::from_block`, ...).
 
 const UNIX_KEYS: &[Key] = &[("Path", Kind::Path), ("Backlog", Kind::Ignored)];
 const SCHEDULER_KEYS: &[Key] = &[("Type", Kind::Ignored), ("Priority", Kind::Ignored)];
@@ -426,138 +240,6 @@ const WAN_KEYS: &[Key] = &[
 
 const AUTH_KEYS: &[Key] = &[("KeyFile", Kind::Path)];
 
-struct Checker<'a> {
-    file: &'a str,
-    warnings: Vec<String>,
-}
-
-impl Checker<'_> {
-    fn err(&self, it: &Item, msg: String) -> ConfigError {
-        ConfigError {
-            file: self.file.to_string(),
-            line: it.line,
-            msg,
-        }
-    }
-
-    fn warn_ignored(&mut self, it: &Item) {
-        self.warnings.push(format!(
-            "{}:{}: `{}' is a conntrackd setting that ctrackd ignores",
-            self.file, it.line, it.key
-        ));
-    }
-
-    /// Checks every item of a block against `keys`.
-    fn check(&mut self, block: &str, items: &[Item], keys: &[Key]) -> Result<(), ConfigError> {
-        for it in items {
-            let Some((_, kind)) = keys.iter().find(|(k, _)| *k == it.key) else {
-                return Err(self.err(it, format!("unknown key `{}' in {block}", it.key)));
-            };
-            self.check_value(it, *kind)?;
-        }
-        Ok(())
-    }
-
-    fn check_value(&mut self, it: &Item, kind: Kind) -> Result<(), ConfigError> {
-        let one = |c: &Self| -> Result<&str, ConfigError> {
-            if it.block.is_some() {
-                return Err(c.err(it, format!("`{}' takes a value, not a block", it.key)));
-            }
-            match it.args.as_slice() {
-                [v] => Ok(v.as_str()),
-                [] => Err(c.err(it, format!("`{}' needs a value", it.key))),
-                _ => Err(c.err(it, format!("`{}' takes one value", it.key))),
-            }
-        };
-        match kind {
-            Kind::Ignored => self.warn_ignored(it),
-            Kind::Bool => {
-                let v = one(self)?;
-                parse_bool(v).ok_or_else(|| {
-                    self.err(
-                        it,
-                        format!("bad value `{v}' for `{}': use on or off", it.key),
-                    )
-                })?;
-            }
-            Kind::Uint => {
-                let v = one(self)?;
-                v.parse::<u64>().map_err(|_| {
-                    self.err(
-                        it,
-                        format!("bad value `{v}' for `{}': not a number", it.key),
-                    )
-                })?;
-            }
-            Kind::Path => {
-                let v = one(self)?;
-                if !v.starts_with('/') {
-                    return Err(self.err(
-                        it,
-                        format!("bad value `{v}' for `{}': must be an absolute path", it.key),
-                    ));
-                }
-            }
-            Kind::Addr => {
-                let v = one(self)?;
-                Prefix::parse(v)
-                    .ok_or_else(|| self.err(it, format!("bad address `{v}' for `{}'", it.key)))?;
-            }
-            Kind::Word => {
-                one(self)?;
-            }
-            Kind::Block(keys) => {
-                let Some(items) = &it.block else {
-                    return Err(self.err(it, format!("`{}' needs a {{ ... }} block", it.key)));
-                };
-                self.check(&it.key, items, keys)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Parses `on|off|yes|no` (any case).
-pub fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "on" | "yes" => Some(true),
-        "off" | "no" => Some(false),
-        _ => None,
-    }
-}
-
-fn single<'a>(c: &Checker, it: &'a Item) -> Result<&'a str, ConfigError> {
-    match it.args.as_slice() {
-        [v] if it.block.is_none() => Ok(v),
-        _ => Err(c.err(it, format!("`{}' takes one value", it.key))),
-    }
-}
-
-fn uint(c: &Checker, it: &Item, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let v = single(c, it)?;
-    match v.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(c.err(
-            it,
-            format!(
-                "bad value `{v}' for `{}': expected a number from {min} to {max}",
-                it.key
-            ),
-        )),
-    }
-}
-
-fn path(c: &Checker, it: &Item) -> Result<PathBuf, ConfigError> {
-    let v = single(c, it)?;
-    if !v.starts_with('/') {
-        return Err(c.err(
-            it,
-            format!("bad value `{v}' for `{}': must be an absolute path", it.key),
-        ));
-    }
-    Ok(PathBuf::from(v))
-}
-
 fn accept_ignore(c: &Checker, it: &Item) -> Result<bool, ConfigError> {
     match it.args.first().map(String::as_str) {
         Some("Accept") => Ok(true),
@@ -571,10 +253,10 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
         [] => {}
         [from, where_] if from == "From" && (where_ == "Userspace" || where_ == "Kernelspace") => {
             if where_ == "Kernelspace" {
-                c.warnings.push(format!(
-                    "{}:{}: `Filter From Kernelspace' is applied in userspace by ctrackd",
-                    c.file, it.line
-                ));
+                c.warn(
+                    it,
+                    "`Filter From Kernelspace' is applied in userspace by ctrackd",
+                );
             }
         }
         _ => {
@@ -719,15 +401,7 @@ fn parse_general(c: &mut Checker, it: &Item) -> Result<General, ConfigError> {
                     None => Some(uint(c, x, 0, 86400)? as u32),
                 };
             }
-            "NetlinkEventsReliable" => {
-                let v = single(c, x)?;
-                g.events_reliable = parse_bool(v).ok_or_else(|| {
-                    c.err(
-                        x,
-                        format!("bad value `{v}' for `NetlinkEventsReliable': use on or off"),
-                    )
-                })?;
-            }
+            "NetlinkEventsReliable" => g.events_reliable = flag(c, x)?,
             "Filter" => g.filter = parse_filter(c, x)?,
             "ResyncInterval" => g.resync_interval = uint(c, x, 0, 86400)? as u32,
             "Systemd"
@@ -744,43 +418,6 @@ fn parse_general(c: &mut Checker, it: &Item) -> Result<General, ConfigError> {
         g.netlink_buffer_max = g.netlink_buffer_size;
     }
     Ok(g)
-}
-
-#[cfg(feature = "web")]
-fn web_config(c: &Checker, it: &Item) -> Result<crate::web::WebConfig, ConfigError> {
-    let mut w = crate::web::WebConfig::default();
-    for x in it.items() {
-        match x.key.as_str() {
-            "Address" => {
-                let v = single(c, x)?;
-                w.address = v.parse().map_err(|_| {
-                    c.err(
-                        x,
-                        format!("bad value `{v}' for `Address': an IPv4 or IPv6 address"),
-                    )
-                })?;
-            }
-            "Port" => w.port = uint(c, x, 1, 65535)? as u16,
-            "TokenFile" => w.token_file = Some(path(c, x)?),
-            "DHCPLeases" => w.dhcp_leases = Some(path(c, x)?),
-            "Hosts" => w.hosts = Some(path(c, x)?),
-            "MaxConnections" => w.limits.max_conns = uint(c, x, 1, 100)? as usize,
-            "Workers" => w.limits.workers = uint(c, x, 1, 64)? as usize,
-            _ => {}
-        }
-    }
-    Ok(w)
-}
-
-#[cfg(feature = "wan")]
-fn wan_config(c: &Checker, it: &Item) -> Result<crate::wan::config::WanConfig, ConfigError> {
-    let mut w = crate::wan::config::WanConfig::default();
-    for x in it.items() {
-        let v = single(c, x)?;
-        w.set(&x.key, v).map_err(|e| c.err(x, e))?;
-    }
-    w.validate().map_err(|e| c.err(it, e))?;
-    Ok(w)
 }
 
 /// Refuses a block whose feature this build leaves out.
@@ -803,10 +440,7 @@ fn require(
 /// Parses and checks configuration text.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let items = parse_items(file, text)?;
-    let mut c = Checker {
-        file,
-        warnings: Vec::new(),
-    };
+    let mut c = Checker::new(file);
     let mut cfg = Config {
         path: PathBuf::from(file),
         general: General::default(),
@@ -854,7 +488,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 require(&c, it, cfg!(feature = "web"), "the web server", "web")?;
                 #[cfg(feature = "web")]
                 {
-                    cfg.web_config = Some(web_config(&c, it)?);
+                    cfg.web_config = Some(crate::web::WebConfig::from_block(&c, it)?);
                 }
                 cfg.web = Some(it.clone());
             }
@@ -864,7 +498,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 require(&c, it, cfg!(feature = "wan"), "the WAN flush", "wan")?;
                 #[cfg(feature = "wan")]
                 {
-                    cfg.wan_config = Some(wan_config(&c, it)?);
+                    cfg.wan_config = Some(crate::wan::config::WanConfig::from_block(&c, it)?);
                 }
                 cfg.wan = Some(it.clone());
             }
@@ -881,7 +515,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         require(&c, sync, cfg!(feature = "sync"), "sync", "sync")?;
         #[cfg(feature = "sync")]
         {
-            cfg.sync_config = Some(sync_config(&mut c, sync, cfg.auth.as_ref())?);
+            cfg.sync_config = Some(crate::sync::config::SyncConfig::from_block(
+                &mut c,
+                sync,
+                cfg.auth.as_ref(),
+            )?);
         }
     } else if let Some(a) = &cfg.auth {
         return Err(c.err(
@@ -889,185 +527,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             "`Auth' applies to Sync, but there is no Sync block".into(),
         ));
     }
-    cfg.warnings = c.warnings;
+    cfg.warnings = c.into_warnings();
     Ok(cfg)
-}
-
-#[cfg(feature = "sync")]
-fn sync_config(
-    c: &mut Checker,
-    it: &Item,
-    auth: Option<&Item>,
-) -> Result<crate::sync::config::SyncConfig, ConfigError> {
-    use crate::sync::config::{AuthConfig, LinkConfig, ModeKind, SyncConfig};
-    let mut s = SyncConfig::default();
-    let mut mode_seen = false;
-    let flag = |c: &Checker, x: &Item| -> Result<bool, ConfigError> {
-        let v = single(c, x)?;
-        parse_bool(v)
-            .ok_or_else(|| c.err(x, format!("bad value `{v}' for `{}': use on or off", x.key)))
-    };
-    // settings allowed both in `Mode X { }` and directly in `Sync { }`
-    let common = |c: &Checker, s: &mut SyncConfig, x: &Item| -> Result<bool, ConfigError> {
-        match x.key.as_str() {
-            "ResendQueueSize" => s.resend_queue_size = uint(c, x, 1, 1 << 24)? as usize,
-            "ACKWindowSize" => s.ack_window_size = uint(c, x, 1, 1 << 20)? as u32,
-            "RefreshTime" => s.refresh_time = uint(c, x, 1, 86400)? as u32,
-            "CacheTimeout" => s.cache_timeout = uint(c, x, 1, 86400 * 7)? as u32,
-            "CommitTimeout" => s.commit_timeout = Some(uint(c, x, 1, 86400 * 30)? as u32),
-            "PurgeTimeout" => s.purge_timeout = uint(c, x, 1, 86400)? as u32,
-            "DisableExternalCache" => s.disable_external_cache = flag(c, x)?,
-            "DisableInternalCache" => s.disable_internal_cache = flag(c, x)?,
-            "StartupResync" => s.startup_resync = flag(c, x)?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    };
-    for x in it.items() {
-        if common(c, &mut s, x)? {
-            continue;
-        }
-        match x.key.as_str() {
-            "Mode" => {
-                if mode_seen {
-                    return Err(c.err(x, "a second `Mode' in Sync".into()));
-                }
-                mode_seen = true;
-                let m = x.args.first().map(|m| m.to_ascii_lowercase());
-                s.mode = match m.as_deref() {
-                    Some("ftfw") => ModeKind::Ftfw,
-                    Some("nack") => {
-                        c.warnings.push(format!(
-                            "{}:{}: `Mode NACK' is the old name of FTFW",
-                            c.file, x.line
-                        ));
-                        ModeKind::Ftfw
-                    }
-                    Some("notrack") => ModeKind::Notrack,
-                    Some("alarm") => ModeKind::Alarm,
-                    Some("persistent") => {
-                        c.warnings.push(format!(
-                            "{}:{}: `Mode PERSISTENT' is the old name of ALARM",
-                            c.file, x.line
-                        ));
-                        ModeKind::Alarm
-                    }
-                    _ => {
-                        return Err(c.err(x, "`Mode' needs FTFW, NOTRACK or ALARM".into()));
-                    }
-                };
-                for y in x.items() {
-                    if !common(c, &mut s, y)? && y.key != "ResendBufferSize" && y.key != "Window" {
-                        return Err(c.err(y, format!("unknown key `{}' in Mode", y.key)));
-                    }
-                }
-            }
-            "UDP" | "Multicast" => {
-                let default = match x.args.as_slice() {
-                    [] => false,
-                    [d] if d == "Default" => true,
-                    _ => return Err(c.err(x, format!("expected `{} [Default] {{'", x.key))),
-                };
-                let items = x.items();
-                let addr = |key: &str| addr_value(items, key);
-                let iface = value(items, "Interface").unwrap_or("").to_string();
-                let port = match items.iter().find(|y| y.key == "Port" || y.key == "Group") {
-                    Some(y) => uint(c, y, 1, 65535)? as u16,
-                    None => 3780,
-                };
-                let mut link = if x.key == "UDP" {
-                    let peer = addr("IPv4_Destination_Address")
-                        .or_else(|| addr("IPv6_Destination_Address"))
-                        .ok_or_else(|| {
-                            c.err(x, "UDP link without IPv4_Destination_Address".into())
-                        })?;
-                    let local = addr("IPv4_address").or_else(|| addr("IPv6_address"));
-                    LinkConfig::udp(local, peer, port, &iface)
-                } else {
-                    let group = match addr("IPv4_address") {
-                        Some(IpAddr::V4(g)) => g,
-                        _ => {
-                            return Err(c.err(
-                                x,
-                                "Multicast link without an IPv4_address (the group); IPv6 multicast is not supported".into(),
-                            ));
-                        }
-                    };
-                    let ifaddr = match addr("IPv4_interface") {
-                        Some(IpAddr::V4(a)) => a,
-                        _ => return Err(c.err(x, "Multicast link without IPv4_interface".into())),
-                    };
-                    LinkConfig::multicast(group, port, ifaddr, &iface)
-                };
-                link.default = default;
-                for y in items {
-                    match y.key.as_str() {
-                        "SndSocketBuffer" => {
-                            link.snd_buffer = Some(uint(c, y, 1024, 1 << 30)? as usize)
-                        }
-                        "RcvSocketBuffer" => {
-                            link.rcv_buffer = Some(uint(c, y, 1024, 1 << 30)? as usize)
-                        }
-                        "Checksum" => link.checksum = flag(c, y)?,
-                        "CheckSourceAddress" => link.check_source = flag(c, y)?,
-                        "MTU" => link.mtu = Some(uint(c, y, 576, 65535)? as usize),
-                        _ => {}
-                    }
-                }
-                s.links.push(link);
-            }
-            "TCP" => {
-                return Err(c.err(
-                    x,
-                    "TCP sync links are not supported, use UDP or Multicast".into(),
-                ));
-            }
-            "Options" => {
-                for y in x.items() {
-                    if y.key == "TCPWindowTracking" {
-                        s.tcp_window_tracking = flag(c, y)?;
-                    }
-                }
-            }
-            "Checksum" => {
-                let on = flag(c, x)?;
-                for l in &mut s.links {
-                    l.checksum = on;
-                }
-            }
-            "PeerEndianness" => {
-                s.peer_endianness = match single(c, x)? {
-                    "little" => crate::sync::wire::ct::QuirkOrder::Little,
-                    "big" => crate::sync::wire::ct::QuirkOrder::Big,
-                    v => {
-                        return Err(c.err(
-                            x,
-                            format!("bad value `{v}' for `PeerEndianness': use little or big"),
-                        ));
-                    }
-                };
-            }
-            _ => return Err(c.err(x, format!("unknown key `{}' in Sync", x.key))),
-        }
-    }
-    if !mode_seen {
-        c.warnings.push(format!(
-            "{}:{}: no synchronization mode specified, defaulting to FTFW",
-            c.file, it.line
-        ));
-    }
-    if let Some(a) = auth
-        && let Some(k) = value(a.items(), "KeyFile")
-    {
-        s.auth = Some(AuthConfig {
-            key_file: PathBuf::from(k),
-        });
-    }
-    let warnings = s.validate().map_err(|e| c.err(it, e))?;
-    for w in warnings {
-        c.warnings.push(format!("{}:{}: {w}", c.file, it.line));
-    }
-    Ok(s)
 }
 
 /// Reads and parses a config file.
@@ -1079,20 +540,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         msg: format!("cannot read the configuration: {e}"),
     })?;
     parse(&file, &text)
-}
-
-/// Looks up a plain `Key value` statement in a block's items.
-pub fn value<'a>(items: &'a [Item], key: &str) -> Option<&'a str> {
-    items
-        .iter()
-        .find(|i| i.key == key)
-        .and_then(|i| i.args.first())
-        .map(String::as_str)
-}
-
-/// An address value (`IPv4_address 10.0.0.1`) of a block's items.
-pub fn addr_value(items: &[Item], key: &str) -> Option<IpAddr> {
-    value(items, key).and_then(Prefix::parse).map(|p| p.addr)
 }
 
 #[cfg(test)]
@@ -1239,7 +686,7 @@ General {
         assert_eq!(g.filter.states, Some((false, vec![1, 8])));
         assert_eq!(c.wan.unwrap().items().len(), 4);
         assert_eq!(
-            addr_value(c.web.unwrap().items(), "Address"),
+            crate::conf::addr_value(c.web.unwrap().items(), "Address"),
             Some("192.168.1.1".parse().unwrap())
         );
         // Backlog, Nice, PollSecs, EventIterationLimit, Type, Priority, Stats

@@ -20,6 +20,7 @@ use crate::sync::commit::{self, CommitOpts, Committer, Injector, PurgeTimer};
 use crate::sync::config::SyncConfig;
 use crate::sync::engine::{Action, Engine, LogLevel, Start};
 use crate::sync::external::FlowKey;
+use crate::sync::keyfile;
 use crate::sync::link::{self, LinkInput, LinkSocket};
 use crate::sync::stats;
 
@@ -54,7 +55,7 @@ impl SyncPart {
         log: &mut Logger,
     ) -> Result<SyncPart, String> {
         let key = match &cfg.auth {
-            Some(a) => Some(a.load_key()?),
+            Some(a) => Some(keyfile::load_key(a)?),
             None => None,
         };
         let mut socks = Vec::new();

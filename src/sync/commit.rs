@@ -1,11 +1,11 @@
 //! From synced flows to the kernel: the failover commit (`-c`), the
 //! direct injection of `DisableExternalCache`, and the `-t` purge.
 //!
-//! A commit turns every external flow into a ctnetlink create request
-//! (original tuple, the reply tuple as its inverse, NAT set up with
-//! CTA_NAT_SRC/DST so the kernel rebuilds the NAT'ed reply, status,
-//! timeout = CommitTimeout or what is left of the synced one, mark, zone,
-//! TCP state with BE_LIBERAL unless TCPWindowTracking, ...) and sends
+//! This module holds the policy (which flows, their timeouts, batching,
+//! retries); the bytes are netlink's: a commit turns every external flow
+//! into a ctnetlink create request ([`crate::netlink::ct::create_request`],
+//! timeout = CommitTimeout or what is left of the synced one, TCP
+//! BE_LIBERAL unless TCPWindowTracking) and sends
 //! them with a [`Committer`]: many per `sendmsg`, and only the last
 //! request of each send asks for an acknowledgement, so a successful
 //! create costs no reply at all (conntrackd: one send and one receive per
@@ -19,15 +19,10 @@
 use std::time::{Duration, Instant};
 
 use super::external::{self, ExternalCache};
-use crate::flow::{EventKind, Flow, ProtoInfo, TcpInfo, proto, status};
+use crate::flow::{EventKind, Flow};
 use crate::netlink::client::{BatchResult, Conntrack, Error};
-use crate::netlink::ct::{self, CtRequest, NatSetup, TupleParts, cta, msg};
+use crate::netlink::ct::{CtRequest, NewOpts, create_request, delete_request, msg, update_request};
 use crate::netlink::message::{NLM_F_CREATE, NLM_F_EXCL};
-
-/// `IP_CT_TCP_FLAG_BE_LIBERAL`: no window checks on this connection.
-pub const TCP_FLAG_BE_LIBERAL: u8 = 0x08;
-/// `IPS_NAT_MASK`: the NAT bits the kernel refuses to change.
-const NAT_MASK: u32 = status::SRC_NAT | status::DST_NAT;
 
 /// How flows are created in the kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +31,17 @@ pub struct CommitOpts {
     pub commit_timeout: Option<u32>,
     /// `TCPWindowTracking`: keep window tracking (else BE_LIBERAL).
     pub tcp_window_tracking: bool,
+}
+
+impl CommitOpts {
+    /// How a flow is encoded with `timeout` (None: the kernel's default
+    /// for its state).
+    fn encoding(&self, timeout: Option<u32>) -> NewOpts {
+        NewOpts {
+            timeout,
+            tcp_window_tracking: self.tcp_window_tracking,
+        }
+    }
 }
 
 /// The outcome of a commit.
@@ -65,161 +71,6 @@ impl CommitReport {
         ));
         v
     }
-}
-
-fn nat_parts(f: &Flow) -> (Option<NatSetup>, Option<NatSetup>) {
-    let icmp = proto::is_icmp(f.orig.proto);
-    let ports = !icmp && (proto::has_ports(f.orig.proto) || f.orig.proto == proto::GRE);
-    let src = NatSetup {
-        addr: f.is_snat().then_some(f.reply.dst),
-        port: (ports && f.is_spat()).then_some(f.reply.dport),
-    };
-    let dst = NatSetup {
-        addr: f.is_dnat().then_some(f.reply.src),
-        port: (ports && f.is_dpat()).then_some(f.reply.sport),
-    };
-    let some = |n: NatSetup| (n != NatSetup::default()).then_some(n);
-    (some(src), some(dst))
-}
-
-fn encode_protoinfo(w: &mut crate::netlink::attr::AttrWriter, f: &Flow, o: &CommitOpts) {
-    match f.protoinfo {
-        ProtoInfo::Tcp(t) => {
-            let mut t = TcpInfo {
-                state: t.state,
-                wscale: t.wscale,
-                flags: t.flags,
-            };
-            if !o.tcp_window_tracking {
-                for d in &mut t.flags {
-                    let (fl, m) = d.unwrap_or((0, 0));
-                    *d = Some((fl | TCP_FLAG_BE_LIBERAL, m | TCP_FLAG_BE_LIBERAL));
-                }
-            }
-            if t.state.is_some() {
-                ct::encode_tcp_info(w, &t);
-            }
-        }
-        ProtoInfo::Sctp { state, vtag } => {
-            let nest = w.begin(cta::PROTOINFO);
-            let inner = w.begin(cta::PROTOINFO_SCTP);
-            if let Some(s) = state {
-                w.u8(cta::SCTP_STATE, s);
-            }
-            if let Some(v) = vtag[0] {
-                w.be32(cta::SCTP_VTAG_ORIG, v);
-            }
-            if let Some(v) = vtag[1] {
-                w.be32(cta::SCTP_VTAG_REPLY, v);
-            }
-            w.end(inner);
-            w.end(nest);
-        }
-        ProtoInfo::Dccp { state, role, .. } => {
-            let nest = w.begin(cta::PROTOINFO);
-            let inner = w.begin(cta::PROTOINFO_DCCP);
-            if let Some(s) = state {
-                w.u8(cta::DCCP_STATE, s);
-            }
-            if let Some(r) = role {
-                w.u8(cta::DCCP_ROLE, r);
-            }
-            w.end(inner);
-            w.end(nest);
-        }
-        ProtoInfo::None => {}
-    }
-}
-
-/// The request that creates `f` in the kernel with `timeout` (None: the
-/// kernel's default for its state).
-pub fn create_request(f: &Flow, timeout: Option<u32>, o: &CommitOpts) -> CtRequest {
-    let mut req = CtRequest::new(msg::NEW, f.family);
-    let mut w = req.writer();
-    ct::encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
-    ct::encode_tuple(
-        &mut w,
-        cta::TUPLE_REPLY,
-        &TupleParts::full(&f.orig.inverted(), None),
-    );
-    if let Some(m) = &f.master {
-        ct::encode_tuple(&mut w, cta::TUPLE_MASTER, &TupleParts::full(m, None));
-    }
-    if let Some(s) = f.status {
-        w.be32(cta::STATUS, s & !status::EXPECTED);
-    }
-    if let Some(t) = timeout {
-        w.be32(cta::TIMEOUT, t);
-    }
-    if let Some(m) = f.mark {
-        w.be32(cta::MARK, m);
-    }
-    encode_protoinfo(&mut w, f, o);
-    let (src, dst) = nat_parts(f);
-    if let Some(n) = src {
-        ct::encode_nat(&mut w, cta::NAT_SRC, &n);
-    }
-    if let Some(n) = dst {
-        ct::encode_nat(&mut w, cta::NAT_DST, &n);
-    }
-    if let Some(h) = &f.helper {
-        let nest = w.begin(cta::HELP);
-        w.strz(cta::HELP_NAME, h.as_bytes());
-        w.end(nest);
-    }
-    for (d, kind) in [(0, cta::SEQ_ADJ_ORIG), (1, cta::SEQ_ADJ_REPLY)] {
-        if let Some(s) = f.seq_adj[d] {
-            let nest = w.begin(kind);
-            w.be32(cta::SEQADJ_CORRECTION_POS, s.correction_pos);
-            w.be32(cta::SEQADJ_OFFSET_BEFORE, s.offset_before);
-            w.be32(cta::SEQADJ_OFFSET_AFTER, s.offset_after);
-            w.end(nest);
-        }
-    }
-    if let Some(l) = f.labels.filter(|l| !l.is_empty()) {
-        let mut b = Vec::with_capacity(16);
-        for word in &l.words[..(l.len as usize).clamp(1, 4)] {
-            b.extend_from_slice(&word.to_ne_bytes());
-        }
-        w.bytes(cta::LABELS, &b);
-    }
-    if let Some(z) = f.zone {
-        w.be16(cta::ZONE, z);
-    }
-    req
-}
-
-/// The request that updates an existing entry to `f` (NAT, helper and
-/// master left out: the kernel refuses to change them).
-pub fn update_request(f: &Flow, timeout: Option<u32>, o: &CommitOpts) -> CtRequest {
-    let mut req = CtRequest::new(msg::NEW, f.family);
-    let mut w = req.writer();
-    ct::encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
-    if let Some(s) = f.status {
-        w.be32(cta::STATUS, s & !(NAT_MASK | status::EXPECTED));
-    }
-    if let Some(t) = timeout {
-        w.be32(cta::TIMEOUT, t);
-    }
-    if let Some(m) = f.mark {
-        w.be32(cta::MARK, m);
-    }
-    encode_protoinfo(&mut w, f, o);
-    if let Some(z) = f.zone {
-        w.be16(cta::ZONE, z);
-    }
-    req
-}
-
-/// The request that deletes the entry with `f`'s original tuple and zone.
-pub fn delete_request(f: &Flow) -> CtRequest {
-    let mut req = CtRequest::new(msg::DELETE, f.family);
-    let mut w = req.writer();
-    ct::encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
-    if let Some(z) = f.zone {
-        w.be16(cta::ZONE, z);
-    }
-    req
 }
 
 /// ctnetlink sockets for bulk modifications (commit, purge): one sends
@@ -274,7 +125,10 @@ pub fn commit_flows(
         if pass.is_empty() {
             continue;
         }
-        let reqs: Vec<CtRequest> = pass.iter().map(|(f, t)| create_request(f, *t, o)).collect();
+        let reqs: Vec<CtRequest> = pass
+            .iter()
+            .map(|(f, t)| create_request(f, &o.encoding(*t)))
+            .collect();
         let results = conn.batch(&reqs, NLM_F_CREATE | NLM_F_EXCL)?;
         let mut again = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
@@ -382,7 +236,7 @@ impl Injector {
     }
 
     fn create(&mut self, f: &Flow) -> Result<(), Error> {
-        let req = create_request(f, None, &self.opts);
+        let req = create_request(f, &self.opts.encoding(None));
         self.conn.request(&req, NLM_F_CREATE | NLM_F_EXCL)
     }
 
@@ -404,7 +258,7 @@ impl Injector {
                 r => r,
             },
             EventKind::Update => {
-                let req = update_request(f, None, &self.opts);
+                let req = update_request(f, &self.opts.encoding(None));
                 match self.conn.request(&req, 0) {
                     Err(e) if e.errno() == Some(libc::ENOENT) => self.create(f),
                     Err(_) => self.delete(f).and_then(|()| self.create(f)),
@@ -498,59 +352,6 @@ impl PurgeTimer {
 mod tests {
     use super::*;
     use crate::flow::testutil;
-
-    /// What the kernel would read from a request.
-    fn roundtrip(req: &CtRequest) -> Flow {
-        let mut bytes = Vec::new();
-        req.serialize_into(&mut bytes, 0, 1);
-        let m = crate::netlink::message::NlMsgs::new(&bytes)
-            .next()
-            .unwrap()
-            .unwrap();
-        ct::decode_flow(m.payload).unwrap()
-    }
-
-    #[test]
-    fn create_request_sets_up_nat_and_be_liberal() {
-        let mut f = testutil::tcp4();
-        f.status = Some(0x1be);
-        f.reply.dst = "100.64.0.5".parse().unwrap();
-        f.reply.dport = 6000;
-        let req = create_request(&f, Some(268), &CommitOpts::default());
-        let back = roundtrip(&req);
-        assert_eq!(back.orig, f.orig);
-        // the reply is sent un-NAT'ed; NAT comes from CTA_NAT_SRC
-        assert_eq!(back.reply, f.orig.inverted());
-        assert_eq!(back.timeout, Some(268));
-        let ProtoInfo::Tcp(t) = back.protoinfo else {
-            panic!()
-        };
-        assert_eq!(t.flags, [Some((8, 8)); 2]);
-        let (src, dst) = nat_parts(&f);
-        assert_eq!(
-            src,
-            Some(NatSetup {
-                addr: Some("100.64.0.5".parse().unwrap()),
-                port: Some(6000)
-            })
-        );
-        assert_eq!(dst, None);
-        // window tracking on: no BE_LIBERAL
-        let req = create_request(
-            &f,
-            None,
-            &CommitOpts {
-                tcp_window_tracking: true,
-                ..CommitOpts::default()
-            },
-        );
-        let back = roundtrip(&req);
-        assert_eq!(back.timeout, None);
-        let ProtoInfo::Tcp(t) = back.protoinfo else {
-            panic!()
-        };
-        assert_eq!(t.flags, [None; 2]);
-    }
 
     #[test]
     fn purge_timer_schedules_once_and_is_cancelled() {

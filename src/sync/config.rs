@@ -1,6 +1,7 @@
 //! The `Sync { ... }` block of conntrackd.conf as plain Rust values, with
-//! conntrackd 1.4.7's defaults. The daemon's config parser fills them;
-//! nothing here reads files (except [`AuthConfig::load_key`]).
+//! conntrackd 1.4.7's defaults, and [`SyncConfig::from_block`], which reads
+//! them from the block the daemon's config grammar parsed. Nothing here
+//! reads files (the key file is read by [`super::keyfile`]).
 //!
 //! ```text
 //! Sync {
@@ -21,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use super::wire::ct::QuirkOrder;
+use crate::conf::{Checker, ConfigError, Item, addr_value, flag, single, uint, value};
 
 /// Most links conntrackd accepts in one Sync block (`MULTICHANNEL_MAX`).
 pub const MAX_LINKS: usize = 4;
@@ -138,32 +140,9 @@ impl LinkConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthConfig {
     /// File holding the shared secret (at least 16 bytes; trailing
-    /// whitespace is ignored, so `head -c 32 /dev/urandom | base64` works).
+    /// whitespace is ignored, so `head -c 32 /dev/urandom | base64` works);
+    /// [`super::keyfile::load_key`] reads it.
     pub key_file: PathBuf,
-}
-
-/// Shortest key `Auth` accepts.
-pub const MIN_KEY_LEN: usize = 16;
-
-impl AuthConfig {
-    /// Reads the key, with an error a person can act on.
-    pub fn load_key(&self) -> Result<Vec<u8>, String> {
-        let raw = std::fs::read(&self.key_file)
-            .map_err(|e| format!("cannot read Auth KeyFile {}: {e}", self.key_file.display()))?;
-        let end = raw
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
-            .map_or(0, |i| i + 1);
-        if end < MIN_KEY_LEN {
-            return Err(format!(
-                "Auth KeyFile {} holds {end} bytes; at least {MIN_KEY_LEN} are needed \
-                 (make one with: head -c 32 /dev/urandom | base64 > {})",
-                self.key_file.display(),
-                self.key_file.display()
-            ));
-        }
-        Ok(raw[..end].to_vec())
-    }
 }
 
 /// The whole Sync block.
@@ -285,6 +264,177 @@ impl SyncConfig {
         Ok(warnings)
     }
 
+    /// Reads the `Sync` block `it` and the `Auth` block; warnings (old
+    /// mode names, no mode, what [`SyncConfig::validate`] says) go to `c`,
+    /// errors name the file, line and key.
+    pub fn from_block(
+        c: &mut Checker,
+        it: &Item,
+        auth: Option<&Item>,
+    ) -> Result<SyncConfig, ConfigError> {
+        let mut s = SyncConfig::default();
+        let mut mode_seen = false;
+        // settings allowed both in `Mode X { }` and directly in `Sync { }`
+        let common = |c: &Checker, s: &mut SyncConfig, x: &Item| -> Result<bool, ConfigError> {
+            match x.key.as_str() {
+                "ResendQueueSize" => s.resend_queue_size = uint(c, x, 1, 1 << 24)? as usize,
+                "ACKWindowSize" => s.ack_window_size = uint(c, x, 1, 1 << 20)? as u32,
+                "RefreshTime" => s.refresh_time = uint(c, x, 1, 86400)? as u32,
+                "CacheTimeout" => s.cache_timeout = uint(c, x, 1, 86400 * 7)? as u32,
+                "CommitTimeout" => s.commit_timeout = Some(uint(c, x, 1, 86400 * 30)? as u32),
+                "PurgeTimeout" => s.purge_timeout = uint(c, x, 1, 86400)? as u32,
+                "DisableExternalCache" => s.disable_external_cache = flag(c, x)?,
+                "DisableInternalCache" => s.disable_internal_cache = flag(c, x)?,
+                "StartupResync" => s.startup_resync = flag(c, x)?,
+                _ => return Ok(false),
+            }
+            Ok(true)
+        };
+        for x in it.items() {
+            if common(c, &mut s, x)? {
+                continue;
+            }
+            match x.key.as_str() {
+                "Mode" => {
+                    if mode_seen {
+                        return Err(c.err(x, "a second `Mode' in Sync".into()));
+                    }
+                    mode_seen = true;
+                    let m = x.args.first().map(|m| m.to_ascii_lowercase());
+                    s.mode = match m.as_deref() {
+                        Some("ftfw") => ModeKind::Ftfw,
+                        Some("nack") => {
+                            c.warn(x, "`Mode NACK' is the old name of FTFW");
+                            ModeKind::Ftfw
+                        }
+                        Some("notrack") => ModeKind::Notrack,
+                        Some("alarm") => ModeKind::Alarm,
+                        Some("persistent") => {
+                            c.warn(x, "`Mode PERSISTENT' is the old name of ALARM");
+                            ModeKind::Alarm
+                        }
+                        _ => {
+                            return Err(c.err(x, "`Mode' needs FTFW, NOTRACK or ALARM".into()));
+                        }
+                    };
+                    for y in x.items() {
+                        if !common(c, &mut s, y)?
+                            && y.key != "ResendBufferSize"
+                            && y.key != "Window"
+                        {
+                            return Err(c.err(y, format!("unknown key `{}' in Mode", y.key)));
+                        }
+                    }
+                }
+                "UDP" | "Multicast" => {
+                    let default = match x.args.as_slice() {
+                        [] => false,
+                        [d] if d == "Default" => true,
+                        _ => return Err(c.err(x, format!("expected `{} [Default] {{'", x.key))),
+                    };
+                    let items = x.items();
+                    let addr = |key: &str| addr_value(items, key);
+                    let iface = value(items, "Interface").unwrap_or("").to_string();
+                    let port = match items.iter().find(|y| y.key == "Port" || y.key == "Group") {
+                        Some(y) => uint(c, y, 1, 65535)? as u16,
+                        None => 3780,
+                    };
+                    let mut link = if x.key == "UDP" {
+                        let peer = addr("IPv4_Destination_Address")
+                            .or_else(|| addr("IPv6_Destination_Address"))
+                            .ok_or_else(|| {
+                                c.err(x, "UDP link without IPv4_Destination_Address".into())
+                            })?;
+                        let local = addr("IPv4_address").or_else(|| addr("IPv6_address"));
+                        LinkConfig::udp(local, peer, port, &iface)
+                    } else {
+                        let group = match addr("IPv4_address") {
+                            Some(IpAddr::V4(g)) => g,
+                            _ => {
+                                return Err(c.err(
+                                x,
+                                "Multicast link without an IPv4_address (the group); IPv6 multicast is not supported".into(),
+                            ));
+                            }
+                        };
+                        let ifaddr = match addr("IPv4_interface") {
+                            Some(IpAddr::V4(a)) => a,
+                            _ => {
+                                return Err(
+                                    c.err(x, "Multicast link without IPv4_interface".into())
+                                );
+                            }
+                        };
+                        LinkConfig::multicast(group, port, ifaddr, &iface)
+                    };
+                    link.default = default;
+                    for y in items {
+                        match y.key.as_str() {
+                            "SndSocketBuffer" => {
+                                link.snd_buffer = Some(uint(c, y, 1024, 1 << 30)? as usize)
+                            }
+                            "RcvSocketBuffer" => {
+                                link.rcv_buffer = Some(uint(c, y, 1024, 1 << 30)? as usize)
+                            }
+                            "Checksum" => link.checksum = flag(c, y)?,
+                            "CheckSourceAddress" => link.check_source = flag(c, y)?,
+                            "MTU" => link.mtu = Some(uint(c, y, 576, 65535)? as usize),
+                            _ => {}
+                        }
+                    }
+                    s.links.push(link);
+                }
+                "TCP" => {
+                    return Err(c.err(
+                        x,
+                        "TCP sync links are not supported, use UDP or Multicast".into(),
+                    ));
+                }
+                "Options" => {
+                    for y in x.items() {
+                        if y.key == "TCPWindowTracking" {
+                            s.tcp_window_tracking = flag(c, y)?;
+                        }
+                    }
+                }
+                "Checksum" => {
+                    let on = flag(c, x)?;
+                    for l in &mut s.links {
+                        l.checksum = on;
+                    }
+                }
+                "PeerEndianness" => {
+                    s.peer_endianness = match single(c, x)? {
+                        "little" => QuirkOrder::Little,
+                        "big" => QuirkOrder::Big,
+                        v => {
+                            return Err(c.err(
+                                x,
+                                format!("bad value `{v}' for `PeerEndianness': use little or big"),
+                            ));
+                        }
+                    };
+                }
+                _ => return Err(c.err(x, format!("unknown key `{}' in Sync", x.key))),
+            }
+        }
+        if !mode_seen {
+            c.warn(it, "no synchronization mode specified, defaulting to FTFW");
+        }
+        if let Some(a) = auth
+            && let Some(k) = value(a.items(), "KeyFile")
+        {
+            s.auth = Some(AuthConfig {
+                key_file: PathBuf::from(k),
+            });
+        }
+        let warnings = s.validate().map_err(|e| c.err(it, e))?;
+        for w in warnings {
+            c.warn(it, &w);
+        }
+        Ok(s)
+    }
+
     /// Index of the initially active link: the one marked Default, else
     /// the first.
     pub fn default_link(&self) -> usize {
@@ -348,24 +498,5 @@ mod tests {
         assert_eq!(c.commit_timeout, None);
         c.disable_internal_cache = true;
         assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn key_file_needs_sixteen_bytes() {
-        let dir = std::env::temp_dir().join(format!("ctrack-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("k");
-        std::fs::write(&p, "short\n").unwrap();
-        let a = AuthConfig {
-            key_file: p.clone(),
-        };
-        assert!(a.load_key().unwrap_err().contains("at least 16"));
-        std::fs::write(&p, "0123456789abcdef0123\n\n").unwrap();
-        assert_eq!(a.load_key().unwrap(), b"0123456789abcdef0123");
-        let missing = AuthConfig {
-            key_file: dir.join("nope"),
-        };
-        assert!(missing.load_key().unwrap_err().contains("cannot read"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

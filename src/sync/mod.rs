@@ -1,7 +1,7 @@
 //! Replication to a standby router: conntrackd protocol v1 (wire format,
 //! FTFW/NOTRACK/ALARM, UDP/multicast links, external cache, commit, HMAC).
 //!
-//! Everything here except [`link`] and [`commit`] is sans-I/O. The daemon
+//! Everything here except [`link`], [`commit`] and [`keyfile`] is sans-I/O. The daemon
 //! wiring is described in docs/sync-integration.md.
 
 pub mod auth;
@@ -9,6 +9,7 @@ pub mod commit;
 pub mod config;
 pub mod engine;
 pub mod external;
+pub mod keyfile;
 pub mod link;
 pub mod stats;
 pub mod wire;

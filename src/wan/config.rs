@@ -1,5 +1,6 @@
-//! The `WAN { ... }` block of ctrackd's config, as a plain struct the
-//! daemon's config parser fills:
+//! The `WAN { ... }` block of ctrackd's config, as a plain struct
+//! ([`WanConfig::from_block`] reads the block the daemon's config grammar
+//! parsed):
 //!
 //! ```text
 //! WAN {
@@ -13,6 +14,8 @@
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+
+use crate::conf::{Checker, ConfigError, Item, single};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
@@ -158,6 +161,18 @@ impl WanConfig {
             return Err("Debounce above 60000 ms".into());
         }
         Ok(())
+    }
+
+    /// Reads the `WAN` block: each `Key value` through [`WanConfig::set`],
+    /// then [`WanConfig::validate`]; errors name the file, line and key.
+    pub fn from_block(c: &Checker, it: &Item) -> Result<WanConfig, ConfigError> {
+        let mut w = WanConfig::default();
+        for x in it.items() {
+            let v = single(c, x)?;
+            w.set(&x.key, v).map_err(|e| c.err(x, e))?;
+        }
+        w.validate().map_err(|e| c.err(it, e))?;
+        Ok(w)
     }
 
     /// True when `name` is one of the watched interfaces.

@@ -29,15 +29,15 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::config::{FlushMode, WanConfig};
-use super::rtnl::{AddrMsg, LinkMsg, RtMsg};
 use super::rule::{Rule, is_selectable};
+use crate::netlink::route::{AddrMsg, LinkMsg, RtMsg};
 
 /// An input of the tracker.
 #[derive(Clone, Copy, Debug)]
 pub enum Input<'a> {
     /// One decoded rtnetlink event.
     Rt(&'a RtMsg),
-    /// A full dump of links and addresses ([`super::rtnl::RtnlWatch::dump`]).
+    /// A full dump of links and addresses ([`crate::netlink::route::RtnlWatch::dump`]).
     /// The first one sets the baseline; later ones (after an overrun or a
     /// [`Action::Resync`]) count as changes where they differ.
     Snapshot(&'a [RtMsg]),
@@ -479,7 +479,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wan::rtnl::iff;
+    use crate::netlink::route::iff;
     use std::time::Duration;
 
     fn ip(s: &str) -> IpAddr {
@@ -891,7 +891,7 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn captured_sequences() {
-        use crate::wan::rtnl::parse_datagram;
+        use crate::netlink::route::parse_datagram;
         let parse = |b: &[u8]| {
             let mut v = Vec::new();
             parse_datagram(b, &mut v);

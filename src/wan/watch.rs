@@ -17,11 +17,11 @@ use std::time::Instant;
 
 use super::config::WanConfig;
 use super::flush::{Executor, FlushOptions, FlushReport};
-use super::rtnl::{self, Recv, RtMsg, RtnlWatch};
 use super::stats::WanStats;
 use super::tracker::{Action, Change, FlushOrder, IfaceStatus, Input, Tracker};
 use crate::netlink::Error;
 use crate::netlink::events::poll_readable;
+use crate::netlink::route::{self as rtnl, Recv, RtMsg, RtnlWatch};
 use crate::severity::Severity;
 
 /// What the reader thread delivers to the watch's owner.

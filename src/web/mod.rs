@@ -1,7 +1,8 @@
 //! The web page and JSON API of active connections, served by tiny_http on
 //! threads of ctrackd (feature "web").
 //!
-//! The daemon builds a [`WebConfig`] from its `Web { ... }` block and a
+//! The daemon builds a [`WebConfig`] from its `Web { ... }` block
+//! ([`WebConfig::from_block`]) and a
 //! [`WebContext`] (network namespace, stats closure, event [`Hub`]), calls
 //! [`Server::start`] and keeps the [`Handle`] until it stops. Every list
 //! comes from a fresh kernel dump; events come from the hub the daemon
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod assets;
+mod config;
 pub mod front;
 pub mod head;
 pub mod hub;

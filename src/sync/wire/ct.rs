@@ -365,44 +365,98 @@ pub fn encode_msg(t: u8, f: &Flow, o: &EncodeOpts, out: &mut Vec<u8>) -> Result<
     Ok(())
 }
 
-/// Fixed payload size of an attribute type, or None for variable ones
-/// (and for types we do not know).
-fn fixed_size(kind: u16) -> Option<usize> {
-    use nta::*;
-    Some(match kind {
-        IPV4 | MASTER_IPV4 => 8,
-        IPV6 | MASTER_IPV6 => 32,
-        L4PROTO | TCP_STATE | MASTER_L4PROTO | SCTP_STATE | DCCP_STATE | DCCP_ROLE | ICMP_TYPE
-        | ICMP_CODE | TCP_WSCALE_ORIG | TCP_WSCALE_REPL => 1,
-        PORT | MASTER_PORT | STATUS | TIMEOUT | MARK | SNAT_IPV4 | DNAT_IPV4 | SCTP_VTAG_ORIG
-        | SCTP_VTAG_REPL => 4,
-        SPAT_PORT | DPAT_PORT | ICMP_ID | ZONE => 2,
-        NAT_SEQ_ADJ => 24,
-        SNAT_IPV6 | DNAT_IPV6 => 16,
-        SYNPROXY => 12,
-        _ => return None,
-    })
+/// One received attribute: its type and its payload (header and padding
+/// left out). Fixed-size values are read through [`Attr::fixed`], which
+/// checks the size where the value is read, so no index can be out of
+/// step with a separate table of sizes.
+#[derive(Clone, Copy, Debug)]
+struct Attr<'a> {
+    kind: u16,
+    payload: &'a [u8],
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
-        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
+impl Attr<'_> {
+    /// The payload of a fixed-size attribute: exactly `N` bytes, as
+    /// conntrackd requires; any other size makes the message malformed.
+    fn fixed<const N: usize>(&self) -> Result<[u8; N], CtError> {
+        <[u8; N]>::try_from(self.payload).map_err(|_| CtError("attribute of the wrong size"))
+    }
+
+    fn u8(&self) -> Result<u8, CtError> {
+        let [v] = self.fixed()?;
+        Ok(v)
+    }
+
+    fn be16(&self) -> Result<u16, CtError> {
+        Ok(u16::from_be_bytes(self.fixed()?))
+    }
+
+    fn be32(&self) -> Result<u32, CtError> {
+        Ok(u32::from_be_bytes(self.fixed()?))
+    }
+
+    /// A source and destination address pair (IPV4, IPV6 and MASTER_*).
+    fn addr_pair(&self, v6: bool) -> Result<(IpAddr, IpAddr), CtError> {
+        if v6 {
+            let b: [u8; 32] = self.fixed()?;
+            let (mut s, mut d) = ([0u8; 16], [0u8; 16]);
+            s.copy_from_slice(&b[..16]);
+            d.copy_from_slice(&b[16..]);
+            Ok((IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d))))
+        } else {
+            let [s0, s1, s2, s3, d0, d1, d2, d3] = self.fixed()?;
+            Ok((
+                IpAddr::V4(Ipv4Addr::new(s0, s1, s2, s3)),
+                IpAddr::V4(Ipv4Addr::new(d0, d1, d2, d3)),
+            ))
+        }
+    }
+
+    /// Two big-endian 16-bit values (PORT, MASTER_PORT).
+    fn be16_pair(&self) -> Result<(u16, u16), CtError> {
+        let [a0, a1, b0, b1] = self.fixed()?;
+        Ok((u16::from_be_bytes([a0, a1]), u16::from_be_bytes([b0, b1])))
+    }
+
+    /// `W` big-endian 32-bit values in an attribute of `N` = 4 * `W` bytes.
+    fn be32_words<const N: usize, const W: usize>(&self) -> Result<[u32; W], CtError> {
+        const { assert!(N == 4 * W) };
+        let b: [u8; N] = self.fixed()?;
+        let mut out = [0u32; W];
+        for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
+            *o = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        Ok(out)
     }
 }
 
-fn addrs(b: &[u8]) -> (IpAddr, IpAddr) {
-    if b.len() == 8 {
-        (
-            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
-            IpAddr::V4(Ipv4Addr::new(b[4], b[5], b[6], b[7])),
-        )
-    } else {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&b[..16]);
-        d.copy_from_slice(&b[16..32]);
-        (IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)))
+/// The attributes of a state message, walked as conntrackd walks them:
+/// while more than a bare attribute header remains. A length shorter than
+/// a header or past the end is an error (once, then the walk stops).
+struct Attrs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = Result<Attr<'a>, CtError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let [l0, l1, k0, k1, ..] = *self.rest else {
+            return None;
+        };
+        if self.rest.len() == 4 {
+            return None;
+        }
+        let len = u16::from_be_bytes([l0, l1]) as usize;
+        let Some(payload) = self.rest.get(4..len) else {
+            self.rest = &[];
+            return Some(Err(CtError("attribute length out of bounds")));
+        };
+        self.rest = self.rest.get((len + 3) & !3..).unwrap_or(&[]);
+        Some(Ok(Attr {
+            kind: u16::from_be_bytes([k0, k1]),
+            payload,
+        }))
     }
 }
 
@@ -428,108 +482,76 @@ pub fn decode_attrs(body: &[u8], q: QuirkOrder) -> Result<Flow, CtError> {
     let (mut dccp_state, mut dccp_role) = (None, None);
     let mut master: Option<Tuple> = None;
     let mut master_ports: Option<(u16, u16)> = None;
-    let mut pos = 0usize;
-    // conntrackd walks while more than a bare attribute header remains
-    while body.len().saturating_sub(pos) > 4 {
-        let len = u16::from_be_bytes([body[pos], body[pos + 1]]) as usize;
-        let kind = u16::from_be_bytes([body[pos + 2], body[pos + 3]]);
-        if len < 4 || len > body.len() - pos {
-            return Err(CtError("attribute length out of bounds"));
-        }
-        let v = &body[pos + 4..pos + len];
-        pos += (len + 3) & !3;
-        if let Some(n) = fixed_size(kind)
-            && v.len() != n
-        {
-            return Err(CtError("attribute of the wrong size"));
-        }
-        match kind {
+    for a in (Attrs { rest: body }) {
+        let a = a?;
+        match a.kind {
             nta::IPV4 | nta::IPV6 => {
-                (f.orig.src, f.orig.dst) = addrs(v);
-                f.family = if kind == nta::IPV4 { AF_INET } else { AF_INET6 };
+                let v6 = a.kind == nta::IPV6;
+                (f.orig.src, f.orig.dst) = a.addr_pair(v6)?;
+                f.family = if v6 { AF_INET6 } else { AF_INET };
                 has_addr = true;
             }
             nta::L4PROTO => {
-                f.orig.proto = v[0];
+                f.orig.proto = a.u8()?;
                 has_proto = true;
             }
-            nta::PORT => {
-                f.orig.sport = u16::from_be_bytes([v[0], v[1]]);
-                f.orig.dport = u16::from_be_bytes([v[2], v[3]]);
-            }
+            nta::PORT => (f.orig.sport, f.orig.dport) = a.be16_pair()?,
             nta::TCP_STATE => {
-                tcp.state = Some(v[0]);
+                tcp.state = Some(a.u8()?);
                 has_tcp = true;
             }
             nta::TCP_WSCALE_ORIG => {
-                tcp.wscale[0] = Some(v[0]);
+                tcp.wscale[0] = Some(a.u8()?);
                 has_tcp = true;
             }
             nta::TCP_WSCALE_REPL => {
-                tcp.wscale[1] = Some(v[0]);
+                tcp.wscale[1] = Some(a.u8()?);
                 has_tcp = true;
             }
-            nta::STATUS => f.status = Some(be32(v, 0)),
-            nta::TIMEOUT => f.timeout = Some(be32(v, 0)),
-            nta::MARK => f.mark = Some(be32(v, 0)),
+            nta::STATUS => f.status = Some(a.be32()?),
+            nta::TIMEOUT => f.timeout = Some(a.be32()?),
+            nta::MARK => f.mark = Some(a.be32()?),
             nta::MASTER_IPV4 | nta::MASTER_IPV6 => {
-                let (s, d) = addrs(v);
+                let (s, d) = a.addr_pair(a.kind == nta::MASTER_IPV6)?;
                 let m = master.get_or_insert_with(Tuple::default);
                 m.src = s;
                 m.dst = d;
             }
-            nta::MASTER_L4PROTO => master.get_or_insert_with(Tuple::default).proto = v[0],
-            nta::MASTER_PORT => {
-                master_ports = Some((
-                    u16::from_be_bytes([v[0], v[1]]),
-                    u16::from_be_bytes([v[2], v[3]]),
-                ))
-            }
-            nta::SNAT_IPV4 | nta::DNAT_IPV4 => {
-                let a = IpAddr::V4(Ipv4Addr::new(v[0], v[1], v[2], v[3]));
-                if kind == nta::SNAT_IPV4 {
-                    nat.snat = Some(a);
-                } else {
-                    nat.dnat = Some(a);
-                }
-            }
-            nta::SNAT_IPV6 | nta::DNAT_IPV6 => {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(v);
-                let a = IpAddr::V6(Ipv6Addr::from(b));
-                if kind == nta::SNAT_IPV6 {
-                    nat.snat = Some(a);
-                } else {
-                    nat.dnat = Some(a);
-                }
-            }
-            nta::SPAT_PORT => nat.spat = Some(q.get([v[0], v[1]])),
-            nta::DPAT_PORT => nat.dpat = Some(q.get([v[0], v[1]])),
+            nta::MASTER_L4PROTO => master.get_or_insert_with(Tuple::default).proto = a.u8()?,
+            nta::MASTER_PORT => master_ports = Some(a.be16_pair()?),
+            nta::SNAT_IPV4 => nat.snat = Some(IpAddr::V4(Ipv4Addr::from(a.fixed::<4>()?))),
+            nta::DNAT_IPV4 => nat.dnat = Some(IpAddr::V4(Ipv4Addr::from(a.fixed::<4>()?))),
+            nta::SNAT_IPV6 => nat.snat = Some(IpAddr::V6(Ipv6Addr::from(a.fixed::<16>()?))),
+            nta::DNAT_IPV6 => nat.dnat = Some(IpAddr::V6(Ipv6Addr::from(a.fixed::<16>()?))),
+            nta::SPAT_PORT => nat.spat = Some(q.get(a.fixed()?)),
+            nta::DPAT_PORT => nat.dpat = Some(q.get(a.fixed()?)),
             nta::NAT_SEQ_ADJ => {
-                for (d, slot) in f.seq_adj.iter_mut().enumerate() {
-                    *slot = Some(SeqAdj {
-                        correction_pos: be32(v, d * 12),
-                        offset_before: be32(v, d * 12 + 4),
-                        offset_after: be32(v, d * 12 + 8),
-                    });
-                }
+                let [p0, b0, a0, p1, b1, a1] = a.be32_words::<24, 6>()?;
+                f.seq_adj = [(p0, b0, a0), (p1, b1, a1)].map(|(p, b, a)| {
+                    Some(SeqAdj {
+                        correction_pos: p,
+                        offset_before: b,
+                        offset_after: a,
+                    })
+                });
             }
-            nta::SCTP_STATE => sctp_state = Some(v[0]),
-            nta::SCTP_VTAG_ORIG => sctp_vtag[0] = Some(be32(v, 0)),
-            nta::SCTP_VTAG_REPL => sctp_vtag[1] = Some(be32(v, 0)),
-            nta::DCCP_STATE => dccp_state = Some(v[0]),
-            nta::DCCP_ROLE => dccp_role = Some(v[0]),
-            nta::ICMP_TYPE => f.orig.icmp_type = v[0],
-            nta::ICMP_CODE => f.orig.icmp_code = v[0],
-            nta::ICMP_ID => f.orig.icmp_id = u16::from_be_bytes(q.get([v[0], v[1]])),
+            nta::SCTP_STATE => sctp_state = Some(a.u8()?),
+            nta::SCTP_VTAG_ORIG => sctp_vtag[0] = Some(a.be32()?),
+            nta::SCTP_VTAG_REPL => sctp_vtag[1] = Some(a.be32()?),
+            nta::DCCP_STATE => dccp_state = Some(a.u8()?),
+            nta::DCCP_ROLE => dccp_role = Some(a.u8()?),
+            nta::ICMP_TYPE => f.orig.icmp_type = a.u8()?,
+            nta::ICMP_CODE => f.orig.icmp_code = a.u8()?,
+            nta::ICMP_ID => f.orig.icmp_id = u16::from_be_bytes(q.get(a.fixed()?)),
             // conntrackd refuses longer names; we skip them
-            nta::HELPER_NAME if len <= HELPER_MAX_LEN + 4 => {
-                f.helper = Some(HelperName::from_bytes(v))
+            nta::HELPER_NAME if a.payload.len() <= HELPER_MAX_LEN => {
+                f.helper = Some(HelperName::from_bytes(a.payload))
             }
             nta::LABELS => {
-                if len > LABELS_MAX_LEN {
+                if a.payload.len() + 4 > LABELS_MAX_LEN {
                     return Err(CtError("labels attribute too long"));
                 }
+                let v = a.payload;
                 if !v.is_empty() && v.len() % 4 == 0 {
                     let mut l = Labels::default();
                     for (i, w) in v.chunks_exact(4).take(4).enumerate() {
@@ -540,13 +562,10 @@ pub fn decode_attrs(body: &[u8], q: QuirkOrder) -> Result<Flow, CtError> {
                 }
             }
             nta::SYNPROXY => {
-                f.synproxy = Some(Synproxy {
-                    its: be32(v, 0),
-                    isn: be32(v, 4),
-                    tsoff: be32(v, 8),
-                })
+                let [its, isn, tsoff] = a.be32_words::<12, 3>()?;
+                f.synproxy = Some(Synproxy { its, isn, tsoff });
             }
-            nta::ZONE => f.zone = Some(u16::from_be_bytes([v[0], v[1]])),
+            nta::ZONE => f.zone = Some(a.be16()?),
             _ => {} // newer attribute: skip it
         }
     }
@@ -612,8 +631,10 @@ fn rebuild_reply(orig: &Tuple, nat: &Nat) -> Tuple {
     r
 }
 
-/// The key of a state message without decoding all of it: its header type
-/// and the flow. Convenience for callers that have a whole message.
+/// Decodes a whole state message (the 8-byte header, then the
+/// attributes) into a flow: [`decode_attrs`] on the bytes after the
+/// header. For callers that have a whole message; the header is not
+/// checked here.
 pub fn decode_msg(msg: &[u8], q: QuirkOrder) -> Result<Flow, CtError> {
     match msg.get(HDR_LEN..) {
         Some(body) => decode_attrs(body, q),
@@ -857,6 +878,84 @@ mod tests {
         assert!(decode_attrs(&bad, QuirkOrder::Little).is_err());
         // nothing but a status
         assert!(decode_attrs(&TCP4[20..28], QuirkOrder::Little).is_err());
+    }
+
+    /// conntrackd's payload size of every fixed-size attribute type: the
+    /// test's own copy, as the decoder checks each size where it reads
+    /// the value.
+    const FIXED_SIZES: [(u16, usize); 31] = [
+        (nta::IPV4, 8),
+        (nta::IPV6, 32),
+        (nta::L4PROTO, 1),
+        (nta::PORT, 4),
+        (nta::TCP_STATE, 1),
+        (nta::STATUS, 4),
+        (nta::TIMEOUT, 4),
+        (nta::MARK, 4),
+        (nta::MASTER_IPV4, 8),
+        (nta::MASTER_IPV6, 32),
+        (nta::MASTER_L4PROTO, 1),
+        (nta::MASTER_PORT, 4),
+        (nta::SNAT_IPV4, 4),
+        (nta::DNAT_IPV4, 4),
+        (nta::SPAT_PORT, 2),
+        (nta::DPAT_PORT, 2),
+        (nta::NAT_SEQ_ADJ, 24),
+        (nta::SCTP_STATE, 1),
+        (nta::SCTP_VTAG_ORIG, 4),
+        (nta::SCTP_VTAG_REPL, 4),
+        (nta::DCCP_STATE, 1),
+        (nta::DCCP_ROLE, 1),
+        (nta::ICMP_TYPE, 1),
+        (nta::ICMP_CODE, 1),
+        (nta::ICMP_ID, 2),
+        (nta::TCP_WSCALE_ORIG, 1),
+        (nta::TCP_WSCALE_REPL, 1),
+        (nta::SNAT_IPV6, 16),
+        (nta::DNAT_IPV6, 16),
+        (nta::SYNPROXY, 12),
+        (nta::ZONE, 2),
+    ];
+
+    /// One attribute of `kind` with `len` payload bytes, then TCP4's
+    /// attributes (first, because the walk ignores a bare header at the
+    /// end, as conntrackd's does).
+    fn with_attr(kind: u16, len: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        Tlv(&mut body).put(kind, &vec![0x5a; len]);
+        body.extend_from_slice(&TCP4[8..]);
+        body
+    }
+
+    #[test]
+    fn every_attribute_type_checks_its_size() {
+        for (kind, n) in FIXED_SIZES {
+            for len in [0, n - 1, n + 1] {
+                assert_eq!(
+                    decode_attrs(&with_attr(kind, len), QuirkOrder::Little).unwrap_err(),
+                    CtError("attribute of the wrong size"),
+                    "type {kind} with {len} bytes"
+                );
+            }
+            assert!(
+                decode_attrs(&with_attr(kind, n), QuirkOrder::Little).is_ok(),
+                "type {kind} with {n} bytes"
+            );
+        }
+        // the variable ones: HELPER_NAME and LABELS
+        for kind in 0..nta::MAX {
+            let listed = FIXED_SIZES.iter().any(|(k, _)| *k == kind);
+            assert!(listed || kind == nta::HELPER_NAME || kind == nta::LABELS);
+        }
+        // every type (known or not) at every length: an answer, no panic
+        for kind in 0..=nta::MAX + 1 {
+            for len in 0..=40 {
+                let _ = decode_attrs(&with_attr(kind, len), QuirkOrder::Big);
+                let mut alone = Vec::new();
+                Tlv(&mut alone).put(kind, &vec![0xff; len]);
+                let _ = decode_attrs(&alone, QuirkOrder::Little);
+            }
+        }
     }
 
     #[test]

@@ -1,27 +1,20 @@
-//! rtnetlink address and link watching, without new crates: a
-//! NETLINK_ROUTE socket bound to the link and IPv4/IPv6 address groups, a
-//! decoder for RTM_NEWADDR/DELADDR and RTM_NEWLINK/DELLINK built on our
-//! checked attribute walker, and the initial dump of links and addresses.
-//!
-//! Layouts (all host-endian, as rtnetlink is):
-//! - `struct ifaddrmsg` (8 bytes): family u8, prefixlen u8, flags u8,
-//!   scope u8, index u32; then IFA_* attributes.
-//! - `struct ifinfomsg` (16 bytes): family u8, pad u8, type u16, index i32,
-//!   flags u32, change u32; then IFLA_* attributes.
-//!
-//! On point-to-point links (PPP, tun, `ip addr add A peer B`) IFA_ADDRESS
-//! is the peer and IFA_LOCAL our own address, so IFA_LOCAL wins when both
-//! are present.
+//! rtnetlink (NETLINK_ROUTE) without new crates, one file per message
+//! family as rust-netlink's netlink-packet-route does: [`address`]
+//! (RTM_NEWADDR/DELADDR), [`link`] (RTM_NEWLINK/DELLINK), both built on
+//! our checked attribute walker, and [`watch`], the sockets that
+//! subscribe to link and address changes and dump the current ones. The
+//! WAN watch (crate::wan) is their user.
 
-use std::io;
-use std::net::IpAddr;
+pub mod address;
+pub mod link;
+pub mod watch;
 
-use crate::netlink::attr::{Attr, Attrs, WireError};
-use crate::netlink::client::Error;
-use crate::netlink::message::{
-    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NlMsg, NlMsgs, push_header,
-};
-use crate::netlink::socket::{NETLINK_ROUTE, NlSocket};
+pub use address::{AddrMsg, IFADDRMSG_LEN, ifa, ifa_flag, parse_addr};
+pub use link::{IFINFOMSG_LEN, LinkMsg, iff, ifla, parse_link};
+pub use watch::{Recv, RtnlWatch, dump, dump_on};
+
+use super::attr::{Attr, WireError};
+use super::message::{NLM_F_DUMP, NLM_F_REQUEST, NlMsg, NlMsgs, push_header};
 
 /// Message types of rtnetlink this module reads and sends.
 pub mod rtm {
@@ -51,106 +44,8 @@ pub mod group {
     pub const WAN: u32 = LINK | IPV4_IFADDR | IPV6_IFADDR;
 }
 
-/// IFA_* attribute types.
-pub mod ifa {
-    /// The address (the peer on point-to-point links).
-    pub const ADDRESS: u16 = 1;
-    /// The local address.
-    pub const LOCAL: u16 = 2;
-    /// The IPv4 label (interface name or alias such as `eth0:1`).
-    pub const LABEL: u16 = 3;
-    /// Lifetimes.
-    pub const CACHEINFO: u16 = 6;
-    /// 32-bit flags (supersede the 8-bit ifa_flags).
-    pub const FLAGS: u16 = 8;
-}
-
-/// IFA_F_* address flags this crate names.
-pub mod ifa_flag {
-    /// IPv4: a secondary address (IPv6: a temporary one, same bit).
-    pub const SECONDARY: u32 = 0x01;
-    /// Duplicate address detection failed.
-    pub const DADFAILED: u32 = 0x08;
-    /// Preferred lifetime ran out: kept for existing traffic only.
-    pub const DEPRECATED: u32 = 0x20;
-    /// Duplicate address detection still running.
-    pub const TENTATIVE: u32 = 0x40;
-    /// Configured by hand (no lifetime).
-    pub const PERMANENT: u32 = 0x80;
-}
-
-/// IFLA_* attribute types.
-pub mod ifla {
-    /// Interface name.
-    pub const IFNAME: u16 = 3;
-    /// Operational state (RFC 2863).
-    pub const OPERSTATE: u16 = 16;
-}
-
-/// IFF_* link flags this crate names.
-pub mod iff {
-    /// Administratively up.
-    pub const UP: u32 = 0x1;
-    /// Point-to-point link.
-    pub const POINTOPOINT: u32 = 0x10;
-    /// Operationally up (carrier and not dormant).
-    pub const RUNNING: u32 = 0x40;
-    /// Carrier present.
-    pub const LOWER_UP: u32 = 0x10000;
-}
-
-/// Size of `struct ifaddrmsg`.
-pub const IFADDRMSG_LEN: usize = 8;
-/// Size of `struct ifinfomsg`.
-pub const IFINFOMSG_LEN: usize = 16;
 /// `NLM_F_DUMP_INTR`: the dump changed while it was built; redo it.
 pub const NLM_F_DUMP_INTR: u16 = 0x10;
-
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
-
-/// An address added to (or refreshed on, or removed from) an interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AddrMsg {
-    /// RTM_NEWADDR (true) or RTM_DELADDR (false).
-    pub new: bool,
-    /// Interface index.
-    pub index: u32,
-    /// Our address: IFA_LOCAL when present, else IFA_ADDRESS.
-    pub addr: IpAddr,
-    /// The peer of a point-to-point address (IFA_ADDRESS when it differs
-    /// from IFA_LOCAL).
-    pub peer: Option<IpAddr>,
-    /// Prefix length.
-    pub prefix_len: u8,
-    /// IFA_F_* flags (IFA_FLAGS when present, else the header's 8 bits).
-    pub flags: u32,
-    /// Scope (0 universe/global, 253 link, 254 host).
-    pub scope: u8,
-    /// IPv4 label (IFA_LABEL), usually the interface name.
-    pub label: Option<String>,
-}
-
-/// A link that appeared, changed or went away.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkMsg {
-    /// RTM_NEWLINK (true) or RTM_DELLINK (false).
-    pub new: bool,
-    /// Interface index.
-    pub index: u32,
-    /// IFF_* flags.
-    pub flags: u32,
-    /// Interface name (IFLA_IFNAME).
-    pub name: Option<String>,
-}
-
-impl LinkMsg {
-    /// Administratively up (IFF_UP): what the kernel's masquerade cleanup
-    /// also keys on (NETDEV_DOWN clears it).
-    pub fn is_up(&self) -> bool {
-        self.new && self.flags & iff::UP != 0
-    }
-}
 
 /// One decoded rtnetlink message of interest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,14 +62,6 @@ fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
         .map(u32::from_ne_bytes)
 }
 
-fn ip_of(family: u8, a: &Attr) -> Result<IpAddr, WireError> {
-    match family {
-        AF_INET => Ok(IpAddr::V4(a.ipv4()?)),
-        AF_INET6 => Ok(IpAddr::V6(a.ipv6()?)),
-        _ => Err(WireError("address of unknown family")),
-    }
-}
-
 fn name_of(a: &Attr) -> String {
     let end = a
         .payload
@@ -182,68 +69,6 @@ fn name_of(a: &Attr) -> String {
         .position(|&b| b == 0)
         .unwrap_or(a.payload.len());
     String::from_utf8_lossy(&a.payload[..end]).into_owned()
-}
-
-/// Decodes an RTM_NEWADDR/DELADDR payload. Families other than IPv4 and
-/// IPv6 give `Ok(None)`.
-pub fn parse_addr(new: bool, payload: &[u8]) -> Result<Option<AddrMsg>, WireError> {
-    if payload.len() < IFADDRMSG_LEN {
-        return Err(WireError("truncated ifaddrmsg"));
-    }
-    let family = payload[0];
-    if family != AF_INET && family != AF_INET6 {
-        return Ok(None);
-    }
-    let index = ne_u32(payload, 4).ok_or(WireError("truncated ifaddrmsg"))?;
-    let (mut address, mut local, mut label, mut flags32) = (None, None, None, None);
-    for a in Attrs::new(&payload[IFADDRMSG_LEN..]) {
-        let a = a?;
-        match a.kind {
-            ifa::ADDRESS => address = Some(ip_of(family, &a)?),
-            ifa::LOCAL => local = Some(ip_of(family, &a)?),
-            ifa::LABEL => label = Some(name_of(&a)),
-            ifa::FLAGS => flags32 = Some(a.ne32()?),
-            _ => {}
-        }
-    }
-    let (addr, peer) = match (local, address) {
-        (Some(l), Some(p)) if l != p => (l, Some(p)),
-        (Some(l), _) => (l, None),
-        (None, Some(a)) => (a, None),
-        (None, None) => return Err(WireError("address message without an address")),
-    };
-    Ok(Some(AddrMsg {
-        new,
-        index,
-        addr,
-        peer,
-        prefix_len: payload[1],
-        flags: flags32.unwrap_or(payload[2] as u32),
-        scope: payload[3],
-        label,
-    }))
-}
-
-/// Decodes an RTM_NEWLINK/DELLINK payload.
-pub fn parse_link(new: bool, payload: &[u8]) -> Result<LinkMsg, WireError> {
-    if payload.len() < IFINFOMSG_LEN {
-        return Err(WireError("truncated ifinfomsg"));
-    }
-    let index = ne_u32(payload, 4).ok_or(WireError("truncated ifinfomsg"))?;
-    let flags = ne_u32(payload, 8).ok_or(WireError("truncated ifinfomsg"))?;
-    let mut name = None;
-    for a in Attrs::new(&payload[IFINFOMSG_LEN..]) {
-        let a = a?;
-        if a.kind == ifla::IFNAME {
-            name = Some(name_of(&a));
-        }
-    }
-    Ok(LinkMsg {
-        new,
-        index,
-        flags,
-        name,
-    })
 }
 
 /// Decodes one netlink message: `Ok(None)` for types this module does not
@@ -294,153 +119,12 @@ pub fn dump_request(ty: u16, seq: u32) -> Vec<u8> {
     buf
 }
 
-/// What one receive on the watch socket produced.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Recv {
-    /// Messages were appended (possibly none).
-    Messages,
-    /// The socket overran (ENOBUFS): events were lost, dump again.
-    Overrun,
-    /// Nothing to read now (non-blocking socket).
-    Empty,
-}
-
-/// The rtnetlink side of the WAN watch: one socket subscribed to link and
-/// address changes, one for dumps (so dump replies and events never mix).
-#[derive(Debug)]
-pub struct RtnlWatch {
-    events: NlSocket,
-    query: NlSocket,
-    seq: u32,
-    /// Messages that failed to decode so far.
-    pub malformed: u64,
-}
-
-impl RtnlWatch {
-    /// Subscribes in this or the named network namespace. Subscribe
-    /// first, then [`RtnlWatch::dump`]: changes between the two are queued
-    /// on the event socket, so none is missed.
-    pub fn open(netns: Option<&str>) -> io::Result<RtnlWatch> {
-        let events = NlSocket::open(NETLINK_ROUTE, group::WAN, netns)?;
-        // Address changes are rare; 1 MiB rides out a burst of link
-        // messages (each can be 1-2 KiB) without an overrun.
-        let _ = events.set_recv_buffer(1 << 20);
-        let query = NlSocket::open(NETLINK_ROUTE, 0, netns)?;
-        Ok(RtnlWatch {
-            events,
-            query,
-            seq: crate::flow::now_secs() as u32,
-            malformed: 0,
-        })
-    }
-
-    /// The event socket's file descriptor (for poll).
-    pub fn fd(&self) -> i32 {
-        self.events.fd()
-    }
-
-    /// Makes [`RtnlWatch::recv`] return [`Recv::Empty`] instead of waiting.
-    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        self.events.set_nonblocking(on)
-    }
-
-    /// Receives one datagram of events into `out`.
-    pub fn recv(&mut self, out: &mut Vec<RtMsg>) -> io::Result<Recv> {
-        match self.events.recv() {
-            Ok(data) => {
-                self.malformed += parse_datagram(data, out) as u64;
-                Ok(Recv::Messages)
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(Recv::Overrun),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Recv::Empty),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Dumps every link, then every address, into `out` (see [`dump_on`]).
-    pub fn dump(&mut self, out: &mut Vec<RtMsg>) -> Result<(), Error> {
-        self.seq = self.seq.wrapping_add(8);
-        self.malformed += dump_on(&mut self.query, self.seq, out)?;
-        Ok(())
-    }
-}
-
-/// Dumps every link, then every address, in this or the named namespace
-/// (for one-shot users such as `ctrack flush-wan --interface`).
-pub fn dump(netns: Option<&str>) -> Result<Vec<RtMsg>, Error> {
-    let mut sock = NlSocket::open(NETLINK_ROUTE, 0, netns)?;
-    let mut out = Vec::new();
-    dump_on(&mut sock, crate::flow::now_secs() as u32, &mut out)?;
-    Ok(out)
-}
-
-/// Dumps every link, then every address, into `out` on `sock` (links
-/// first, so an address's interface is known when it is read), with
-/// sequence numbers from `seq`. A dump the kernel marks as interrupted is
-/// redone. Returns how many messages were malformed (skipped).
-pub fn dump_on(sock: &mut NlSocket, seq: u32, out: &mut Vec<RtMsg>) -> Result<u64, Error> {
-    let start = out.len();
-    let mut seq = seq;
-    for _attempt in 0..4 {
-        out.truncate(start);
-        let mut intr = false;
-        let mut bad = 0;
-        for ty in [rtm::GETLINK, rtm::GETADDR] {
-            seq = seq.wrapping_add(1);
-            let (i, b) = dump_one(sock, ty, seq, out)?;
-            intr |= i;
-            bad += b;
-        }
-        if !intr {
-            return Ok(bad);
-        }
-    }
-    Err(Error::Wire(WireError(
-        "address dump kept changing while it was read",
-    )))
-}
-
-/// One dump of `ty`; returns (interrupted, malformed).
-fn dump_one(
-    sock: &mut NlSocket,
-    ty: u16,
-    seq: u32,
-    out: &mut Vec<RtMsg>,
-) -> Result<(bool, u64), Error> {
-    sock.send(&dump_request(ty, seq))?;
-    let portid = sock.portid();
-    let mut intr = false;
-    let mut bad = 0;
-    loop {
-        let data = sock.recv()?;
-        for m in NlMsgs::new(data) {
-            let m = m?;
-            if m.seq != seq || (m.pid != 0 && m.pid != portid) {
-                continue;
-            }
-            intr |= m.flags & NLM_F_DUMP_INTR != 0;
-            match m.ty {
-                NLMSG_DONE => return Ok((intr, bad)),
-                NLMSG_ERROR => {
-                    let code = m.error_code()?;
-                    if code != 0 {
-                        return Err(Error::Kernel(code));
-                    }
-                    return Ok((intr, bad));
-                }
-                _ => match parse_message(&m) {
-                    Ok(Some(r)) => out.push(r),
-                    Ok(None) => {}
-                    Err(_) => bad += 1,
-                },
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
+    use crate::flow::{AF_INET, AF_INET6};
     use crate::netlink::attr::AttrWriter;
 
     fn ip(s: &str) -> IpAddr {
@@ -566,13 +250,13 @@ mod tests {
     mod captures {
         use super::*;
 
-        const DUMP: &[u8] = include_bytes!("../../tests/data/wan/dump.bin");
-        const V4_PROMOTE: &[u8] = include_bytes!("../../tests/data/wan/v4_promote.bin");
-        const V4_NO_PROMOTE: &[u8] = include_bytes!("../../tests/data/wan/v4_no_promote.bin");
-        const V4_REFRESH: &[u8] = include_bytes!("../../tests/data/wan/v4_refresh.bin");
-        const V6_PREFIX: &[u8] = include_bytes!("../../tests/data/wan/v6_prefix.bin");
-        const PPP_READDRESS: &[u8] = include_bytes!("../../tests/data/wan/ppp_readdress.bin");
-        const PPP_RECREATE: &[u8] = include_bytes!("../../tests/data/wan/ppp_recreate.bin");
+        const DUMP: &[u8] = include_bytes!("../../../tests/data/wan/dump.bin");
+        const V4_PROMOTE: &[u8] = include_bytes!("../../../tests/data/wan/v4_promote.bin");
+        const V4_NO_PROMOTE: &[u8] = include_bytes!("../../../tests/data/wan/v4_no_promote.bin");
+        const V4_REFRESH: &[u8] = include_bytes!("../../../tests/data/wan/v4_refresh.bin");
+        const V6_PREFIX: &[u8] = include_bytes!("../../../tests/data/wan/v6_prefix.bin");
+        const PPP_READDRESS: &[u8] = include_bytes!("../../../tests/data/wan/ppp_readdress.bin");
+        const PPP_RECREATE: &[u8] = include_bytes!("../../../tests/data/wan/ppp_recreate.bin");
         const ALL: [&[u8]; 7] = [
             DUMP,
             V4_PROMOTE,

@@ -1,0 +1,420 @@
+//! A [`Flow`] (or the parts of one a command names) into ctnetlink
+//! attributes and requests: tuples, NAT set-up, protocol info, and the
+//! whole create/update/delete requests that put a synced flow into the
+//! kernel (the failover commit and `DisableExternalCache`).
+
+use std::net::IpAddr;
+
+use super::{CtRequest, cta, msg};
+use crate::flow::{Flow, ProtoInfo, TcpInfo, Tuple, proto, status};
+use crate::netlink::attr::AttrWriter;
+
+/// `IP_CT_TCP_FLAG_BE_LIBERAL`: no window checks on this connection.
+pub const TCP_FLAG_BE_LIBERAL: u8 = 0x08;
+/// `IPS_NAT_MASK`: the NAT bits the kernel refuses to change.
+const NAT_MASK: u32 = status::SRC_NAT | status::DST_NAT;
+
+/// Which parts of a tuple to put in a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TupleParts {
+    /// Source address.
+    pub src: Option<IpAddr>,
+    /// Destination address.
+    pub dst: Option<IpAddr>,
+    /// Protocol number.
+    pub proto: Option<u8>,
+    /// Source port.
+    pub sport: Option<u16>,
+    /// Destination port.
+    pub dport: Option<u16>,
+    /// ICMP type.
+    pub icmp_type: Option<u8>,
+    /// ICMP code.
+    pub icmp_code: Option<u8>,
+    /// ICMP id.
+    pub icmp_id: Option<u16>,
+    /// Tuple zone.
+    pub zone: Option<u16>,
+}
+
+impl TupleParts {
+    /// Every part of a complete tuple.
+    pub fn full(t: &Tuple, zone: Option<u16>) -> TupleParts {
+        let icmp = proto::is_icmp(t.proto);
+        let ports = proto::has_ports(t.proto) || t.proto == proto::GRE;
+        TupleParts {
+            src: Some(t.src),
+            dst: Some(t.dst),
+            proto: Some(t.proto),
+            sport: ports.then_some(t.sport),
+            dport: ports.then_some(t.dport),
+            icmp_type: icmp.then_some(t.icmp_type),
+            icmp_code: icmp.then_some(t.icmp_code),
+            icmp_id: icmp.then_some(t.icmp_id),
+            zone,
+        }
+    }
+
+    /// True when nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == TupleParts::default()
+    }
+}
+
+/// Writes a CTA_TUPLE_* nest with the given parts.
+pub fn encode_tuple(w: &mut AttrWriter, kind: u16, t: &TupleParts) {
+    let nest = w.begin(kind);
+    if t.src.is_some() || t.dst.is_some() {
+        let ip = w.begin(cta::TUPLE_IP);
+        for (a, v4, v6) in [
+            (t.src, cta::IP_V4_SRC, cta::IP_V6_SRC),
+            (t.dst, cta::IP_V4_DST, cta::IP_V6_DST),
+        ] {
+            match a {
+                Some(IpAddr::V4(a)) => w.bytes(v4, &a.octets()),
+                Some(IpAddr::V6(a)) => w.bytes(v6, &a.octets()),
+                None => {}
+            }
+        }
+        w.end(ip);
+    }
+    if let Some(p) = t.proto {
+        let pn = w.begin(cta::TUPLE_PROTO);
+        w.u8(cta::PROTO_NUM, p);
+        if let Some(v) = t.sport {
+            w.be16(cta::PROTO_SRC_PORT, v);
+        }
+        if let Some(v) = t.dport {
+            w.be16(cta::PROTO_DST_PORT, v);
+        }
+        let v6 = p == proto::ICMPV6;
+        if let Some(v) = t.icmp_id {
+            w.be16(
+                if v6 {
+                    cta::PROTO_ICMPV6_ID
+                } else {
+                    cta::PROTO_ICMP_ID
+                },
+                v,
+            );
+        }
+        if let Some(v) = t.icmp_type {
+            w.u8(
+                if v6 {
+                    cta::PROTO_ICMPV6_TYPE
+                } else {
+                    cta::PROTO_ICMP_TYPE
+                },
+                v,
+            );
+        }
+        if let Some(v) = t.icmp_code {
+            w.u8(
+                if v6 {
+                    cta::PROTO_ICMPV6_CODE
+                } else {
+                    cta::PROTO_ICMP_CODE
+                },
+                v,
+            );
+        }
+        w.end(pn);
+    }
+    if let Some(z) = t.zone {
+        w.be16(cta::TUPLE_ZONE, z);
+    }
+    w.end(nest);
+}
+
+/// A NAT binding to set up when creating an entry (CTA_NAT_SRC/DST).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatSetup {
+    /// Address to map to.
+    pub addr: Option<IpAddr>,
+    /// Port to map to.
+    pub port: Option<u16>,
+}
+
+/// Writes a CTA_NAT_SRC or CTA_NAT_DST nest.
+pub fn encode_nat(w: &mut AttrWriter, kind: u16, n: &NatSetup) {
+    let nest = w.begin(kind);
+    match n.addr {
+        Some(IpAddr::V4(a)) => {
+            w.bytes(cta::NAT_V4_MINIP, &a.octets());
+            w.bytes(cta::NAT_V4_MAXIP, &a.octets());
+        }
+        Some(IpAddr::V6(a)) => {
+            w.bytes(cta::NAT_V6_MINIP, &a.octets());
+            w.bytes(cta::NAT_V6_MAXIP, &a.octets());
+        }
+        None => {}
+    }
+    if let Some(p) = n.port {
+        let pn = w.begin(cta::NAT_PROTO);
+        w.be16(cta::PROTONAT_PORT_MIN, p);
+        w.be16(cta::PROTONAT_PORT_MAX, p);
+        w.end(pn);
+    }
+    w.end(nest);
+}
+
+/// Writes CTA_PROTOINFO for TCP (state and flags/masks).
+pub fn encode_tcp_info(w: &mut AttrWriter, t: &TcpInfo) {
+    let nest = w.begin(cta::PROTOINFO);
+    let tcp = w.begin(cta::PROTOINFO_TCP);
+    if let Some(s) = t.state {
+        w.u8(cta::TCP_STATE, s);
+    }
+    if let Some(v) = t.wscale[0] {
+        w.u8(cta::TCP_WSCALE_ORIG, v);
+    }
+    if let Some(v) = t.wscale[1] {
+        w.u8(cta::TCP_WSCALE_REPLY, v);
+    }
+    if let Some((f, m)) = t.flags[0] {
+        w.bytes(cta::TCP_FLAGS_ORIG, &[f, m]);
+    }
+    if let Some((f, m)) = t.flags[1] {
+        w.bytes(cta::TCP_FLAGS_REPLY, &[f, m]);
+    }
+    w.end(tcp);
+    w.end(nest);
+}
+
+/// Writes the attributes that identify one existing entry for a per-entry
+/// GET/DELETE/update: its original tuple (with zone) and the entry zone.
+pub fn encode_identity(w: &mut AttrWriter, f: &Flow) {
+    encode_tuple(w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, f.orig_zone));
+    if let Some(z) = f.zone {
+        w.be16(cta::ZONE, z);
+    }
+}
+
+/// How a flow is written into a create or update request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewOpts {
+    /// CTA_TIMEOUT to set; None leaves the kernel's default for the state.
+    pub timeout: Option<u32>,
+    /// Keep TCP window tracking; off creates TCP entries BE_LIBERAL.
+    pub tcp_window_tracking: bool,
+}
+
+fn nat_parts(f: &Flow) -> (Option<NatSetup>, Option<NatSetup>) {
+    let icmp = proto::is_icmp(f.orig.proto);
+    let ports = !icmp && (proto::has_ports(f.orig.proto) || f.orig.proto == proto::GRE);
+    let src = NatSetup {
+        addr: f.is_snat().then_some(f.reply.dst),
+        port: (ports && f.is_spat()).then_some(f.reply.dport),
+    };
+    let dst = NatSetup {
+        addr: f.is_dnat().then_some(f.reply.src),
+        port: (ports && f.is_dpat()).then_some(f.reply.sport),
+    };
+    let some = |n: NatSetup| (n != NatSetup::default()).then_some(n);
+    (some(src), some(dst))
+}
+
+fn encode_protoinfo(w: &mut AttrWriter, f: &Flow, o: &NewOpts) {
+    match f.protoinfo {
+        ProtoInfo::Tcp(t) => {
+            let mut t = TcpInfo {
+                state: t.state,
+                wscale: t.wscale,
+                flags: t.flags,
+            };
+            if !o.tcp_window_tracking {
+                for d in &mut t.flags {
+                    let (fl, m) = d.unwrap_or((0, 0));
+                    *d = Some((fl | TCP_FLAG_BE_LIBERAL, m | TCP_FLAG_BE_LIBERAL));
+                }
+            }
+            if t.state.is_some() {
+                encode_tcp_info(w, &t);
+            }
+        }
+        ProtoInfo::Sctp { state, vtag } => {
+            let nest = w.begin(cta::PROTOINFO);
+            let inner = w.begin(cta::PROTOINFO_SCTP);
+            if let Some(s) = state {
+                w.u8(cta::SCTP_STATE, s);
+            }
+            if let Some(v) = vtag[0] {
+                w.be32(cta::SCTP_VTAG_ORIG, v);
+            }
+            if let Some(v) = vtag[1] {
+                w.be32(cta::SCTP_VTAG_REPLY, v);
+            }
+            w.end(inner);
+            w.end(nest);
+        }
+        ProtoInfo::Dccp { state, role, .. } => {
+            let nest = w.begin(cta::PROTOINFO);
+            let inner = w.begin(cta::PROTOINFO_DCCP);
+            if let Some(s) = state {
+                w.u8(cta::DCCP_STATE, s);
+            }
+            if let Some(r) = role {
+                w.u8(cta::DCCP_ROLE, r);
+            }
+            w.end(inner);
+            w.end(nest);
+        }
+        ProtoInfo::None => {}
+    }
+}
+
+/// The request that creates `f` in the kernel: original tuple, the reply
+/// tuple as its inverse, NAT set up with CTA_NAT_SRC/DST so the kernel
+/// rebuilds the NAT'ed reply, status, timeout, mark, protocol info
+/// (TCP BE_LIBERAL unless window tracking is kept), helper, sequence
+/// adjustments, labels and zone.
+pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
+    let mut req = CtRequest::new(msg::NEW, f.family);
+    let mut w = req.writer();
+    encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
+    encode_tuple(
+        &mut w,
+        cta::TUPLE_REPLY,
+        &TupleParts::full(&f.orig.inverted(), None),
+    );
+    if let Some(m) = &f.master {
+        encode_tuple(&mut w, cta::TUPLE_MASTER, &TupleParts::full(m, None));
+    }
+    if let Some(s) = f.status {
+        w.be32(cta::STATUS, s & !status::EXPECTED);
+    }
+    if let Some(t) = o.timeout {
+        w.be32(cta::TIMEOUT, t);
+    }
+    if let Some(m) = f.mark {
+        w.be32(cta::MARK, m);
+    }
+    encode_protoinfo(&mut w, f, o);
+    let (src, dst) = nat_parts(f);
+    if let Some(n) = src {
+        encode_nat(&mut w, cta::NAT_SRC, &n);
+    }
+    if let Some(n) = dst {
+        encode_nat(&mut w, cta::NAT_DST, &n);
+    }
+    if let Some(h) = &f.helper {
+        let nest = w.begin(cta::HELP);
+        w.strz(cta::HELP_NAME, h.as_bytes());
+        w.end(nest);
+    }
+    for (d, kind) in [(0, cta::SEQ_ADJ_ORIG), (1, cta::SEQ_ADJ_REPLY)] {
+        if let Some(s) = f.seq_adj[d] {
+            let nest = w.begin(kind);
+            w.be32(cta::SEQADJ_CORRECTION_POS, s.correction_pos);
+            w.be32(cta::SEQADJ_OFFSET_BEFORE, s.offset_before);
+            w.be32(cta::SEQADJ_OFFSET_AFTER, s.offset_after);
+            w.end(nest);
+        }
+    }
+    if let Some(l) = f.labels.filter(|l| !l.is_empty()) {
+        let mut b = Vec::with_capacity(16);
+        for word in &l.words[..(l.len as usize).clamp(1, 4)] {
+            b.extend_from_slice(&word.to_ne_bytes());
+        }
+        w.bytes(cta::LABELS, &b);
+    }
+    if let Some(z) = f.zone {
+        w.be16(cta::ZONE, z);
+    }
+    req
+}
+
+/// The request that updates an existing entry to `f` (NAT, helper and
+/// master left out: the kernel refuses to change them).
+pub fn update_request(f: &Flow, o: &NewOpts) -> CtRequest {
+    let mut req = CtRequest::new(msg::NEW, f.family);
+    let mut w = req.writer();
+    encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
+    if let Some(s) = f.status {
+        w.be32(cta::STATUS, s & !(NAT_MASK | status::EXPECTED));
+    }
+    if let Some(t) = o.timeout {
+        w.be32(cta::TIMEOUT, t);
+    }
+    if let Some(m) = f.mark {
+        w.be32(cta::MARK, m);
+    }
+    encode_protoinfo(&mut w, f, o);
+    if let Some(z) = f.zone {
+        w.be16(cta::ZONE, z);
+    }
+    req
+}
+
+/// The request that deletes the entry with `f`'s original tuple and zone.
+pub fn delete_request(f: &Flow) -> CtRequest {
+    let mut req = CtRequest::new(msg::DELETE, f.family);
+    let mut w = req.writer();
+    encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
+    if let Some(z) = f.zone {
+        w.be16(cta::ZONE, z);
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::testutil;
+
+    /// What the kernel would read from a request.
+    fn roundtrip(req: &CtRequest) -> Flow {
+        let mut bytes = Vec::new();
+        req.serialize_into(&mut bytes, 0, 1);
+        let m = crate::netlink::message::NlMsgs::new(&bytes)
+            .next()
+            .unwrap()
+            .unwrap();
+        super::super::decode_flow(m.payload).unwrap()
+    }
+
+    #[test]
+    fn create_request_sets_up_nat_and_be_liberal() {
+        let mut f = testutil::tcp4();
+        f.status = Some(0x1be);
+        f.reply.dst = "100.64.0.5".parse().unwrap();
+        f.reply.dport = 6000;
+        let o = NewOpts {
+            timeout: Some(268),
+            ..NewOpts::default()
+        };
+        let req = create_request(&f, &o);
+        let back = roundtrip(&req);
+        assert_eq!(back.orig, f.orig);
+        // the reply is sent un-NAT'ed; NAT comes from CTA_NAT_SRC
+        assert_eq!(back.reply, f.orig.inverted());
+        assert_eq!(back.timeout, Some(268));
+        let ProtoInfo::Tcp(t) = back.protoinfo else {
+            panic!()
+        };
+        assert_eq!(t.flags, [Some((8, 8)); 2]);
+        let (src, dst) = nat_parts(&f);
+        assert_eq!(
+            src,
+            Some(NatSetup {
+                addr: Some("100.64.0.5".parse().unwrap()),
+                port: Some(6000)
+            })
+        );
+        assert_eq!(dst, None);
+        // window tracking on: no BE_LIBERAL
+        let req = create_request(
+            &f,
+            &NewOpts {
+                tcp_window_tracking: true,
+                ..NewOpts::default()
+            },
+        );
+        let back = roundtrip(&req);
+        assert_eq!(back.timeout, None);
+        let ProtoInfo::Tcp(t) = back.protoinfo else {
+            panic!()
+        };
+        assert_eq!(t.flags, [None; 2]);
+    }
+}

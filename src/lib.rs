@@ -22,6 +22,7 @@ pub mod exit;
 pub mod flow;
 pub mod netlink;
 pub mod opts;
+pub mod protocols;
 pub mod severity;
 #[cfg(feature = "sync")]
 pub mod sync;

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
-use super::args::{Cmd, CtCommand, Table, protocol_name};
+use super::args::{Cmd, CtCommand, Table};
 use super::error::{CliError, PROGNAME_VERSION, err_text};
 use super::output::{Context, Printer};
 use super::progname::ProgNames;
@@ -95,7 +95,7 @@ impl Runner {
                 print!("{}", usage("conntrack"));
                 if let Some(p) = c.help_proto {
                     let name = match crate::flow::names::l4_name(p) {
-                        "unknown" => protocol_name(p).unwrap_or_else(|| "unknown".into()),
+                        "unknown" => crate::protocols::name(p).unwrap_or_else(|| "unknown".into()),
                         n => n.to_string(),
                     };
                     print!("Proto `{name}' help:\n{}", proto_help(p));

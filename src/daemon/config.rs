@@ -275,7 +275,7 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
                 for p in x.items() {
                     for name in std::iter::once(&p.key).chain(&p.args) {
                         let num = names::l4_by_name(name)
-                            .or_else(|| crate::cli::args::protocol_number(name))
+                            .or_else(|| crate::protocols::number(name))
                             .ok_or_else(|| {
                                 c.err(p, format!("unknown protocol `{name}' in Filter"))
                             })?;

@@ -217,18 +217,28 @@ pub enum Failure {
     Config(ConfigError),
     /// The running daemon could not be asked.
     Client(ClientError),
+    /// The daemon could not start.
+    Start(run::StartFailure),
 }
 
 impl Failure {
     /// Prints the failure; returns its exit code (conntrackd's: 1 for
     /// every failure).
-    pub fn report(&self) -> i32 {
+    pub fn report(self) -> i32 {
         match self {
             Failure::Usage(e) => {
                 eprintln!("ctrackd: {e}\nTry `ctrackd -h' for more information.")
             }
             Failure::Config(e) => eprintln!("ctrackd: {e}"),
             Failure::Client(e) => eprintln!("{}", e.0),
+            // once the log is open, a failure goes where the rest went
+            Failure::Start(run::StartFailure {
+                error,
+                log: Some(mut log),
+            }) => log.error(&error.to_string()),
+            Failure::Start(run::StartFailure { error, log: None }) => {
+                eprintln!("ctrackd: {error}")
+            }
         }
         exit::OTHER
     }
@@ -264,7 +274,8 @@ fn ctrackd(args: Vec<String>) -> Result<i32, Failure> {
         }
         Action::Run { daemon } => {
             let cfg = config::load(&config_path).map_err(Failure::Config)?;
-            Ok(run::run(cfg, daemon))
+            run::run(cfg, daemon).map_err(Failure::Start)?;
+            Ok(exit::OK)
         }
         Action::Client(req) => {
             ask(&config_path, &req).map_err(Failure::Client)?;

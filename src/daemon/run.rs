@@ -139,45 +139,39 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// A failed start, with the log it is reported to once the log is open.
-struct Failure {
-    error: StartError,
-    log: Option<Box<Logger>>,
+/// A failed start, with the log it is reported to once the log is open
+/// (printed by the daemon role's one printer, `daemon::Failure::report`).
+pub struct StartFailure {
+    /// What failed.
+    pub error: StartError,
+    /// The log, when it was open by then.
+    pub log: Option<Box<Logger>>,
 }
 
-impl From<StartError> for Failure {
-    fn from(error: StartError) -> Failure {
-        Failure { error, log: None }
+impl std::fmt::Debug for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StartFailure({:?})", self.error)
     }
 }
 
-/// Runs the daemon with `config` until it stops; returns the exit code.
-/// A start that fails is reported once, here: to the log when it is
-/// open, otherwise on stderr.
-pub fn run(config: Config, daemon: bool) -> i32 {
+impl From<StartError> for StartFailure {
+    fn from(error: StartError) -> StartFailure {
+        StartFailure { error, log: None }
+    }
+}
+
+/// Runs the daemon with `config` until it stops.
+pub fn run(config: Config, daemon: bool) -> Result<(), StartFailure> {
     for w in &config.warnings {
         eprintln!("ctrackd: warning: {w}");
     }
-    match start_and_serve(config, daemon) {
-        Ok(()) => crate::exit::OK,
-        Err(Failure {
-            error,
-            log: Some(mut log),
-        }) => {
-            log.error(&error.to_string());
-            crate::exit::OTHER
-        }
-        Err(Failure { error, log: None }) => {
-            eprintln!("ctrackd: {error}");
-            crate::exit::OTHER
-        }
-    }
+    start_and_serve(config, daemon)
 }
 
 /// Takes the lock, binds the control socket, daemonizes, opens the log
 /// and serves. What it made (control socket, pid file, lock file) is
 /// removed however it ends; another daemon's are left alone.
-fn start_and_serve(config: Config, daemon: bool) -> Result<(), Failure> {
+fn start_and_serve(config: Config, daemon: bool) -> Result<(), StartFailure> {
     let g = config.general.clone();
     let mut lock = Lock::take(&g.lock_file).map_err(StartError::Lock)?;
     let listener = match control::bind(&g.unix_path) {
@@ -219,7 +213,7 @@ fn serve(
     mut log: Logger,
     listener: std::os::unix::net::UnixListener,
     daemon: bool,
-) -> Result<(), Failure> {
+) -> Result<(), StartFailure> {
     let g = config.general.clone();
     log.notice(&format!(
         "ctrackd {} starting (pid {})",
@@ -229,7 +223,7 @@ fn serve(
     let ct = match Conntrack::open(None) {
         Ok(ct) => ct,
         Err(e) => {
-            return Err(Failure {
+            return Err(StartFailure {
                 error: StartError::Kernel(format!("cannot open ctnetlink: {e}")),
                 log: Some(Box::new(log)),
             });
@@ -245,7 +239,7 @@ fn serve(
         }
         Err(error) => {
             shell.parts.stop();
-            Err(Failure {
+            Err(StartFailure {
                 error,
                 log: Some(Box::new(shell.log)),
             })

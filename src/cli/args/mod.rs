@@ -14,4 +14,3 @@ pub mod values;
 
 pub use command::{Cmd, CtCommand, LabelChange, Output, Table};
 pub use parse::parse;
-pub use values::{protocol_name, protocol_number};

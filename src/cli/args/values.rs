@@ -280,42 +280,11 @@ fn nat_port(p: &str) -> Res<u16> {
     Ok(p.parse().unwrap_or(0))
 }
 
-/// Reads the protocol number of a name in /etc/protocols.
-pub fn protocol_number(name: &str) -> Option<u8> {
-    etc_protocols(name)
-}
-
-fn etc_protocols(name: &str) -> Option<u8> {
-    let text = std::fs::read_to_string("/etc/protocols").ok()?;
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        let (Some(pname), Some(num)) = (words.next(), words.next()) else {
-            continue;
-        };
-        if pname == name || words.any(|alias| alias == name) {
-            return num.parse().ok();
-        }
-    }
-    None
-}
-
-/// The /etc/protocols name of a protocol number.
-pub fn protocol_name(num: u8) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/protocols").ok()?;
-    text.lines().find_map(|line| {
-        let line = line.split('#').next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        let name = words.next()?;
-        (words.next()?.parse::<u8>().ok()? == num).then(|| name.to_string())
-    })
-}
-
 pub(super) fn find_proto(name: &str) -> Option<u8> {
     if let Some(p) = names::l4_by_name(name).filter(|p| has_proto_module(*p)) {
         return Some(p);
     }
-    if let Some(p) = etc_protocols(name) {
+    if let Some(p) = crate::protocols::number(name) {
         return Some(p);
     }
     if let Some(p) = names::l4_by_name(name) {

@@ -539,6 +539,13 @@ mod tests {
     }
 
     #[test]
+    fn cache_time_is_the_wall_clock() {
+        let before = crate::flow::now_secs();
+        let t = now_u32() as i64;
+        assert!(t >= before && t <= crate::flow::now_secs(), "{t}");
+    }
+
+    #[test]
     fn events_drive_the_cache_through_the_filter() {
         let mut cache = Cache::new("internal", 16, 100);
         let mut stats = RuntimeStats::default();

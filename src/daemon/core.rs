@@ -940,6 +940,9 @@ mod tests {
         resync_announces(&mut core, Resync::Startup, vec![tcp4()]);
         let text = String::from_utf8(core.dump_cache(Format::Text)).unwrap();
         assert!(text.contains("[active since "), "{text}");
+        // conntrackd's -i shows no timeout (the cached one is stale)
+        assert_eq!(tcp4().timeout, Some(119));
+        assert!(!text.contains(" 119 "), "{text}");
         assert_eq!(text.lines().count(), 1);
         let xml = String::from_utf8(core.dump_cache(Format::Xml)).unwrap();
         assert!(xml.starts_with(xml::HEADER) && xml.ends_with(xml::FOOTER));

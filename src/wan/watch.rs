@@ -348,3 +348,89 @@ fn receive(socket: &mut RtnlWatch) -> io::Result<Option<WatchInput>> {
         Recv::Messages | Recv::Empty => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wan::rule::Rule;
+    use std::time::Duration;
+
+    fn order() -> FlushOrder {
+        FlushOrder {
+            rule: Rule::stale(&["10.9.2.1".parse().unwrap()]),
+            interfaces: vec!["wan0".into()],
+            retry: false,
+        }
+    }
+
+    #[test]
+    fn notes_say_what_happened_in_one_line() {
+        let changed = Note::Changed(Change {
+            interface: "pppoe-wan".into(),
+            added: vec!["10.9.2.3".parse().unwrap()],
+            removed: vec!["100.64.0.5".parse().unwrap()],
+            link: Some(false),
+        });
+        assert_eq!(
+            changed.log_line(),
+            "wan: pppoe-wan link down +10.9.2.3 -100.64.0.5"
+        );
+        let up = Note::Changed(Change {
+            interface: "wan0".into(),
+            added: vec![],
+            removed: vec![],
+            link: Some(true),
+        });
+        assert_eq!(up.log_line(), "wan: wan0 link up");
+        let mut report = FlushReport {
+            deleted: 2,
+            already_gone: 1,
+            errors: 0,
+            elapsed: Duration::from_millis(81),
+            ..FlushReport::default()
+        };
+        let rule = order().rule.to_string();
+        assert_eq!(
+            Note::Flushed(order(), report.clone()).log_line(),
+            format!("wan: flushed {rule}: 2 deleted, 1 already gone, 0 errors in 81 ms")
+        );
+        report.by_reason[0] = 2;
+        let with_reasons = Note::Flushed(order(), report.clone()).log_line();
+        assert!(
+            with_reasons.ends_with(&format!(" ({})", report.reasons_text())),
+            "{with_reasons}"
+        );
+        assert_eq!(
+            Note::FlushFailed(order(), "Operation not permitted".into()).log_line(),
+            format!("wan: flush of {rule} failed: Operation not permitted")
+        );
+        assert_eq!(
+            Note::ResyncFailed("EPERM".into()).log_line(),
+            "wan: cannot re-read addresses: EPERM"
+        );
+        let failed = |fatal| Note::ReaderFailed {
+            error: "EIO".into(),
+            fatal,
+        };
+        assert_eq!(failed(false).log_line(), "wan: rtnetlink: EIO");
+        assert_eq!(failed(true).log_line(), "wan: rtnetlink: EIO; giving up");
+    }
+
+    #[test]
+    fn failures_are_errors_and_overruns_warnings() {
+        assert_eq!(Note::Resynced.severity(), Severity::Notice);
+        assert_eq!(Note::Overrun.severity(), Severity::Warning);
+        assert_eq!(
+            Note::FlushFailed(order(), String::new()).severity(),
+            Severity::Error
+        );
+        assert_eq!(
+            Note::Flushed(order(), FlushReport::default()).severity(),
+            Severity::Notice
+        );
+        assert_eq!(
+            Note::ResyncFailed(String::new()).severity(),
+            Severity::Error
+        );
+    }
+}

@@ -133,7 +133,6 @@ const MAX_ROUNDS: usize = 16;
 pub struct WanWatch {
     tracker: Tracker,
     exec: Executor,
-    opts: FlushOptions,
     netns: Option<String>,
     /// The counters (for `ctrackd -s wan` and the JSON API).
     pub stats: WanStats,
@@ -155,7 +154,6 @@ impl WanWatch {
         let mut watch = WanWatch {
             tracker: Tracker::new(cfg),
             exec,
-            opts: FlushOptions::default(),
             netns: netns.map(str::to_string),
             stats: WanStats::default(),
         };
@@ -163,11 +161,6 @@ impl WanWatch {
         let actions = watch.tracker.handle(now, Input::Snapshot(&snap));
         let notes = watch.run_actions(now, actions);
         Ok((watch, socket, notes))
-    }
-
-    /// Changes how flushes run (dry run, kernel-side filtering).
-    pub fn set_options(&mut self, opts: FlushOptions) {
-        self.opts = opts;
     }
 
     /// The configuration in effect.
@@ -248,7 +241,9 @@ impl WanWatch {
                         }
                     }
                     Action::Flush(order) => {
-                        let result = self.exec.run(&order.rule, &self.opts, &mut |_, _, _| {});
+                        let result =
+                            self.exec
+                                .run(&order.rule, &FlushOptions::default(), &mut |_, _, _| {});
                         let ok = result.is_ok();
                         match result {
                             Ok(report) => {

@@ -339,33 +339,42 @@ pub fn spawn_reader(
     let stopped = stop.clone();
     let handle = std::thread::Builder::new()
         .name("rtnetlink".into())
-        .spawn(move || {
-            let mut failures = 0u32;
-            while !stopped.load(Ordering::Relaxed) {
-                let input = match receive(&mut socket) {
-                    Ok(None) => continue,
-                    Ok(Some(input)) => {
-                        failures = 0;
-                        input
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        WatchInput::Failed {
-                            error: e.to_string(),
-                            fatal: failures > MAX_FAILURES,
-                        }
-                    }
-                };
-                let fatal = matches!(input, WatchInput::Failed { fatal: true, .. });
-                if !deliver(input) || fatal {
-                    return;
-                }
-            }
-        })?;
+        .spawn(move || read_until_stopped(&stopped, || receive(&mut socket), &mut deliver))?;
     Ok(Reader {
         stop,
         handle: Some(handle),
     })
+}
+
+/// The reader's loop, apart from its socket: passes what `receive` yields
+/// to `deliver`, counting failures in a row (fatal past [`MAX_FAILURES`]),
+/// until `stop` is set, `deliver` refuses or a failure is fatal.
+fn read_until_stopped(
+    stop: &AtomicBool,
+    mut receive: impl FnMut() -> io::Result<Option<WatchInput>>,
+    deliver: &mut dyn FnMut(WatchInput) -> bool,
+) {
+    let mut failures = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let input = match receive() {
+            Ok(None) => continue,
+            Ok(Some(input)) => {
+                failures = 0;
+                input
+            }
+            Err(e) => {
+                failures += 1;
+                WatchInput::Failed {
+                    error: e.to_string(),
+                    fatal: failures > MAX_FAILURES,
+                }
+            }
+        };
+        let fatal = matches!(input, WatchInput::Failed { fatal: true, .. });
+        if !deliver(input) || fatal {
+            return;
+        }
+    }
 }
 
 /// Waits up to [`READER_POLL_MS`] for the socket and receives one
@@ -589,6 +598,80 @@ mod tests {
             interfaces: vec!["wan0".into()],
             retry: false,
         }
+    }
+
+    /// Runs the reader loop over scripted receives (None: the socket had
+    /// nothing; the loop stops when the script runs out) and returns
+    /// what it delivered.
+    fn read(script: Vec<Option<io::Result<Option<WatchInput>>>>, accept: usize) -> Vec<WatchInput> {
+        let stop = AtomicBool::new(false);
+        let mut script = script.into_iter();
+        let mut got = Vec::new();
+        read_until_stopped(
+            &stop,
+            || match script.next() {
+                Some(Some(r)) => r,
+                Some(None) => Ok(None),
+                None => {
+                    stop.store(true, Ordering::Relaxed);
+                    Ok(None)
+                }
+            },
+            &mut |i| {
+                got.push(i);
+                got.len() < accept
+            },
+        );
+        got
+    }
+
+    fn fail() -> Option<io::Result<Option<WatchInput>>> {
+        Some(Err(io::Error::from_raw_os_error(libc::EIO)))
+    }
+
+    #[test]
+    fn the_reader_gives_up_after_too_many_failures_in_a_row() {
+        let mut script: Vec<_> = (0..MAX_FAILURES).map(|_| fail()).collect();
+        // a success in between starts the count again
+        script.push(Some(Ok(Some(WatchInput::Overrun))));
+        script.extend((0..=MAX_FAILURES + 5).map(|_| fail()));
+        let got = read(script, usize::MAX);
+        let fatal: Vec<usize> = got
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i, WatchInput::Failed { fatal: true, .. }))
+            .map(|(n, _)| n)
+            .collect();
+        // MAX failures, the overrun, MAX more, then the fatal one ends it
+        assert_eq!(fatal, vec![2 * MAX_FAILURES as usize + 1]);
+        assert_eq!(got.len(), 2 * MAX_FAILURES as usize + 2);
+        let eio = io::Error::from_raw_os_error(libc::EIO).to_string();
+        assert_eq!(
+            got[0],
+            WatchInput::Failed {
+                error: eio,
+                fatal: false
+            }
+        );
+        assert_eq!(got[MAX_FAILURES as usize], WatchInput::Overrun);
+    }
+
+    #[test]
+    fn the_reader_skips_empty_receives_and_stops_when_refused() {
+        let msgs = || Some(Ok(Some(WatchInput::Messages(vec![]))));
+        let got = read(
+            vec![
+                None,
+                msgs(),
+                None,
+                Some(Ok(Some(WatchInput::Overrun))),
+                msgs(),
+            ],
+            2,
+        );
+        assert_eq!(got, vec![WatchInput::Messages(vec![]), WatchInput::Overrun]);
+        // stop set: nothing more is read
+        assert!(read(vec![], usize::MAX).is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod attr;
 pub mod client;
 pub mod ct;
+pub mod exp;
 pub mod events;
 pub mod message;
 pub mod route;

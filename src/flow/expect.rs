@@ -480,10 +480,8 @@ mod tests {
         assert!(line(&e, &ExpTextOptions::default()).ends_with("dport=21  class=1"));
         // a protocol without ports: addresses only
         let mut u = ftp_pasv();
-        for t in [&mut u.tuple, &mut u.mask] {
-            if let Some(t) = t {
-                t.proto = 19;
-            }
+        for t in [&mut u.tuple, &mut u.mask].into_iter().flatten() {
+            t.proto = 19;
         }
         assert_eq!(
             line(&u, &ExpTextOptions::default()),

@@ -581,7 +581,10 @@ mod tests {
         assert_eq!(j["nat"]["dir"], "reply");
         assert_eq!(j["nat"]["tuple"]["sport"], 4000);
         assert_eq!(j["expectfn"], "nat-follow-master");
-        for (dir, want) in [(0, serde_json::json!("original")), (7, serde_json::json!(7))] {
+        for (dir, want) in [
+            (0, serde_json::json!("original")),
+            (7, serde_json::json!(7)),
+        ] {
             e.nat = Some(ExpectNat {
                 dir: Some(dir),
                 tuple: None,

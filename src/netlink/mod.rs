@@ -5,8 +5,8 @@
 pub mod attr;
 pub mod client;
 pub mod ct;
-pub mod exp;
 pub mod events;
+pub mod exp;
 pub mod message;
 pub mod route;
 pub mod socket;

@@ -116,7 +116,9 @@ mod tests {
         let mut bytes = Vec::new();
         req.serialize_into(&mut bytes, 0, 1);
         let m = NlMsgs::new(&bytes).next().unwrap().unwrap();
-        let kinds = Attrs::new(&m.payload[4..]).map(|a| a.unwrap().kind).collect();
+        let kinds = Attrs::new(&m.payload[4..])
+            .map(|a| a.unwrap().kind)
+            .collect();
         (m.ty, m.payload[0], kinds)
     }
 

@@ -307,7 +307,7 @@ fn json_expectations_and_masters() {
 
 /// Makes a table for one run of a modifying command: its arguments, and
 /// the sessions that must live until it ran.
-type Setup = dyn Fn(&FtpLab) -> (Vec<String>, Vec<Session>);
+type Setup<'a> = dyn Fn(&FtpLab) -> (Vec<String>, Vec<Session>) + 'a;
 
 /// One modifying command, run by each tool on an equivalent table that
 /// `setup` makes (it returns the command's arguments and what must live
@@ -317,7 +317,7 @@ fn modify(
     d: &mut Diffs,
     ftp: &FtpLab,
     what: &str,
-    setup: &Setup,
+    setup: &Setup<'_>,
     norm: &dyn Fn(&str) -> String,
 ) -> (Run, Vec<String>) {
     let ns = &ftp.lab.router;

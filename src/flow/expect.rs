@@ -22,11 +22,11 @@ use super::{EventKind, HelperName, Name, Tuple, names, proto};
 /// Expectation flags (`NF_CT_EXPECT_*`).
 pub mod flag {
     /// Stays after the expected connection arrived (more may follow).
-    pub const PERMANENT: u32 = 1 << 0;
+    pub const PERMANENT: u32 = 0x1;
     /// Not yet active (a SIP expectation waiting for its signalling).
-    pub const INACTIVE: u32 = 1 << 1;
+    pub const INACTIVE: u32 = 0x2;
     /// Created from userspace (`conntrack -I expect`, conntrackd).
-    pub const USERSPACE: u32 = 1 << 2;
+    pub const USERSPACE: u32 = 0x4;
     /// Every flag with its name, in conntrack's order.
     pub const NAMES: [(u32, &str); 3] = [
         (PERMANENT, "PERMANENT"),
@@ -104,7 +104,6 @@ pub struct ExpTextOptions {
 /// sport=0 dport=65535 master-src=.. master-dst=.. sport=.. dport=21
 /// [zone=N ][PERMANENT,INACTIVE,USERSPACE ]class=0 helper=ftp`.
 pub fn write_line(out: &mut Vec<u8>, e: &Expectation, o: &ExpTextOptions) {
-    let start = out.len();
     if let Some(ev) = o.event {
         out.extend_from_slice(event_tag(ev).as_bytes());
         out.push(b' ');
@@ -156,7 +155,8 @@ pub fn write_line(out: &mut Vec<u8>, e: &Expectation, o: &ExpTextOptions) {
         out.extend_from_slice(b"helper=");
         out.extend_from_slice(h.as_bytes());
     }
-    if out.len() > start && out.last() == Some(&b' ') {
+    // the line always has `proto=`: its last blank is its own
+    if out.last() == Some(&b' ') {
         out.pop();
     }
 }

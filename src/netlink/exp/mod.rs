@@ -74,6 +74,29 @@ pub mod group {
     pub const ALL: u32 = NEW | UPDATE | DESTROY;
 }
 
+/// One message of an expectation dump: decoded into `e` (reused) and
+/// passed to `each`, or counted as malformed in `stats`.
+fn dump_message(
+    payload: &[u8],
+    e: &mut Expectation,
+    stats: &mut DumpStats,
+    each: &mut dyn FnMut(&Expectation) -> Result<(), Error>,
+) -> Result<(), Error> {
+    *e = Expectation::default();
+    let decoded = ct::split_nfgenmsg(payload)
+        .and_then(|(family, _, attrs)| decode_expect_into(family, attrs, e));
+    match decoded {
+        Ok(()) => {
+            stats.entries += 1;
+            each(e)
+        }
+        Err(_) => {
+            stats.malformed += 1;
+            Ok(())
+        }
+    }
+}
+
 impl Conntrack {
     /// Dumps the expectation table (`req`: [`dump_request`]) and calls
     /// `each` with every expectation; one `Expectation` is reused, so
@@ -87,21 +110,7 @@ impl Conntrack {
         let mut stats = DumpStats::default();
         let mut e = Expectation::default();
         self.talk(req, NLM_F_DUMP, &mut |m| {
-            let Ok((family, _, attrs)) = ct::split_nfgenmsg(m.payload) else {
-                stats.malformed += 1;
-                return Ok(());
-            };
-            e = Expectation::default();
-            match decode_expect_into(family, attrs, &mut e) {
-                Ok(()) => {
-                    stats.entries += 1;
-                    each(&e)
-                }
-                Err(_) => {
-                    stats.malformed += 1;
-                    Ok(())
-                }
-            }
+            dump_message(m.payload, &mut e, &mut stats, each)
         })?;
         Ok(stats)
     }
@@ -120,5 +129,57 @@ impl Conntrack {
     /// `expect_delete`: [`cta_exp`]`::STATS_*`).
     pub fn expect_stats_cpu(&mut self) -> Result<Vec<CpuStats>, Error> {
         self.stats_cpu_of(&request(msg::GET_STATS_CPU, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::expect::testutil::ftp_pasv;
+    use crate::netlink::message::NlMsgs;
+
+    #[test]
+    fn groups_are_the_expectation_groups_4_to_6() {
+        assert_eq!(group::NEW, 1 << (4 - 1));
+        assert_eq!(group::UPDATE, 1 << (5 - 1));
+        assert_eq!(group::DESTROY, 1 << (6 - 1));
+        assert_eq!(group::ALL, 0x38);
+    }
+
+    #[test]
+    fn a_dump_counts_what_decodes_and_what_does_not() {
+        let mut bytes = Vec::new();
+        create_request(&ftp_pasv()).serialize_into(&mut bytes, 0, 1);
+        let good = NlMsgs::new(&bytes)
+            .next()
+            .unwrap()
+            .unwrap()
+            .payload
+            .to_vec();
+        let mut bad = good.clone();
+        bad.truncate(good.len() - 3);
+        let mut stats = DumpStats::default();
+        let mut e = Expectation::default();
+        let mut seen = Vec::new();
+        for p in [&good[..], &bad[..], &[2u8][..], &good[..]] {
+            dump_message(p, &mut e, &mut stats, &mut |x| {
+                seen.push(*x);
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(
+            stats,
+            DumpStats {
+                entries: 2,
+                malformed: 2
+            }
+        );
+        assert_eq!(seen, [ftp_pasv(), ftp_pasv()]);
+        // what `each` says stops the dump
+        let r = dump_message(&good, &mut e, &mut stats, &mut |_| {
+            Err(Error::Kernel(libc::EIO))
+        });
+        assert!(matches!(r, Err(Error::Kernel(libc::EIO))));
     }
 }

@@ -106,13 +106,20 @@ pub fn err_text(cmd: Cmd, e: &Error) -> String {
     };
     let text = match (cmd, n) {
         (Cmd::List, 524) => Some("function not implemented"),
-        (_, libc::EINVAL) => Some("invalid parameters"),
+        // conntrack's table gives this text to the commands numbered
+        // below 16 only
+        (c, libc::EINVAL)
+            if !matches!(c, Cmd::ExpCount | Cmd::Stats | Cmd::ExpStats | Cmd::Add) =>
+        {
+            Some("invalid parameters")
+        }
         (Cmd::Create, libc::EEXIST) => Some("Such conntrack exists, try -U to update"),
         (Cmd::Create | Cmd::Get | Cmd::Delete | Cmd::Add, libc::ENOENT) => {
             Some("such conntrack doesn't exist")
         }
         (Cmd::Create | Cmd::Get | Cmd::Add, libc::ENOMEM) => Some("not enough memory"),
         (Cmd::Get, libc::EAFNOSUPPORT) => Some("protocol not supported"),
+        (Cmd::ExpCreate, libc::ENOENT) => Some("master conntrack not found"),
         (Cmd::Create | Cmd::Add, libc::ETIME) => Some("conntrack has expired"),
         (_, libc::EPERM) => {
             Some("sorry, you must be root or get CAP_NET_ADMIN capability to do this")

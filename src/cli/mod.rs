@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod error;
+pub mod expect;
 #[cfg(feature = "wan")]
 pub mod flush_wan;
 pub mod getopt;

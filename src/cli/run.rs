@@ -56,7 +56,7 @@ impl Runner {
     }
 
     /// The socket for queries and dumps.
-    fn sock(&mut self) -> Result<&mut Conntrack, CliError> {
+    pub(super) fn sock(&mut self) -> Result<&mut Conntrack, CliError> {
         handle(&mut self.sock, self.netns.as_deref())
     }
 
@@ -72,12 +72,8 @@ impl Runner {
             print!("{}", usage("conntrack"));
             return Ok(());
         };
-        if cmd.is_expect() {
-            return Err(CliError::system(
-                "the expectation table is not supported yet",
-            ));
-        }
         match cmd {
+            _ if cmd.is_expect() => super::expect::run(self, c, cmd),
             Cmd::List => self.list(c),
             Cmd::Get => self.get(c),
             Cmd::Create | Cmd::Add => self.create(c, cmd),
@@ -106,7 +102,9 @@ impl Runner {
         }?;
         if summary && let Some(m) = cmd.exit_msg() {
             eprintln!("{PROGNAME_VERSION}: {} {m}", self.counter);
-            if self.counter == 0 && !matches!(cmd, Cmd::List | Cmd::Add) {
+            // listing nothing, or listening and seeing nothing, is no failure
+            let listing = matches!(cmd, Cmd::List | Cmd::Add | Cmd::ExpList);
+            if self.counter == 0 && !listing && !matches!(cmd, Cmd::Event | Cmd::ExpEvent) {
                 return Err(CliError::silent());
             }
         }
@@ -323,22 +321,7 @@ impl Runner {
             .sock()?
             .stats_cpu()
             .map_err(|e| CliError::kernel(Cmd::Stats, &e))?;
-        let mut out = String::new();
-        for (cpu, vals) in cpus {
-            out.push_str(&format!("cpu={cpu:<4}\t"));
-            let mut table = [None; 20];
-            for (k, v) in vals {
-                if let Some(slot) = table.get_mut(k as usize) {
-                    *slot = Some(v);
-                }
-            }
-            for (i, v) in table.iter().enumerate().skip(1) {
-                if let Some(v) = v {
-                    out.push_str(&format!("{}={} ", NAMES[i], v));
-                }
-            }
-            out.push('\n');
-        }
+        let out = cpu_stats_text(&cpus, &NAMES);
         print!("{out}");
         Ok(())
     }
@@ -455,14 +438,36 @@ impl Runner {
     }
 }
 
+/// conntrack's per-CPU statistics lines (`-S`, `-S expect`): `cpu=N` and
+/// `name=value ` for each attribute the kernel sent that has a name.
+pub(super) fn cpu_stats_text(cpus: &[crate::netlink::client::CpuStats], names: &[&str]) -> String {
+    let mut out = String::new();
+    for (cpu, vals) in cpus {
+        out.push_str(&format!("cpu={cpu:<4}\t"));
+        let mut table = vec![None; names.len()];
+        for &(k, v) in vals {
+            if let Some(slot) = table.get_mut(k as usize) {
+                *slot = Some(v);
+            }
+        }
+        for (name, v) in names.iter().zip(&table).skip(1) {
+            if let Some(v) = v {
+                out.push_str(&format!("{name}={v} "));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Datagrams read without blocking before the output is flushed.
-const EVENT_BATCH: usize = 256;
+pub(super) const EVENT_BATCH: usize = 256;
 
 /// Event receive buffer when `-b` is not given: room for a burst of about
 /// 200k events while we print.
 pub const DEFAULT_EVENT_BUFFER: usize = 64 << 20;
 
-fn report_malformed(s: crate::netlink::DumpStats) {
+pub(super) fn report_malformed(s: crate::netlink::DumpStats) {
     if s.malformed > 0 {
         eprintln!(
             "ctrack: warning: {} malformed entries in the kernel's reply were skipped",
@@ -471,7 +476,7 @@ fn report_malformed(s: crate::netlink::DumpStats) {
     }
 }
 
-fn now_timeval() -> (i64, i64) {
+pub(super) fn now_timeval() -> (i64, i64) {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

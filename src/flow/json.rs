@@ -43,17 +43,21 @@ pub fn push_bytes_str(out: &mut Vec<u8>, b: &[u8]) {
     push_str(out, &String::from_utf8_lossy(b));
 }
 
-struct Obj<'a> {
+/// A JSON object being written: `key` puts the separator and the key, the
+/// caller the value; `end` closes it.
+pub(crate) struct Obj<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
 }
 
 impl<'a> Obj<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Self {
+    /// Opens an object at the end of `out`.
+    pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
         out.push(b'{');
         Obj { out, first: true }
     }
-    fn key(&mut self, k: &str) -> &mut Vec<u8> {
+    /// Writes the next key; the value goes into the returned buffer.
+    pub(crate) fn key(&mut self, k: &str) -> &mut Vec<u8> {
         if !self.first {
             self.out.push(b',');
         }
@@ -63,13 +67,16 @@ impl<'a> Obj<'a> {
         self.out.extend_from_slice(b"\":");
         self.out
     }
-    fn num(&mut self, k: &str, v: u64) {
+    /// A number member.
+    pub(crate) fn num(&mut self, k: &str, v: u64) {
         push_u64(self.key(k), v);
     }
-    fn str(&mut self, k: &str, v: &str) {
+    /// A string member.
+    pub(crate) fn str(&mut self, k: &str, v: &str) {
         push_str(self.key(k), v);
     }
-    fn end(self) {
+    /// Closes the object.
+    pub(crate) fn end(self) {
         self.out.push(b'}');
     }
 }
@@ -81,8 +88,10 @@ fn push_ip_str(out: &mut Vec<u8>, a: std::net::IpAddr) {
     out.push(b'"');
 }
 
-fn write_tuple(out: &mut Vec<u8>, f: &Flow, t: &Tuple, dir: usize) {
-    let mut o = Obj::new(out);
+/// The address and layer-4 members of a tuple: `src`, `dst`, then
+/// `sport`/`dport`, `srckey`/`dstkey` or `type`/`code`/`id` as the
+/// protocol has them.
+fn tuple_members(o: &mut Obj, t: &Tuple) {
     push_ip_str(o.key("src"), t.src);
     push_ip_str(o.key("dst"), t.dst);
     match t.proto {
@@ -101,6 +110,19 @@ fn write_tuple(out: &mut Vec<u8>, f: &Flow, t: &Tuple, dir: usize) {
         }
         _ => {}
     }
+}
+
+/// Appends a tuple as a JSON object of its address and layer-4 members
+/// (a flow's master, an expectation's tuples).
+pub(crate) fn write_tuple_obj(out: &mut Vec<u8>, t: &Tuple) {
+    let mut o = Obj::new(out);
+    tuple_members(&mut o, t);
+    o.end();
+}
+
+fn write_tuple(out: &mut Vec<u8>, f: &Flow, t: &Tuple, dir: usize) {
+    let mut o = Obj::new(out);
+    tuple_members(&mut o, t);
     let zone = if dir == 0 { f.orig_zone } else { f.reply_zone };
     if let Some(z) = zone {
         o.num("zone", z as u64);
@@ -158,6 +180,9 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, opts: &JsonOptions) {
     }
     if f.has_reply {
         write_tuple(o.key("reply"), f, &f.reply, 1);
+    }
+    if let Some(m) = &f.master {
+        write_tuple_obj(o.key("master"), m);
     }
     if let Some(c) = f.total_counters() {
         o.num("packets", c.packets);
@@ -263,6 +288,24 @@ mod tests {
         assert_eq!(j["status"][0], "SEEN_REPLY");
         assert_eq!(j["helper"], "<x>\"q");
         assert!(!s.contains('<'), "angle brackets escaped: {s}");
+    }
+
+    #[test]
+    fn related_flow_carries_its_master() {
+        let mut f = tcp4();
+        let mut v = Vec::new();
+        write_flow(&mut v, &f, &JsonOptions::default());
+        assert!(!String::from_utf8(v).unwrap().contains("master"));
+        let mut m = f.orig;
+        m.dport = 21;
+        f.master = Some(m);
+        let mut v = Vec::new();
+        write_flow(&mut v, &f, &JsonOptions::default());
+        let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(
+            j["master"],
+            serde_json::json!({"src":"10.0.0.1","dst":"10.0.0.2","sport":1234,"dport":21})
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! anywhere, on any endianness.
 
 pub mod addr;
+pub mod expect;
 pub mod filter;
 pub mod json;
 pub mod labels;
@@ -227,24 +228,37 @@ pub struct Synproxy {
     pub tsoff: u32,
 }
 
-/// A helper name (at most 15 bytes plus NUL in the kernel).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HelperName {
-    bytes: [u8; 16],
+/// A short name from the kernel (a helper, an expectation function), kept
+/// inline so decoding allocates nothing: at most `N - 1` bytes, as the
+/// kernel's fixed buffers hold `N` with the NUL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Name<const N: usize> {
+    bytes: [u8; N],
     len: u8,
 }
 
-impl HelperName {
-    /// Builds a name from raw bytes, cut at the first NUL and at 15 bytes.
-    pub fn from_bytes(raw: &[u8]) -> HelperName {
+impl<const N: usize> Default for Name<N> {
+    fn default() -> Self {
+        Name {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> Name<N> {
+    /// Builds a name from raw bytes, cut at the first NUL and at `N - 1`
+    /// bytes.
+    pub fn from_bytes(raw: &[u8]) -> Self {
         let end = raw
             .iter()
             .position(|&b| b == 0)
             .unwrap_or(raw.len())
-            .min(15);
-        let mut bytes = [0u8; 16];
+            .min(N.saturating_sub(1))
+            .min(u8::MAX as usize);
+        let mut bytes = [0u8; N];
         bytes[..end].copy_from_slice(&raw[..end]);
-        HelperName {
+        Name {
             bytes,
             len: end as u8,
         }
@@ -260,6 +274,9 @@ impl HelperName {
         String::from_utf8_lossy(self.as_bytes()).into_owned()
     }
 }
+
+/// A helper name (at most 15 bytes plus NUL in the kernel).
+pub type HelperName = Name<16>;
 
 /// Connection labels: a bitmap of up to 128 labels, as host-order words.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

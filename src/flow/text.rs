@@ -50,11 +50,25 @@ pub fn event_tag(e: EventKind) -> &'static str {
 
 /// Appends the address and port part of a tuple (`src=.. dst=.. sport=..`).
 fn push_tuple(out: &mut Vec<u8>, t: &Tuple) {
-    out.extend_from_slice(b"src=");
+    push_addrs(out, t, b"src=", b"dst=");
+    push_ports(out, t);
+}
+
+/// Appends a tuple's addresses with the given tags (`src=`, `mask-src=`,
+/// `master-src=` ...), each followed by a blank.
+pub(crate) fn push_addrs(out: &mut Vec<u8>, t: &Tuple, src_tag: &[u8], dst_tag: &[u8]) {
+    out.extend_from_slice(src_tag);
     push_ip(out, t.src);
-    out.extend_from_slice(b" dst=");
+    out.push(b' ');
+    out.extend_from_slice(dst_tag);
     push_ip(out, t.dst);
     out.push(b' ');
+}
+
+/// Appends a tuple's layer-4 part as libnetfilter_conntrack's
+/// `__snprintf_proto` does: ports, GRE keys or ICMP type/code/id (nothing
+/// for other protocols), each followed by a blank.
+pub(crate) fn push_ports(out: &mut Vec<u8>, t: &Tuple) {
     match t.proto {
         p if proto::has_ports(p) => {
             out.extend_from_slice(b"sport=");

@@ -91,6 +91,27 @@ fn push_tuple(out: &mut Vec<u8>, f: &Flow, t: &Tuple, present: bool, dir: usize)
     out.extend_from_slice(b"</meta>");
 }
 
+/// Appends `<when>` with the local time of `now` (`-o timestamp` on
+/// events), as libnetfilter_conntrack's `__snprintf_localtime_xml`.
+pub(crate) fn push_when(out: &mut Vec<u8>, now: i64) {
+    let tm = local_time(now);
+    out.extend_from_slice(b"<when><hour>");
+    push_i64(out, tm.hour as i64);
+    out.extend_from_slice(b"</hour><min>");
+    push_2digits(out, tm.min);
+    out.extend_from_slice(b"</min><sec>");
+    push_2digits(out, tm.sec);
+    out.extend_from_slice(b"</sec><wday>");
+    push_i64(out, tm.wday as i64 + 1);
+    out.extend_from_slice(b"</wday><day>");
+    push_i64(out, tm.mday as i64);
+    out.extend_from_slice(b"</day><month>");
+    push_i64(out, tm.mon as i64 + 1);
+    out.extend_from_slice(b"</month><year>");
+    push_i64(out, 1900 + tm.year as i64);
+    out.extend_from_slice(b"</year></when>");
+}
+
 /// Appends one flow as a `<flow>` element, without the newline.
 pub fn write_flow(out: &mut Vec<u8>, f: &Flow, o: &XmlOptions) {
     out.extend_from_slice(match o.event {
@@ -200,22 +221,7 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, o: &XmlOptions) {
         out.extend_from_slice(b"</meta>");
     }
     if o.when {
-        let tm = local_time(o.now);
-        out.extend_from_slice(b"<when><hour>");
-        push_i64(out, tm.hour as i64);
-        out.extend_from_slice(b"</hour><min>");
-        push_2digits(out, tm.min);
-        out.extend_from_slice(b"</min><sec>");
-        push_2digits(out, tm.sec);
-        out.extend_from_slice(b"</sec><wday>");
-        push_i64(out, tm.wday as i64 + 1);
-        out.extend_from_slice(b"</wday><day>");
-        push_i64(out, tm.mday as i64);
-        out.extend_from_slice(b"</day><month>");
-        push_i64(out, tm.mon as i64 + 1);
-        out.extend_from_slice(b"</month><year>");
-        push_i64(out, 1900 + tm.year as i64);
-        out.extend_from_slice(b"</year></when>");
+        push_when(out, o.now);
     }
     if let Some(h) = &f.helper {
         out.extend_from_slice(b"<helper>");

@@ -82,6 +82,7 @@ pub fn errno_text(e: i32) -> &'static str {
         libc::EPROTONOSUPPORT => "Protocol not supported",
         libc::ETIME => "Timer expired",
         libc::EAGAIN => "Resource temporarily unavailable",
+        libc::EALREADY => "Operation already in progress",
         libc::ECONNREFUSED => "Connection refused",
         libc::EBADF => "Bad file descriptor",
         524 => "Unknown error 524",
@@ -329,9 +330,14 @@ impl Conntrack {
     /// Per-CPU statistics: for each CPU its number and the (attribute
     /// type, value) pairs in the order the kernel sent them.
     pub fn stats_cpu(&mut self) -> Result<Vec<CpuStats>, Error> {
-        let req = CtRequest::new(msg::GET_STATS_CPU, 0);
+        self.stats_cpu_of(&CtRequest::new(msg::GET_STATS_CPU, 0))
+    }
+
+    /// Per-CPU statistics of the table `req` asks for (conntrack or
+    /// expectations): one (CPU, attribute pairs) per CPU.
+    pub fn stats_cpu_of(&mut self, req: &CtRequest) -> Result<Vec<CpuStats>, Error> {
         let mut cpus = Vec::new();
-        self.talk(&req, NLM_F_DUMP, &mut |m| {
+        self.talk(req, NLM_F_DUMP, &mut |m| {
             let (_, cpu, attrs) = ct::split_nfgenmsg(m.payload)?;
             let mut vals = Vec::new();
             for a in Attrs::new(attrs) {

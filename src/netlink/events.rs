@@ -64,12 +64,17 @@ impl EventSocket {
         &self.sock
     }
 
+    /// Receives one datagram: its bytes, or None when the socket overran
+    /// (ENOBUFS: events were lost). The expectation events
+    /// (`netlink::exp`) are decoded from it.
+    pub fn recv_datagram(&mut self) -> Result<Option<&[u8]>, Error> {
+        datagram(&mut self.sock)
+    }
+
     /// Receives one datagram and appends its events to `out`.
     pub fn recv_into(&mut self, out: &mut Vec<Event>) -> Result<Received, Error> {
-        let data = match self.sock.recv() {
-            Ok(d) => d,
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Received::Overrun),
-            Err(e) => return Err(Error::Io(e)),
+        let Some(data) = datagram(&mut self.sock)? else {
+            return Ok(Received::Overrun);
         };
         for m in NlMsgs::new(data) {
             let m = match m {
@@ -106,6 +111,15 @@ impl EventSocket {
     /// Waits up to `timeout_ms` (-1: forever) for the socket to be readable.
     pub fn wait(&self, timeout_ms: i32) -> io::Result<bool> {
         poll_readable(self.sock.fd(), timeout_ms)
+    }
+}
+
+/// One datagram from an event socket, or None on ENOBUFS (overrun).
+fn datagram(sock: &mut NlSocket) -> Result<Option<&[u8]>, Error> {
+    match sock.recv() {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(None),
+        Err(e) => Err(Error::Io(e)),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod attr;
 pub mod client;
 pub mod ct;
 pub mod events;
+pub mod exp;
 pub mod message;
 pub mod route;
 pub mod socket;

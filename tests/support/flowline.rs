@@ -22,6 +22,9 @@ pub struct Mask {
     /// The timeout (the number after the protocol number) and the value
     /// of `-t` (the save format) become `T`.
     pub timeout: bool,
+    /// The timeout of an expectation line (the number before `proto=`)
+    /// becomes `T`.
+    pub exp_timeout: bool,
     /// `key=` fields whose value becomes `*`.
     pub hide: &'static [&'static str],
     /// `key=` fields left out.
@@ -43,6 +46,7 @@ const NOTHING: Mask = Mask {
     stamp: false,
     cut_at: &[],
     timeout: false,
+    exp_timeout: false,
     hide: &[],
     drop: &[],
     drop_flags: false,
@@ -71,6 +75,16 @@ pub const EVENTS: Mask = Mask {
     drop: &["progname="],
     hide_xml: &["timeout", "id", "deltatime", "when"],
     ..RUNS
+};
+
+/// Expectation lines (`-L/-E expect`) of two runs or listeners
+/// (tests/cli_expect.rs): the timeout, the `-o timestamp` stamp, and in
+/// XML the `<timeout>` and `<when>`.
+pub const EXPECT_RUNS: Mask = Mask {
+    stamp: true,
+    exp_timeout: true,
+    hide_xml: &["timeout", "when"],
+    ..NOTHING
 };
 
 /// A line printed at another moment (ctrack's text of a capture against
@@ -136,6 +150,14 @@ impl Mask {
         };
         if self.timeout {
             mask_timeouts(&mut words);
+        }
+        if self.exp_timeout
+            && let Some(i) = words.iter().position(|w| w.starts_with("proto="))
+            && i > 0
+            && words[i - 1].bytes().all(|b| b.is_ascii_digit())
+            && !words[i - 1].is_empty()
+        {
+            words[i - 1] = "T".into();
         }
         for w in words.iter_mut() {
             if let Some(key) = self.hide.iter().find(|k| w.starts_with(*k)) {

@@ -4,6 +4,7 @@
 //! says `mod support;`; the namespace lab is `tests/lab`.
 #![allow(dead_code)]
 
+pub mod captures;
 pub mod flowline;
 
 use std::path::{Path, PathBuf};

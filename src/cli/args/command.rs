@@ -1,6 +1,7 @@
 //! What a conntrack command line means once parsed: the command, the
 //! table, the output formats and the validated [`CtCommand`].
 
+use super::expect::ExpectArgs;
 use crate::flow::Labels;
 use crate::flow::filter::Filter;
 use crate::flow::labels::LabelMap;
@@ -77,6 +78,7 @@ impl Cmd {
             Cmd::Delete => "flow entries have been deleted.",
             Cmd::Event => "flow events have been shown.",
             Cmd::ExpList | Cmd::ExpDelete => "expectations have been shown.",
+            Cmd::ExpEvent => "expectation events have been shown.",
             Cmd::Add => "flow entries have been added.",
             _ => return None,
         })
@@ -178,6 +180,8 @@ pub struct CtCommand {
     pub sctp_vtag: [Option<u32>; 2],
     /// DCCP `--role` (0 client, 1 server; for `-I`).
     pub dccp_role: Option<u8>,
+    /// The expected tuple and mask of `-I expect`.
+    pub expect: ExpectArgs,
 }
 
 impl CtCommand {
@@ -202,6 +206,7 @@ impl CtCommand {
             help_proto: None,
             sctp_vtag: [None; 2],
             dccp_role: None,
+            expect: ExpectArgs::default(),
         }
     }
 

@@ -125,8 +125,10 @@ const COMMANDS_V_OPTIONS: [[u8; NUMBER_OF_OPT]; 20] = [
         1, 1, 2, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     ], // EXP_GET
     [0; NUMBER_OF_OPT], // EXP_FLUSH
+    // ctrack: `-e` is legal here (conntrack refuses it, though its code
+    // for it exists) and picks the expectation event groups
     [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     ], // EXP_EVENT
     [0; NUMBER_OF_OPT], // COUNT
     [0; NUMBER_OF_OPT], // EXP_COUNT
@@ -164,6 +166,9 @@ fn tcp_table(c: Cmd) -> &'static [u8] {
         (Cmd::Get, &[3, 3, 3, 3, 0, 0, 2, 0, 0]),
         (Cmd::Event, &[2, 2, 2, 2, 0, 0, 2, 0, 0]),
         (Cmd::Add, &[3, 3, 3, 3, 0, 0, 1, 0, 0]),
+        (Cmd::ExpCreate, &[1, 1, 0, 0, 1, 1, 0, 1, 1]),
+        (Cmd::ExpDelete, &[1, 1, 1, 1, 0, 0, 0, 0, 0]),
+        (Cmd::ExpGet, &[1, 1, 1, 1, 0, 0, 0, 0, 0]),
     ];
     row_or_zero(c, R)
 }
@@ -177,6 +182,25 @@ fn udp_table(c: Cmd) -> &'static [u8] {
         (Cmd::Get, &[3, 3, 3, 3, 0, 0, 0, 0]),
         (Cmd::Event, &[2, 2, 2, 2, 0, 0, 0, 0]),
         (Cmd::Add, &[3, 3, 3, 3, 0, 0, 0, 0]),
+        (Cmd::ExpCreate, &[1, 1, 0, 0, 1, 1, 1, 1]),
+        (Cmd::ExpDelete, &[1, 1, 1, 1, 0, 0, 0, 0]),
+        (Cmd::ExpGet, &[1, 1, 1, 1, 0, 0, 0, 0]),
+    ];
+    row_or_zero(c, R)
+}
+
+fn gre_table(c: Cmd) -> &'static [u8] {
+    const R: &[(Cmd, &[u8])] = &[
+        (Cmd::List, &[2, 2, 2, 2, 0, 0, 0, 0]),
+        (Cmd::Create, &[3, 3, 3, 3, 0, 0, 0, 0]),
+        (Cmd::Update, &[2, 2, 2, 2, 0, 0, 0, 0]),
+        (Cmd::Delete, &[2, 2, 2, 2, 0, 0, 0, 0]),
+        (Cmd::Get, &[3, 3, 3, 3, 0, 0, 0, 0]),
+        (Cmd::Event, &[2, 2, 2, 2, 0, 0, 0, 0]),
+        (Cmd::Add, &[3, 3, 3, 3, 0, 0, 0, 0]),
+        (Cmd::ExpCreate, &[1, 1, 1, 1, 1, 1, 1, 1]),
+        (Cmd::ExpDelete, &[1, 1, 1, 1, 0, 0, 0, 0]),
+        (Cmd::ExpGet, &[1, 1, 1, 1, 0, 0, 0, 0]),
     ];
     row_or_zero(c, R)
 }
@@ -190,6 +214,9 @@ fn sctp_table(c: Cmd) -> &'static [u8] {
         (Cmd::Get, &[3, 3, 3, 3, 0, 0, 2, 0, 0, 2, 2]),
         (Cmd::Event, &[2, 2, 2, 2, 0, 0, 2, 0, 0, 0, 0]),
         (Cmd::Add, &[3, 3, 3, 3, 0, 0, 1, 0, 0, 1, 1]),
+        (Cmd::ExpCreate, &[1, 1, 0, 0, 1, 1, 0, 1, 1, 1, 1]),
+        (Cmd::ExpDelete, &[1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]),
+        (Cmd::ExpGet, &[1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]),
     ];
     row_or_zero(c, R)
 }
@@ -203,6 +230,9 @@ fn dccp_table(c: Cmd) -> &'static [u8] {
         (Cmd::Get, &[3, 3, 3, 3, 0, 0, 2, 0, 0, 0]),
         (Cmd::Event, &[2, 2, 2, 2, 0, 0, 2, 0, 0, 0]),
         (Cmd::Add, &[3, 3, 3, 3, 0, 0, 1, 0, 0, 1]),
+        (Cmd::ExpCreate, &[1, 1, 0, 0, 1, 1, 0, 1, 1, 1]),
+        (Cmd::ExpDelete, &[1, 1, 1, 1, 0, 0, 0, 0, 0, 0]),
+        (Cmd::ExpGet, &[1, 1, 1, 1, 0, 0, 0, 0, 0, 0]),
     ];
     row_or_zero(c, R)
 }
@@ -393,7 +423,7 @@ const GRE: ProtoOpts = ProtoOpts {
         "tuple-key-src",
         "tuple-key-dst",
     ],
-    table: udp_table,
+    table: gre_table,
     pairs: Some((
         "you have to specify `--srckey' and `--dstkey'",
         "you have to specify `--reply-src-key' and `--reply-dst-key'",

@@ -8,9 +8,11 @@
 //! same messages. [`command`] holds what comes out.
 
 pub mod command;
+pub mod expect;
 mod legality;
 mod parse;
 pub mod values;
 
 pub use command::{Cmd, CtCommand, LabelChange, Output, Table};
+pub use expect::ExpectArgs;
 pub use parse::parse;

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use super::command::{Cmd, CtCommand, LabelChange, Table};
+use super::expect;
 use super::legality::{check_options, check_proto_options, opt, proto_longs};
 use super::values::{
     EVENT_WORDS, find_proto, parse_addr_mask, parse_list, parse_name, parse_output, parse_port,
@@ -204,6 +205,9 @@ impl Parser {
                         *prefix = Some(Prefix { addr, len });
                         self.options |= masked;
                         *exact = None;
+                        // for `-I expect` the prefix is the mask
+                        self.c.expect.mask[(key == 'd') as usize] =
+                            Some(expect::netmask(addr, len));
                     }
                     None => *exact = Some(addr),
                 }
@@ -217,6 +221,30 @@ impl Parser {
                 f.reply_dst = Some(addr);
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// `--tuple-src/--tuple-dst` (a CIDR one implies the mask) and
+    /// `--mask-src/--mask-dst` (args::expect).
+    fn expect_addr_opt(&mut self, key: char, arg: &str) -> Res<()> {
+        let tuple = matches!(key, '[' | ']');
+        let (addr, mask) = expect::parse_addr(arg, tuple, long_name_of(key))?;
+        self.set_family(if addr.is_ipv4() { AF_INET } else { AF_INET6 })?;
+        let i = matches!(key, ']' | '}') as usize;
+        let mask_bit = [opt::MASK_SRC, opt::MASK_DST][i];
+        let e = &mut self.c.expect;
+        if tuple {
+            e.tuple[i] = Some(addr);
+            self.options |= [opt::EXP_SRC, opt::EXP_DST][i];
+            if let Some(m) = mask {
+                e.mask[i] = Some(m);
+                self.options |= mask_bit;
+            }
+        } else {
+            e.mask[i] = Some(addr);
+            self.masks[i] = Some(addr);
+            self.options |= mask_bit;
         }
         Ok(())
     }
@@ -267,14 +295,19 @@ impl Parser {
 
     fn proto_opt(&mut self, p: u8, code: u32, v: &str, flag: &str) -> Res<()> {
         self.proto_flags |= 1 << (code - 1);
+        if let Some(slot) = expect::port_slot(p, code) {
+            let port = match p {
+                proto::GRE => parse_key(v, flag)?,
+                _ => parse_port(v, flag)?,
+            };
+            self.c.expect.set_port(slot, port);
+            return Ok(());
+        }
         let f = &mut self.c.filter;
         let is_port_proto = proto::has_ports(p);
         match (p, code) {
             (proto::GRE, 1..=8) => {
-                let key = parse_c_ulong(v)
-                    .filter(|&n| n <= 0xffff)
-                    .ok_or_else(|| CliError::ours(format!("invalid key '{v}' for {flag}")))?
-                    as u16;
+                let key = parse_key(v, flag)?;
                 match code {
                     1 => f.orig_sport = Some(key),
                     2 => f.orig_dport = Some(key),
@@ -326,6 +359,14 @@ impl Parser {
         }
         Ok(())
     }
+}
+
+/// A GRE key (`--srckey 0x10`): a C number up to 0xffff.
+fn parse_key(v: &str, flag: &str) -> Res<u16> {
+    parse_c_ulong(v)
+        .filter(|&n| n <= 0xffff)
+        .map(|n| n as u16)
+        .ok_or_else(|| CliError::ours(format!("invalid key '{v}' for {flag}")))
 }
 
 /// Parses a conntrack command line (without the program name).
@@ -430,25 +471,7 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), CliError> {
                 p.c.table = table;
             }
             's' | 'd' | 'r' | 'q' => p.addr_opt(k, &val())?,
-            '[' | ']' | '{' | '}' => {
-                // expectation tuples and masks: parsed for the family and
-                // legality check only
-                let v = val();
-                let (addr, _) = parse_addr_mask(&v)
-                    .map_err(|_| CliError::param(format!("Invalid IP address `{v}'")))?;
-                p.set_family(if addr.is_ipv4() { AF_INET } else { AF_INET6 })?;
-                match k {
-                    '{' => p.masks[0] = Some(addr),
-                    '}' => p.masks[1] = Some(addr),
-                    _ => {}
-                }
-                p.options |= match k {
-                    '[' => opt::EXP_SRC,
-                    ']' => opt::EXP_DST,
-                    '{' => opt::MASK_SRC,
-                    _ => opt::MASK_DST,
-                };
-            }
+            '[' | ']' | '{' | '}' => p.expect_addr_opt(k, &val())?,
             'p' => {
                 let v = val();
                 p.options |= opt::PROTO;

@@ -9,7 +9,14 @@ use crate::flow::{
 };
 use crate::netlink::attr::{Attr, Attrs, WireError};
 
-fn decode_tuple(a: &Attr, t: &mut Tuple, zone: &mut Option<u16>) -> Result<(), WireError> {
+/// Decodes a CTA_TUPLE_* nest (addresses, protocol, ports or ICMP fields,
+/// tuple zone) into `t` and `zone`; the expectation codec reads its
+/// tuples with it too.
+pub(crate) fn decode_tuple(
+    a: &Attr,
+    t: &mut Tuple,
+    zone: &mut Option<u16>,
+) -> Result<(), WireError> {
     for a in a.nested() {
         let a = a?;
         match a.kind {

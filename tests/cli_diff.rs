@@ -973,8 +973,20 @@ fn events_match_conntrack() {
             // SAFETY: plain kill(2) on a child we started.
             unsafe { libc::kill(pid as i32, libc::SIGINT) };
         }
-        let theirs = Run::of(&t.wait_with_output().expect("wait conntrack")).map(norm);
+        let mut theirs = Run::of(&t.wait_with_output().expect("wait conntrack")).map(norm);
         let ours = Run::of(&o.wait_with_output().expect("wait ctrack")).map(norm);
+        if c.iter().any(|a| a.contains("xml")) {
+            // README: XML event lines without 1.4.7's `[USERSPACE] ...`
+            // suffix after `</flow>`, as conntrack 1.4.9 prints them
+            let with_suffix = theirs.out.matches("</flow> [USERSPACE]").count();
+            d.check(with_suffix > 0, || {
+                format!("{c:?}: the test expects 1.4.7's XML suffix to drop")
+            });
+            theirs = theirs.map(|l| match l.find("</flow> [USERSPACE]") {
+                Some(at) => l[..at + "</flow>".len()].to_string(),
+                None => l.to_string(),
+            });
+        }
         d.add(diff::describe(&c, &ours, &theirs));
         d.check(
             ours.code != 0 || ours.out.lines().count() > 0 || c.contains(&"-m"),

@@ -367,9 +367,14 @@ impl Runner {
         if let Err(e) = es.socket().set_nonblocking(true) {
             return Err(CliError::system(e));
         }
-        let mut batch = Vec::new();
         let mut overruns = 0u64;
         let mut counter = 0u64;
+        let mut suffix = Vec::new();
+        let mut failed: Option<io::Error> = None;
+        let timestamps = c.output.timestamp && !c.output.xml && !c.output.save && !c.output.json;
+        // 1.4.9 leaves the [USERSPACE] suffix out of XML (a fix of 1.4.7,
+        // whose XML then is not well-formed)
+        let userspace = !c.output.json && !c.output.xml;
         'outer: loop {
             let mut fds = [
                 libc::pollfd {
@@ -399,8 +404,43 @@ impl Runner {
                 continue;
             }
             for _ in 0..EVENT_BATCH {
-                batch.clear();
-                match es.recv_into(&mut batch) {
+                let got = es.recv_each(&mut |kind, flow, portid| {
+                    if failed.is_some()
+                        || (c.family != 0 && flow.family != c.family)
+                        || !c.filter.matches(flow)
+                    {
+                        return;
+                    }
+                    if timestamps {
+                        // the kernel's event time when it sends one (1.4.9),
+                        // else the time it is printed
+                        let (s, us) = match flow.timestamp_event {
+                            Some(ns) => (
+                                (ns / 1_000_000_000) as i64,
+                                (ns % 1_000_000_000 / 1000) as i64,
+                            ),
+                            None => now_timeval(),
+                        };
+                        printer.event_time(s, us);
+                    }
+                    suffix.clear();
+                    if portid != 0 && userspace {
+                        suffix.extend_from_slice(b" [USERSPACE] portid=");
+                        crate::flow::addr::push_u64(&mut suffix, portid as u64);
+                        if let Some(p) = names.name(portid) {
+                            suffix.extend_from_slice(b" progname=");
+                            suffix.extend_from_slice(p.as_bytes());
+                        }
+                    }
+                    match printer.flow(flow, Context::Event, Some(kind), &suffix) {
+                        Ok(()) => counter += 1,
+                        Err(e) => failed = Some(e),
+                    }
+                });
+                if let Some(e) = failed.take() {
+                    return Err(CliError::system(e));
+                }
+                match got {
                     Ok(Received::Overrun) => {
                         overruns += 1;
                         let _ = printer.flush();
@@ -417,30 +457,6 @@ impl Runner {
                             "failed to received netlink event: {e}"
                         )));
                     }
-                }
-                for ev in &batch {
-                    if c.family != 0 && ev.flow.family != c.family {
-                        continue;
-                    }
-                    if !c.filter.matches(&ev.flow) {
-                        continue;
-                    }
-                    if c.output.timestamp && !c.output.xml && !c.output.save && !c.output.json {
-                        let (s, us) = now_timeval();
-                        printer.raw(format!("[{s:08}.{us:06}]\t").as_bytes());
-                    }
-                    let suffix = if ev.portid != 0 && !c.output.json {
-                        match names.name(ev.portid) {
-                            Some(p) => format!(" [USERSPACE] portid={} progname={p}", ev.portid),
-                            None => format!(" [USERSPACE] portid={}", ev.portid),
-                        }
-                    } else {
-                        String::new()
-                    };
-                    printer
-                        .flow(&ev.flow, Context::Event, Some(ev.kind), suffix.as_bytes())
-                        .map_err(CliError::system)?;
-                    counter += 1;
                 }
                 // a signal ends the loop even in a burst that never drains
                 if counter % 64 == 0 && poll_readable(sig_read.as_raw_fd(), 0).unwrap_or(false) {

@@ -170,12 +170,12 @@ pub mod filter_flag {
 pub const NFGENMSG_LEN: usize = 4;
 
 /// Splits a ctnetlink payload into its nfgenmsg family and attributes.
+#[inline]
 pub fn split_nfgenmsg(payload: &[u8]) -> Result<(u8, u16, &[u8]), WireError> {
-    if payload.len() < NFGENMSG_LEN {
-        return Err(WireError("truncated nfgenmsg header"));
+    match payload.split_first_chunk::<NFGENMSG_LEN>() {
+        Some(([family, _, r0, r1], attrs)) => Ok((*family, u16::from_be_bytes([*r0, *r1]), attrs)),
+        None => Err(WireError("truncated nfgenmsg header")),
     }
-    let res_id = u16::from_be_bytes([payload[2], payload[3]]);
-    Ok((payload[0], res_id, &payload[NFGENMSG_LEN..]))
 }
 
 /// A ctnetlink request: nfgenmsg header fields and encoded attributes.

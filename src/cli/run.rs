@@ -7,16 +7,16 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use super::args::{Cmd, CtCommand, Table};
-use super::error::{CliError, PROGNAME_VERSION, err_text};
+use super::error::{CliError, PROGNAME_VERSION};
 use super::output::{Context, Printer};
 use super::progname::ProgNames;
-use super::request;
+use super::request::{self, KernelSelects};
 use super::usage::{proto_help, usage};
 use crate::flow::Flow;
 use crate::netlink::ct::{CtRequest, msg};
 use crate::netlink::events::{EventSocket, Received, group, poll_readable};
 use crate::netlink::message::{NLM_F_CREATE, NLM_F_EXCL};
-use crate::netlink::{Conntrack, Error};
+use crate::netlink::{Conntrack, DumpStats, Error};
 
 /// The state of a run: the netns and the running count of entries.
 pub struct Runner {
@@ -26,6 +26,12 @@ pub struct Runner {
     pub counter: u64,
     sock: Option<Conntrack>,
     modifier: Option<Conntrack>,
+    /// Whether commands select from [`Runner::table`] (a `-R` run).
+    keep_table: bool,
+    /// The table as this run left it, dumped once when a `-D` or a `-U`
+    /// with filters first needs it, and kept up to date with what the run
+    /// changes: a `-R` file costs one dump however many lines select.
+    table: Option<Vec<Flow>>,
 }
 
 /// The outcome of a command.
@@ -52,6 +58,68 @@ impl Runner {
             counter: 0,
             sock: None,
             modifier: None,
+            keep_table: false,
+            table: None,
+        }
+    }
+
+    /// Makes `-D` and `-U` select from one dump of the table kept for the
+    /// whole run (`-R`): changes by others during the run are not seen.
+    pub fn keep_table(&mut self) {
+        self.keep_table = true;
+    }
+
+    /// The entries of the kept table that `c`'s family and `pick` select,
+    /// the table dumped first if this run has not yet.
+    fn select_kept(
+        &mut self,
+        c: &CtCommand,
+        pick: &dyn Fn(&Flow) -> bool,
+    ) -> Result<Vec<Flow>, CliError> {
+        if self.table.is_none() {
+            let mut all = Vec::new();
+            let stats = self
+                .sock()?
+                .dump(&CtRequest::new(msg::GET, 0), &mut |f| {
+                    all.push(f.clone());
+                    Ok(())
+                })
+                .map_err(|e| CliError::kernel(Cmd::List, &e))?;
+            report_malformed(stats);
+            self.table = Some(all);
+        }
+        Ok(self
+            .table
+            .iter()
+            .flatten()
+            .filter(|f| (c.family == 0 || f.family == c.family) && pick(f))
+            .cloned()
+            .collect())
+    }
+
+    /// Puts an entry as the kernel now has it into the kept table (the
+    /// answer of a get; nothing when there is no table or no answer).
+    fn remember(&mut self, got: Result<Option<Flow>, Error>) {
+        let (Some(t), Ok(Some(f))) = (&mut self.table, got) else {
+            return;
+        };
+        match t.iter_mut().find(|old| same_entry(old, &f)) {
+            Some(old) => *old = f,
+            None => t.push(f),
+        }
+    }
+
+    /// Drops an entry that is gone from the kept table.
+    fn forget(&mut self, f: &Flow) {
+        if let Some(t) = &mut self.table {
+            t.retain(|old| !same_entry(old, f));
+        }
+    }
+
+    /// Drops the entries `c` selected (and deleted) from the kept table.
+    fn forget_where(&mut self, c: &CtCommand, pick: &dyn Fn(&Flow) -> bool) {
+        if let Some(t) = &mut self.table {
+            t.retain(|f| !((c.family == 0 || f.family == c.family) && pick(f)));
         }
     }
 
@@ -125,16 +193,23 @@ impl Runner {
             }
             _ => msg::GET,
         };
-        let req = if matches!(c.table, Table::Dying | Table::Unconfirmed) {
-            CtRequest::new(msg_type, c.family)
+        let reqs = if matches!(c.table, Table::Dying | Table::Unconfirmed) {
+            vec![CtRequest::new(msg_type, c.family)]
         } else {
-            request::dump(c, msg_type, true)
+            request::dumps(
+                c,
+                msg_type,
+                KernelSelects {
+                    mark: true,
+                    status: true,
+                },
+            )
         };
         let mut printer = Printer::new(c.output, c.labelmap.as_ref());
         let filter = &c.filter;
         let mut counter = 0u64;
         let mut out_err = None;
-        let res = self.sock()?.dump(&req, &mut |f| {
+        let res = dump_all(self.sock()?, &reqs, &mut |f| {
             if !filter.matches(f) {
                 return Ok(());
             }
@@ -171,68 +246,68 @@ impl Runner {
 
     fn create(&mut self, c: &CtCommand, cmd: Cmd) -> Outcome {
         let req = request::create(c);
-        let r = self.sock()?.request(&req, NLM_F_CREATE | NLM_F_EXCL);
-        match r {
-            Ok(()) => {
-                self.counter += 1;
-                Ok(())
+        let sock = self.sock()?;
+        // -A creates the entry or, as 1.4.9, updates the one that exists
+        // (no NLM_F_EXCL) and counts it
+        let r = match sock.request(&req, NLM_F_CREATE | NLM_F_EXCL) {
+            Err(Error::Kernel(libc::EEXIST)) if cmd == Cmd::Add => {
+                match sock.request(&req, NLM_F_CREATE) {
+                    // an entry the kernel refuses to change (a NAT set-up,
+                    // status bits it cannot clear) stays as it is: -A's
+                    // purpose is loading a dump again without failing
+                    Err(Error::Kernel(_)) => return Ok(()),
+                    r => r,
+                }
             }
-            Err(Error::Kernel(libc::EEXIST)) if cmd == Cmd::Add => Ok(()),
-            Err(e) => Err(CliError::kernel(cmd, &e)),
+            r => r,
+        };
+        r.map_err(|e| CliError::kernel(cmd, &e))?;
+        self.counter += 1;
+        if self.table.is_some() {
+            let got = self.sock()?.get(&request::get(c));
+            self.remember(got);
         }
+        Ok(())
     }
 
     fn delete(&mut self, c: &CtCommand) -> Outcome {
-        let req = request::dump(c, msg::GET, false);
+        let reqs = request::dumps(
+            c,
+            msg::GET,
+            KernelSelects {
+                mark: true,
+                status: false,
+            },
+        );
         let mut printer = Printer::new(c.output, c.labelmap.as_ref());
         let filter = &c.filter;
-        let mut pending: Vec<(Flow, CtRequest)> = Vec::new();
-        let mut deleted = 0u64;
-        let mut failure: Option<CliError> = None;
-        let sock = handle(&mut self.sock, self.netns.as_deref())?;
-        let modifier = handle(&mut self.modifier, self.netns.as_deref())?;
-        let mut flush_batch = |pending: &mut Vec<(Flow, CtRequest)>,
-                               printer: &mut Printer,
-                               failure: &mut Option<CliError>|
-         -> Result<(), Error> {
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let reqs: Vec<CtRequest> = pending.iter().map(|(_, r)| r.clone()).collect();
-            let results = modifier.batch(&reqs, 0)?;
-            for ((flow, _), r) in pending.drain(..).zip(results) {
-                match r {
-                    Ok(()) => {
-                        deleted += 1;
-                        if printer.flow(&flow, Context::Delete, None, b"").is_err() {
-                            failure.get_or_insert_with(CliError::silent);
-                        }
-                    }
-                    // vanished meanwhile (timed out, deleted by someone else)
-                    Err(libc::ENOENT) => {}
-                    Err(e) => {
-                        failure.get_or_insert_with(|| {
-                            CliError::kernel(Cmd::Delete, &Error::Kernel(e))
-                        });
-                    }
+        let mut deleter = Deleter::default();
+        let res = if self.keep_table {
+            let picked = self.select_kept(c, &|f| filter.matches(f))?;
+            let modifier = self.modifier()?;
+            let mut sent = Ok(());
+            for f in &picked {
+                sent = deleter.push(modifier, &mut printer, f);
+                if sent.is_err() || deleter.failure.is_some() {
+                    break;
                 }
             }
-            Ok(())
+            self.forget_where(c, &|f| filter.matches(f));
+            sent.map(|()| DumpStats::default())
+        } else {
+            let sock = handle(&mut self.sock, self.netns.as_deref())?;
+            let modifier = handle(&mut self.modifier, self.netns.as_deref())?;
+            dump_all(sock, &reqs, &mut |f| {
+                if !filter.matches(f) || deleter.failure.is_some() {
+                    return Ok(());
+                }
+                deleter.push(modifier, &mut printer, f)
+            })
         };
-        let res = sock.dump(&req, &mut |f| {
-            if !filter.matches(f) || failure.is_some() {
-                return Ok(());
-            }
-            pending.push((f.clone(), request::delete(f)));
-            if pending.len() >= 256 {
-                flush_batch(&mut pending, &mut printer, &mut failure)?;
-            }
-            Ok(())
-        });
-        let tail = flush_batch(&mut pending, &mut printer, &mut failure);
-        self.counter += deleted;
+        let tail = deleter.send(self.modifier()?, &mut printer);
+        self.counter += deleter.deleted;
         let finished = printer.finish();
-        if let Some(e) = failure {
+        if let Some(e) = deleter.failure {
             return Err(e);
         }
         finished.map_err(CliError::system)?;
@@ -241,30 +316,59 @@ impl Runner {
     }
 
     fn update(&mut self, c: &CtCommand) -> Outcome {
-        let req = CtRequest::new(msg::GET, c.family);
-        let mut candidates = Vec::new();
-        let filter = &c.filter;
-        let res = self.sock()?.dump(&req, &mut |f| {
-            if !filter.matches_nat(f)
-                || !filter.matches_labels(f)
-                || !filter.matches_prefixes(f)
-                || !filter.matches_tuples(f)
-                || (filter.id.is_some() && f.id.is_some() && filter.id != f.id)
-            {
-                return Ok(());
+        let selects = |f: &Flow| update_selects(c, f);
+        let candidates = match request::get_named(c) {
+            // one entry named by its whole tuple: updated directly
+            Some(get) => match self.sock()?.get(&get) {
+                Ok(Some(f)) if selects(&f) => vec![f],
+                Ok(_) | Err(Error::Kernel(libc::ENOENT)) => Vec::new(),
+                Err(e) => return Err(CliError::kernel(Cmd::Update, &e)),
+            },
+            None if self.keep_table => self.select_kept(c, &selects)?,
+            None => {
+                let reqs = request::dumps(
+                    c,
+                    msg::GET,
+                    KernelSelects {
+                        mark: false,
+                        status: false,
+                    },
+                );
+                let mut found = Vec::new();
+                let res = dump_all(self.sock()?, &reqs, &mut |f| {
+                    if selects(f) {
+                        found.push(f.clone());
+                    }
+                    Ok(())
+                });
+                report_malformed(res.map_err(|e| CliError::kernel(Cmd::Update, &e))?);
+                found
             }
-            candidates.push(f.clone());
-            Ok(())
-        });
-        report_malformed(res.map_err(|e| CliError::kernel(Cmd::Update, &e))?);
+        };
         let mut printer = Printer::new(c.output, c.labelmap.as_ref());
         for old in candidates {
             let Some(upd) = request::update(c, &old) else {
                 continue;
             };
             let m = self.modifier()?;
-            if let Err(e) = m.request(&upd, 0) {
-                eprintln!("Operation failed: {}", err_text(Cmd::Update, &e));
+            match m.request(&upd, 0) {
+                Ok(()) => {}
+                // gone meanwhile; or a label change on an entry without the
+                // label extension, which the kernel cannot give it (1.4.9)
+                Err(Error::Kernel(libc::ENOENT)) => {
+                    self.forget(&old);
+                    continue;
+                }
+                Err(Error::Kernel(libc::ENOSPC))
+                    if c.label_change.is_some() && old.labels.is_none() =>
+                {
+                    continue;
+                }
+                // as 1.4.9: 1.4.7 went on and showed and counted the entry
+                Err(e) => {
+                    printer.finish().map_err(CliError::system)?;
+                    return Err(CliError::kernel(Cmd::Update, &e));
+                }
             }
             match m.get(&request::get_entry(&old)) {
                 Ok(Some(now)) => {
@@ -272,8 +376,9 @@ impl Runner {
                         .flow(&now, Context::Update, None, b"")
                         .map_err(CliError::system)?;
                     self.counter += 1;
+                    self.remember(Ok(Some(now)));
                 }
-                Ok(None) | Err(Error::Kernel(libc::ENOENT)) => {}
+                Ok(None) | Err(Error::Kernel(libc::ENOENT)) => self.forget(&old),
                 Err(e) => return Err(CliError::kernel(Cmd::Update, &e)),
             }
         }
@@ -282,6 +387,9 @@ impl Runner {
 
     fn flush(&mut self, c: &CtCommand) -> Outcome {
         let r = self.sock()?.request(&request::flush(c), 0);
+        if let Some(t) = &mut self.table {
+            t.retain(|f| c.family != 0 && f.family != c.family);
+        }
         eprintln!("{PROGNAME_VERSION}: connection tracking table has been emptied.");
         r.map_err(|e| CliError::kernel(Cmd::Flush, &e))
     }
@@ -478,7 +586,90 @@ const EVENT_BATCH: usize = 256;
 /// 200k events while we print.
 pub const DEFAULT_EVENT_BUFFER: usize = 64 << 20;
 
-fn report_malformed(s: crate::netlink::DumpStats) {
+/// Whether two flows are the same table entry: same original tuple in the
+/// same zones.
+fn same_entry(a: &Flow, b: &Flow) -> bool {
+    a.family == b.family && a.orig == b.orig && a.orig_zone == b.orig_zone && a.zone == b.zone
+}
+
+/// Whether `-U`'s selectors pick `f`: its addresses, tuples, NAT, labels
+/// and id (its `-m`, `-u`, `-t` are the new values, not selectors).
+fn update_selects(c: &CtCommand, f: &Flow) -> bool {
+    let s = &c.filter;
+    s.matches_nat(f)
+        && s.matches_labels(f)
+        && s.matches_prefixes(f)
+        && s.matches_tuples(f)
+        && !(s.id.is_some() && f.id.is_some() && s.id != f.id)
+}
+
+/// Entries to delete, sent in batches (many deletes per system call).
+#[derive(Default)]
+struct Deleter {
+    pending: Vec<(Flow, CtRequest)>,
+    /// Entries deleted.
+    deleted: u64,
+    /// The first failure: no more entries are taken once it is set.
+    failure: Option<CliError>,
+}
+
+impl Deleter {
+    /// Entries per batch.
+    const BATCH: usize = 256;
+
+    /// Takes an entry to delete; sends the batch once it is full.
+    fn push(&mut self, m: &mut Conntrack, printer: &mut Printer, f: &Flow) -> Result<(), Error> {
+        self.pending.push((f.clone(), request::delete(f)));
+        if self.pending.len() >= Self::BATCH {
+            self.send(m, printer)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is pending and prints what was deleted.
+    fn send(&mut self, m: &mut Conntrack, printer: &mut Printer) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let reqs: Vec<CtRequest> = self.pending.iter().map(|(_, r)| r.clone()).collect();
+        let results = m.batch(&reqs, 0)?;
+        for ((flow, _), r) in self.pending.drain(..).zip(results) {
+            match r {
+                Ok(()) => {
+                    self.deleted += 1;
+                    if printer.flow(&flow, Context::Delete, None, b"").is_err() {
+                        self.failure.get_or_insert_with(CliError::silent);
+                    }
+                }
+                // vanished meanwhile (timed out, deleted by someone else)
+                Err(libc::ENOENT) => {}
+                Err(e) => {
+                    self.failure
+                        .get_or_insert_with(|| CliError::kernel(Cmd::Delete, &Error::Kernel(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the dumps of one command on `sock`, one after the other, and adds
+/// up their counts; stops at the first that fails.
+fn dump_all(
+    sock: &mut Conntrack,
+    reqs: &[CtRequest],
+    each: &mut dyn FnMut(&Flow) -> Result<(), Error>,
+) -> Result<DumpStats, Error> {
+    let mut total = DumpStats::default();
+    for req in reqs {
+        let s = sock.dump(req, each)?;
+        total.entries += s.entries;
+        total.malformed += s.malformed;
+    }
+    Ok(total)
+}
+
+fn report_malformed(s: DumpStats) {
     if s.malformed > 0 {
         eprintln!(
             "ctrack: warning: {} malformed entries in the kernel's reply were skipped",

@@ -166,6 +166,21 @@ pub mod filter_flag {
     pub const PROTO_DST_PORT: u32 = 1 << 5;
 }
 
+/// Writes CTA_FILTER: which fields of the CTA_TUPLE_ORIG and
+/// CTA_TUPLE_REPLY already written the kernel compares in a dump
+/// ([`filter_flag`] bits; 0 leaves a direction out).
+pub fn encode_filter(w: &mut AttrWriter, orig_flags: u32, reply_flags: u32) {
+    let nest = w.begin(cta::FILTER);
+    // NLA_U32: host order
+    if orig_flags != 0 {
+        w.bytes(cta::FILTER_ORIG_FLAGS, &orig_flags.to_ne_bytes());
+    }
+    if reply_flags != 0 {
+        w.bytes(cta::FILTER_REPLY_FLAGS, &reply_flags.to_ne_bytes());
+    }
+    w.end(nest);
+}
+
 /// Size of the nfgenmsg header that starts every ctnetlink payload.
 pub const NFGENMSG_LEN: usize = 4;
 

@@ -11,6 +11,7 @@ use super::error::{CliError, PROGNAME_VERSION};
 use super::output::{Context, Printer};
 use super::progname::ProgNames;
 use super::request::{self, KernelSelects};
+use super::table::KeptTable;
 use super::usage::{proto_help, usage};
 use crate::flow::Flow;
 use crate::netlink::ct::{CtRequest, msg};
@@ -31,7 +32,7 @@ pub struct Runner {
     /// The table as this run left it, dumped once when a `-D` or a `-U`
     /// with filters first needs it, and kept up to date with what the run
     /// changes: a `-R` file costs one dump however many lines select.
-    table: Option<Vec<Flow>>,
+    table: Option<KeptTable>,
 }
 
 /// The outcome of a command.
@@ -86,40 +87,38 @@ impl Runner {
                 })
                 .map_err(|e| CliError::kernel(Cmd::List, &e))?;
             report_malformed(stats);
-            self.table = Some(all);
+            self.table = Some(KeptTable::new(all));
         }
-        Ok(self
-            .table
-            .iter()
-            .flatten()
-            .filter(|f| (c.family == 0 || f.family == c.family) && pick(f))
-            .cloned()
-            .collect())
+        let family = c.family;
+        Ok(self.table.as_ref().map_or_else(Vec::new, |t| {
+            t.select(c.filter.orig_src, &|f| {
+                (family == 0 || f.family == family) && pick(f)
+            })
+        }))
     }
 
     /// Puts an entry as the kernel now has it into the kept table (the
     /// answer of a get; nothing when there is no table or no answer).
     fn remember(&mut self, got: Result<Option<Flow>, Error>) {
-        let (Some(t), Ok(Some(f))) = (&mut self.table, got) else {
-            return;
-        };
-        match t.iter_mut().find(|old| same_entry(old, &f)) {
-            Some(old) => *old = f,
-            None => t.push(f),
+        if let (Some(t), Ok(Some(f))) = (&mut self.table, got) {
+            t.put(f);
         }
     }
 
     /// Drops an entry that is gone from the kept table.
     fn forget(&mut self, f: &Flow) {
         if let Some(t) = &mut self.table {
-            t.retain(|old| !same_entry(old, f));
+            t.remove(f);
         }
     }
 
     /// Drops the entries `c` selected (and deleted) from the kept table.
     fn forget_where(&mut self, c: &CtCommand, pick: &dyn Fn(&Flow) -> bool) {
+        let family = c.family;
         if let Some(t) = &mut self.table {
-            t.retain(|f| !((c.family == 0 || f.family == c.family) && pick(f)));
+            t.remove_where(c.filter.orig_src, &|f| {
+                (family == 0 || f.family == family) && pick(f)
+            });
         }
     }
 
@@ -388,7 +387,7 @@ impl Runner {
     fn flush(&mut self, c: &CtCommand) -> Outcome {
         let r = self.sock()?.request(&request::flush(c), 0);
         if let Some(t) = &mut self.table {
-            t.retain(|f| c.family != 0 && f.family != c.family);
+            t.clear(c.family);
         }
         eprintln!("{PROGNAME_VERSION}: connection tracking table has been emptied.");
         r.map_err(|e| CliError::kernel(Cmd::Flush, &e))
@@ -585,12 +584,6 @@ const EVENT_BATCH: usize = 256;
 /// Event receive buffer when `-b` is not given: room for a burst of about
 /// 200k events while we print.
 pub const DEFAULT_EVENT_BUFFER: usize = 64 << 20;
-
-/// Whether two flows are the same table entry: same original tuple in the
-/// same zones.
-fn same_entry(a: &Flow, b: &Flow) -> bool {
-    a.family == b.family && a.orig == b.orig && a.orig_zone == b.orig_zone && a.zone == b.zone
-}
 
 /// Whether `-U`'s selectors pick `f`: its addresses, tuples, NAT, labels
 /// and id (its `-m`, `-u`, `-t` are the new values, not selectors).

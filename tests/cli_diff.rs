@@ -1127,3 +1127,187 @@ fn json_lists_every_flow() {
     }
     d.finish("json");
 }
+
+/// ctrackd's tutorial forms (`ctrackd -L|-G|-D|-I|-U|-E|-C ...`, as
+/// tutorials show them for conntrackd) print exactly what ctrack prints
+/// with the same arguments, with the same exit code: on the table of the
+/// namespace ctrackd runs in and with `--netns`. `-F` keeps conntrackd's
+/// meaning (talk to the daemon).
+#[test]
+fn ctrackd_tutorial_forms_are_ctrack() {
+    if !lab::can_run() {
+        return;
+    }
+    let lab = populated("tut");
+    let ns = &lab.router;
+    let tmp = TempDir::new("tut");
+    let ctrackd = tmp.join("ctrackd");
+    std::os::unix::fs::symlink(lab::ctrack_bin(), &ctrackd).expect("ctrackd link");
+    let ctrackd = ctrackd.to_str().expect("path").to_string();
+    let mut d = Diffs::default();
+    // ctrackd inside the namespace, and from outside with --netns
+    let both = |args: &[&str]| -> [Run; 2] {
+        let mut inside = vec![ctrackd.as_str()];
+        inside.extend_from_slice(args);
+        let mut with_netns = vec!["--netns", ns.name.as_str()];
+        with_netns.extend_from_slice(args);
+        [
+            Run::of(&ns.run(&inside)),
+            Run::of(&lab::run(
+                std::process::Command::new(&ctrackd).args(&with_netns),
+            )),
+        ]
+    };
+    let read_only: &[&str] = &[
+        "-L",
+        "-L conntrack -p tcp -o extended",
+        "-L -o json",
+        "-L -s 10.9.1.0/24 -o xml",
+        "-L -p tcp --dport 80",
+        "-L dying",
+        "-G -s 10.9.1.50 -d 10.9.2.60 -p tcp --sport 1000 --dport 80",
+        "-G -s 10.9.1.50 -d 10.9.2.60 -p tcp --sport 1000 --dport 81",
+        "-C",
+        "-C conntrack",
+        "-C expect",
+        "-L -s nope",
+        "-L -p tcp --dport abc",
+        "-G -p tcp",
+        "-E -t 1",
+        "-I -p tcp",
+    ];
+    for a in read_only {
+        let a = argv(a);
+        let mut last = None;
+        for attempt in 0..3 {
+            let theirs = ctrack(ns, &a);
+            let ours = both(&a);
+            // a second may tick between the runs: the last try masks
+            // timeouts and delta-times
+            let m = |r: &Run| {
+                if attempt == 2 {
+                    r.map(|l| RUNS.apply(l))
+                } else {
+                    r.clone()
+                }
+            };
+            last = ours
+                .iter()
+                .find_map(|o| diff::describe(&a, &m(o), &m(&theirs)));
+            if last.is_none() {
+                break;
+            }
+        }
+        d.add(last);
+    }
+    // -I, -U, -D on identical copies of a table: same output, same table
+    let small = "\
+-I -s 10.9.1.50 -d 10.9.2.60 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 5000 -u SEEN_REPLY,ASSURED -m 7
+-I -s 10.9.1.53 -d 10.9.2.62 -p udp --sport 53 --dport 53 -t 5000 -m 0x10
+-I -s fd09:1::52 -d fd09:2::62 -p udp --sport 7 --dport 8 -t 5000 -m 9
+";
+    let t = Netns::new("tutm");
+    for a in [
+        "-I -s 1.2.3.4 -d 5.6.7.8 -p tcp --sport 10 --dport 20 --state ESTABLISHED -t 100",
+        "-I -s 10.9.1.50 -d 10.9.2.60 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 100",
+        "-U -p udp -m 77",
+        "-U -s 10.9.1.50 -d 10.9.2.60 -p tcp --sport 1000 --dport 80 -m 5 -o extended",
+        "-D -p udp",
+        "-D -s 10.9.1.50 -o save",
+        "-D -s 9.9.9.9",
+    ] {
+        let a = argv(a);
+        let run = |tool: &dyn Fn() -> Run| {
+            flush(&t);
+            load(&t, small);
+            (tool().map(|l| RUNS.apply(l)), table(&t))
+        };
+        let theirs = run(&|| ctrack(&t, &a));
+        let mut inside = vec![ctrackd.as_str()];
+        inside.extend_from_slice(&a);
+        let ours = run(&|| Run::of(&t.run(&inside)));
+        d.add(diff::describe(&a, &ours.0, &theirs.0));
+        d.check(ours.1 == theirs.1, || {
+            format!(
+                "{a:?}: table after ctrackd {:?}, after ctrack {:?}",
+                ours.1, theirs.1
+            )
+        });
+    }
+    // -E: both listen while entries come and go
+    flush(&t);
+    let mut listeners = Vec::new();
+    for tutorial in [true, false] {
+        let mut c = if tutorial {
+            t.cmd(&[
+                ctrackd.as_str(),
+                "-E",
+                "-e",
+                "NEW,DESTROY",
+                "-o",
+                "extended",
+            ])
+        } else {
+            let mut c = std::process::Command::new(lab::ctrack_bin());
+            c.args([
+                "--netns",
+                t.name.as_str(),
+                "-E",
+                "-e",
+                "NEW,DESTROY",
+                "-o",
+                "extended",
+            ]);
+            c
+        };
+        let child = c
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("-E");
+        listeners.push(child);
+    }
+    let guard = KillOnDrop(listeners.iter().map(|c| c.id()).collect());
+    let bound = lab::wait_until(Duration::from_secs(10), || {
+        let o = t.run(&["cat", "/proc/net/netlink"]);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.get(1) == Some(&"12") && w.get(3).is_some_and(|g| *g != "00000000")
+            })
+            .count()
+            >= 2
+    });
+    assert!(bound, "the -E listeners did not start");
+    load(&t, small);
+    flush(&t);
+    std::thread::sleep(Duration::from_millis(500));
+    std::mem::forget(guard);
+    let mut runs = Vec::new();
+    for c in listeners {
+        // SAFETY: plain kill(2) on a child we started.
+        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        runs.push(Run::of(&c.wait_with_output().expect("wait -E")).map(|l| EVENTS.apply(l)));
+    }
+    d.add(diff::describe(&["-E"], &runs[0], &runs[1]));
+    d.check(runs[0].out.lines().count() == 6, || {
+        format!("ctrackd -E saw {:?}", runs[0].out)
+    });
+    // -F is still conntrackd's: it asks the daemon (none runs here)
+    load(&t, small);
+    let conf = tmp.join("none.conf");
+    let f = Run::of(&t.run(&[ctrackd.as_str(), "-C", conf.to_str().expect("path"), "-F"]));
+    d.check(
+        f.code == 1 && f.err.contains("ctrackd is not running") && table(&t).len() == 3,
+        || format!("ctrackd -F: {f:?}"),
+    );
+    // ctrackd -h lists them
+    let h = Run::of(&lab::run(std::process::Command::new(&ctrackd).arg("-h")));
+    d.check(
+        h.code == 0 && h.out.contains("-L|-G|-D|-I|-U|-E|-C [table]"),
+        || format!("ctrackd -h: {h:?}"),
+    );
+    d.finish("ctrackd tutorial forms");
+}

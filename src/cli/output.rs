@@ -203,3 +203,21 @@ impl<'a> Printer<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_padded_as_c_precision() {
+        let mut v = Vec::new();
+        let mut w = Out::append(&mut v);
+        zero_padded(&mut w, 42, 6);
+        w.byte(b' ');
+        zero_padded(&mut w, 1_795_571_902, 8);
+        w.byte(b' ');
+        zero_padded(&mut w, 0, 6);
+        w.finish();
+        assert_eq!(v, b"000042 1795571902 000000");
+    }
+}

@@ -519,15 +519,7 @@ impl Runner {
                         return;
                     }
                     if timestamps {
-                        // the kernel's event time when it sends one (1.4.9),
-                        // else the time it is printed
-                        let (s, us) = match flow.timestamp_event {
-                            Some(ns) => (
-                                (ns / 1_000_000_000) as i64,
-                                (ns % 1_000_000_000 / 1000) as i64,
-                            ),
-                            None => now_timeval(),
-                        };
+                        let (s, us) = event_time(flow);
                         printer.event_time(s, us);
                     }
                     suffix.clear();
@@ -671,9 +663,40 @@ fn report_malformed(s: DumpStats) {
     }
 }
 
+/// When an event happened, in seconds and microseconds: the kernel's
+/// event time when it sends one (CTA_TIMESTAMP_EVENT, with
+/// `nf_conntrack_timestamp=1`; as 1.4.9), else now.
+fn event_time(f: &Flow) -> (i64, i64) {
+    match f.timestamp_event {
+        Some(ns) => (
+            (ns / 1_000_000_000) as i64,
+            (ns % 1_000_000_000 / 1000) as i64,
+        ),
+        None => now_timeval(),
+    }
+}
+
 fn now_timeval() -> (i64, i64) {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     (d.as_secs() as i64, d.subsec_micros() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_time_is_the_kernels_when_sent() {
+        let mut f = Flow {
+            timestamp_event: Some(1_795_571_902_123_456_789),
+            ..Flow::default()
+        };
+        assert_eq!(event_time(&f), (1_795_571_902, 123_456));
+        f.timestamp_event = None;
+        let (now, _) = now_timeval();
+        let (s, us) = event_time(&f);
+        assert!((s - now).abs() <= 1 && (0..1_000_000).contains(&us));
+    }
 }

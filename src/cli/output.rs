@@ -27,6 +27,16 @@ pub enum Context {
     Event,
 }
 
+/// The `[USERSPACE] portid=N progname=P` suffix of an event a program
+/// caused (`-E`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Userspace<'a> {
+    /// The netlink port id of the program's socket.
+    pub portid: u32,
+    /// The program's name, when found.
+    pub progname: Option<&'a str>,
+}
+
 /// Buffered flow printer.
 pub struct Printer<'a> {
     /// The buffer: `out[..len]` is waiting to be written, the rest is
@@ -83,7 +93,7 @@ impl<'a> Printer<'a> {
         f: &Flow,
         ctx: Context,
         event: Option<EventKind>,
-        suffix: &[u8],
+        userspace: Option<Userspace>,
     ) -> io::Result<()> {
         let o = self.output;
         if ctx == Context::Event {
@@ -146,8 +156,13 @@ impl<'a> Printer<'a> {
                 },
             );
         }
-        if !suffix.is_empty() {
-            w.bytes(suffix);
+        if let Some(u) = userspace {
+            w.lit(b" [USERSPACE] portid=");
+            w.u32(u.portid);
+            if let Some(p) = u.progname {
+                w.lit(b" progname=");
+                w.bytes(p.as_bytes());
+            }
         }
         w.byte(b'\n');
         self.len = w.pos();

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 
 use super::args::{Cmd, CtCommand, Table};
 use super::error::{CliError, PROGNAME_VERSION};
-use super::output::{Context, Printer};
+use super::output::{Context, Printer, Userspace};
 use super::progname::ProgNames;
 use super::request::{self, KernelSelects};
 use super::table::KeptTable;
@@ -213,7 +213,7 @@ impl Runner {
                 return Ok(());
             }
             counter += 1;
-            if let Err(e) = printer.flow(f, Context::Dump, None, b"") {
+            if let Err(e) = printer.flow(f, Context::Dump, None, None) {
                 out_err.get_or_insert(e);
             }
             Ok(())
@@ -237,7 +237,7 @@ impl Runner {
         if let Some(flow) = found.filter(|fl| c.filter.matches(fl)) {
             self.counter += 1;
             printer
-                .flow(&flow, Context::Dump, None, b"")
+                .flow(&flow, Context::Dump, None, None)
                 .map_err(CliError::system)?;
         }
         printer.finish_unclosed().map_err(CliError::system)
@@ -372,7 +372,7 @@ impl Runner {
             match m.get(&request::get_entry(&old)) {
                 Ok(Some(now)) => {
                     printer
-                        .flow(&now, Context::Update, None, b"")
+                        .flow(&now, Context::Update, None, None)
                         .map_err(CliError::system)?;
                     self.counter += 1;
                     self.remember(Ok(Some(now)));
@@ -476,7 +476,6 @@ impl Runner {
         }
         let mut overruns = 0u64;
         let mut counter = 0u64;
-        let mut suffix = Vec::new();
         let mut failed: Option<io::Error> = None;
         let timestamps = c.output.timestamp && !c.output.xml && !c.output.save && !c.output.json;
         // 1.4.9 leaves the [USERSPACE] suffix out of XML (a fix of 1.4.7,
@@ -522,16 +521,11 @@ impl Runner {
                         let (s, us) = event_time(flow);
                         printer.event_time(s, us);
                     }
-                    suffix.clear();
-                    if portid != 0 && userspace {
-                        suffix.extend_from_slice(b" [USERSPACE] portid=");
-                        crate::flow::addr::push_u64(&mut suffix, portid as u64);
-                        if let Some(p) = names.name(portid) {
-                            suffix.extend_from_slice(b" progname=");
-                            suffix.extend_from_slice(p.as_bytes());
-                        }
-                    }
-                    match printer.flow(flow, Context::Event, Some(kind), &suffix) {
+                    let by = (portid != 0 && userspace).then(|| Userspace {
+                        portid,
+                        progname: names.name(portid),
+                    });
+                    match printer.flow(flow, Context::Event, Some(kind), by) {
                         Ok(()) => counter += 1,
                         Err(e) => failed = Some(e),
                     }
@@ -622,7 +616,7 @@ impl Deleter {
             match r {
                 Ok(()) => {
                     self.deleted += 1;
-                    if printer.flow(&flow, Context::Delete, None, b"").is_err() {
+                    if printer.flow(&flow, Context::Delete, None, None).is_err() {
                         self.failure.get_or_insert_with(CliError::silent);
                     }
                 }

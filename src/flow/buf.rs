@@ -24,8 +24,10 @@
 /// widest padded table entry.
 const SCRATCH: usize = 16;
 
-/// Where growing starts when a buffer is empty.
-const MIN_GROW: usize = 4096;
+/// Bytes a buffer grows by beyond what a write needs, so that the writes
+/// of one flow into a short buffer grow it a few times, not at each write
+/// (growing zeroes the new bytes).
+const GROW_AHEAD: usize = 256;
 
 /// A write cursor over a byte buffer: what is written is `buf[..pos]`;
 /// the bytes after it are scratch (kept initialized, so reusing the buffer
@@ -165,10 +167,8 @@ impl<'a> Out<'a> {
     #[cold]
     #[inline(never)]
     fn grow(&mut self, n: usize) {
-        let want = (self.pos + n + SCRATCH)
-            .max(self.buf.len() * 2)
-            .max(MIN_GROW);
-        self.buf.resize(want, 0);
+        // `resize` reallocates with doubling, so growth stays amortized
+        self.buf.resize(self.pos + n + SCRATCH + GROW_AHEAD, 0);
     }
 
     /// Forgets the last `n` bytes written (the formats' trailing blank).

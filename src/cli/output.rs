@@ -96,9 +96,6 @@ impl<'a> Printer<'a> {
         userspace: Option<Userspace>,
     ) -> io::Result<()> {
         let o = self.output;
-        if ctx == Context::Event {
-            self.now = crate::flow::now_secs();
-        }
         let mut w = Out::resume(&mut self.out, self.len);
         if o.save {
             let ev = match ctx {
@@ -170,6 +167,12 @@ impl<'a> Printer<'a> {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Sets the time `delta-time` and `age` are counted to (events: once
+    /// per batch of events read together).
+    pub fn set_now(&mut self, now: i64) {
+        self.now = now;
     }
 
     /// Appends the `-o timestamp` prefix of an event line:

@@ -30,13 +30,14 @@ impl ProgNames {
     }
 
     /// The command name of the process owning netlink port `portid`, if
-    /// found.
-    pub fn name(&mut self, portid: u32) -> Option<&str> {
+    /// found; `now` (the time of the batch of events being printed) says
+    /// whether the last answer is recent enough to give again.
+    pub fn name(&mut self, portid: u32, now: std::time::Instant) -> Option<&str> {
         let fresh = matches!(&self.recent, Some((p, at, _))
-            if *p == portid && at.elapsed() < std::time::Duration::from_millis(200));
+            if *p == portid && now.duration_since(*at) < std::time::Duration::from_millis(200));
         if !fresh {
             let n = self.lookup(portid);
-            self.recent = Some((portid, std::time::Instant::now(), n));
+            self.recent = Some((portid, now, n));
         }
         self.recent.as_ref().and_then(|(_, _, n)| n.as_deref())
     }

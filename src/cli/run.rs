@@ -509,6 +509,9 @@ impl Runner {
             if fds[0].revents == 0 {
                 continue;
             }
+            // one clock reading per batch: delta-times, program names
+            printer.set_now(crate::flow::now_secs());
+            let batch_time = std::time::Instant::now();
             for _ in 0..EVENT_BATCH {
                 let got = es.recv_each(&mut |kind, flow, portid| {
                     if failed.is_some()
@@ -523,7 +526,7 @@ impl Runner {
                     }
                     let by = (portid != 0 && userspace).then(|| Userspace {
                         portid,
-                        progname: names.name(portid),
+                        progname: names.name(portid, batch_time),
                     });
                     match printer.flow(flow, Context::Event, Some(kind), by) {
                         Ok(()) => counter += 1,

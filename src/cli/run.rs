@@ -206,10 +206,11 @@ impl Runner {
         };
         let mut printer = Printer::new(c.output, c.labelmap.as_ref());
         let filter = &c.filter;
+        let everything = filter.is_empty();
         let mut counter = 0u64;
         let mut out_err = None;
         let res = dump_all(self.sock()?, &reqs, &mut |f| {
-            if !filter.matches(f) {
+            if !everything && !filter.matches(f) {
                 return Ok(());
             }
             counter += 1;
@@ -476,6 +477,7 @@ impl Runner {
         }
         let mut overruns = 0u64;
         let mut counter = 0u64;
+        let everything = c.filter.is_empty();
         let mut failed: Option<io::Error> = None;
         let timestamps = c.output.timestamp && !c.output.xml && !c.output.save && !c.output.json;
         // 1.4.9 leaves the [USERSPACE] suffix out of XML (a fix of 1.4.7,
@@ -516,7 +518,7 @@ impl Runner {
                 let got = es.recv_each(&mut |kind, flow, portid| {
                     if failed.is_some()
                         || (c.family != 0 && flow.family != c.family)
-                        || !c.filter.matches(flow)
+                        || (!everything && !c.filter.matches(flow))
                     {
                         return;
                     }

@@ -29,49 +29,54 @@ pub fn push_hex(out: &mut Vec<u8>, v: u32) {
     o.finish();
 }
 
-/// Every byte value in decimal, padded to four bytes, with its length in
-/// the last byte: an octet is one 4-byte copy.
-static OCTETS: [[u8; 4]; 256] = octet_table();
+/// Every byte value in decimal followed by a dot, padded to four bytes
+/// (`"7.\0\0"`, `"255."`): an octet is one 4-byte store.
+static DOTTED: [[u8; 4]; 256] = dotted_table();
 
-const fn octet_table() -> [[u8; 4]; 256] {
+const fn dotted_table() -> [[u8; 4]; 256] {
     let mut t = [[0u8; 4]; 256];
     let mut i = 0;
     while i < 256 {
         let (h, d, u) = ((i / 100) as u8, (i / 10 % 10) as u8, (i % 10) as u8);
         t[i] = if i >= 100 {
-            [b'0' + h, b'0' + d, b'0' + u, 3]
+            [b'0' + h, b'0' + d, b'0' + u, b'.']
         } else if i >= 10 {
-            [b'0' + d, b'0' + u, 0, 2]
+            [b'0' + d, b'0' + u, b'.', 0]
         } else {
-            [b'0' + u, 0, 0, 1]
+            [b'0' + u, b'.', 0, 0]
         };
         i += 1;
     }
     t
 }
 
-/// Writes an IPv4 address in dotted quad form, in place, from the octet
-/// table.
+/// Length of an octet with its dot.
+#[inline(always)]
+fn dotted_len(v: u8) -> usize {
+    2 + (v >= 10) as usize + (v >= 100) as usize
+}
+
+/// Writes an IPv4 address in dotted quad form, in place: four stores of
+/// dotted octets, the last dot then dropped.
 pub fn write_ipv4(o: &mut Out, a: Ipv4Addr) {
-    let octets = a.octets();
+    let [a, b, c, d] = a.octets();
     let Some(t) = o.slot::<16>() else {
         return;
     };
-    let mut n = 0;
-    let mut i = 0;
-    while i < 4 {
-        if i > 0 {
-            t[n] = b'.';
-            n += 1;
-        }
-        let e = OCTETS[octets[i] as usize];
-        i += 1;
-        t[n] = e[0];
-        t[n + 1] = e[1];
-        t[n + 2] = e[2];
-        n += e[3] as usize;
+    let n = put_octet(t, 0, a);
+    let n = put_octet(t, n, b);
+    let n = put_octet(t, n, c);
+    let n = put_octet(t, n, d);
+    o.advance(n - 1);
+}
+
+/// Stores octet `v` and its dot at `t[n..]`; returns where the next goes.
+#[inline(always)]
+fn put_octet(t: &mut [u8; 16], n: usize, v: u8) -> usize {
+    if let Some(at) = t.get_mut(n..).and_then(|x| x.first_chunk_mut::<4>()) {
+        *at = DOTTED[v as usize];
     }
-    o.advance(n);
+    n + dotted_len(v)
 }
 
 /// Appends an IPv4 address in dotted quad form.

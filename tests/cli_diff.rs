@@ -773,6 +773,24 @@ fn modifying_commands() {
         ),
         ("-U -f ipv4 -w 7 -m 5", "-U -f ipv4 -w 7 -m 5"),
         ("-U -f ipv6 -m 5", "-U -f ipv6 -m 5"),
+        // a whole tuple: got and updated directly (zone 0), found in a
+        // dump when only another zone has it, or missing
+        (
+            "-U -s 10.9.1.50 -d 10.9.2.60 -p tcp --sport 1000 --dport 80 -m 3",
+            "-U -f ipv4 -s 10.9.1.50 -d 10.9.2.60 -p tcp --sport 1000 --dport 80 -m 3",
+        ),
+        (
+            "-U -s 10.9.1.62 -d 10.9.2.69 -p udp --sport 9 --dport 10 -m 3",
+            "-U -f ipv4 -s 10.9.1.62 -d 10.9.2.69 -p udp --sport 9 --dport 10 -m 3",
+        ),
+        (
+            "-U -s 10.9.1.99 -d 10.9.2.60 -p tcp --sport 1 --dport 2 -m 3",
+            "-U -f ipv4 -s 10.9.1.99 -d 10.9.2.60 -p tcp --sport 1 --dport 2 -m 3",
+        ),
+        (
+            "-U -r 10.9.2.61 -q 10.9.2.1 -p tcp --reply-port-src 22 --reply-port-dst 40002 -t 99",
+            "-U -f ipv4 -r 10.9.2.61 -q 10.9.2.1 -p tcp --reply-port-src 22 --reply-port-dst 40002 -t 99",
+        ),
     ];
     for (a, theirs) in updates {
         diff::update_case(&mut d, &ns, small, &argv(a), &argv(theirs));

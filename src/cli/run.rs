@@ -317,13 +317,19 @@ impl Runner {
 
     fn update(&mut self, c: &CtCommand) -> Outcome {
         let selects = |f: &Flow| update_selects(c, f);
-        let candidates = match request::get_named(c) {
-            // one entry named by its whole tuple: updated directly
+        // an entry named by its whole tuple is got and updated directly;
+        // when the default zone has none, the tuple may be in another
+        // zone: searched for as with filters
+        let direct = match request::get_named(c) {
             Some(get) => match self.sock()?.get(&get) {
-                Ok(Some(f)) if selects(&f) => vec![f],
-                Ok(_) | Err(Error::Kernel(libc::ENOENT)) => Vec::new(),
+                Ok(Some(f)) => Some(if selects(&f) { vec![f] } else { Vec::new() }),
+                Ok(None) | Err(Error::Kernel(libc::ENOENT)) => None,
                 Err(e) => return Err(CliError::kernel(Cmd::Update, &e)),
             },
+            None => None,
+        };
+        let candidates = match direct {
+            Some(found) => found,
             None if self.keep_table => self.select_kept(c, &selects)?,
             None => {
                 let reqs = request::dumps(

@@ -798,10 +798,6 @@ fn modifying_commands() {
             "-U -f ipv4 -s 10.9.1.50 -d 10.9.2.60 -p tcp --sport 1000 --dport 80 -m 3",
         ),
         (
-            "-U -s 10.9.1.62 -d 10.9.2.69 -p udp --sport 9 --dport 10 -m 3",
-            "-U -f ipv4 -s 10.9.1.62 -d 10.9.2.69 -p udp --sport 9 --dport 10 -m 3",
-        ),
-        (
             "-U -s 10.9.1.99 -d 10.9.2.60 -p tcp --sport 1 --dport 2 -m 3",
             "-U -f ipv4 -s 10.9.1.99 -d 10.9.2.60 -p tcp --sport 1 --dport 2 -m 3",
         ),
@@ -813,6 +809,34 @@ fn modifying_commands() {
     for (a, theirs) in updates {
         diff::update_case(&mut d, &ns, small, &argv(a), &argv(theirs));
     }
+    // a whole tuple only zone 7 has: found by the dump that follows the
+    // get, updated, shown and counted; 1.4.7 updates it too (the same
+    // table after), but its get lacks the zone: "Operation failed: No such
+    // file or directory", 0 counted, exit 1 (README)
+    let a = "-U -s 10.9.1.62 -d 10.9.2.69 -p udp --sport 9 --dport 10 -m 3";
+    let mut tables = Vec::new();
+    for (reference, run) in [(true, format!("{a} -f ipv4")), (false, a.to_string())] {
+        flush(&ns);
+        load(&ns, small);
+        let r = if reference {
+            conntrack(&ns, &argv(&run))
+        } else {
+            ctrack(&ns, &argv(&run))
+        };
+        if !reference {
+            d.check(
+                r.code == 0
+                    && r.out.lines().count() == 1
+                    && r.out.contains(" mark=3 zone=7 ")
+                    && r.err == "conntrack v1.4.7 (conntrack-tools): 1 flow entries have been updated.\n",
+                || format!("{a}: {r:?}"),
+            );
+        }
+        tables.push(table(&ns));
+    }
+    d.check(tables[0] == tables[1], || {
+        format!("{a}: tables after conntrack and ctrack: {tables:?}")
+    });
     // -U without -f updates both families (1.4.7 fails): assert the table
     flush(&ns);
     load(&ns, small);

@@ -292,7 +292,12 @@ impl Runner {
                     break;
                 }
             }
-            self.forget_where(c, &|f| filter.matches(f));
+            if sent.is_ok() && deleter.failure.is_none() {
+                self.forget_where(c, &|f| filter.matches(f));
+            } else {
+                // not all were deleted: the next line dumps again
+                self.table = None;
+            }
             sent.map(|()| DumpStats::default())
         } else {
             let sock = handle(&mut self.sock, self.netns.as_deref())?;

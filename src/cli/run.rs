@@ -292,12 +292,6 @@ impl Runner {
                     break;
                 }
             }
-            if sent.is_ok() && deleter.failure.is_none() {
-                self.forget_where(c, &|f| filter.matches(f));
-            } else {
-                // not all were deleted: the next line dumps again
-                self.table = None;
-            }
             sent.map(|()| DumpStats::default())
         } else {
             let sock = handle(&mut self.sock, self.netns.as_deref())?;
@@ -310,6 +304,14 @@ impl Runner {
             })
         };
         let tail = deleter.send(self.modifier()?, &mut printer);
+        if self.keep_table {
+            if res.is_ok() && tail.is_ok() && deleter.failure.is_none() {
+                self.forget_where(c, &|f| filter.matches(f));
+            } else {
+                // not all were deleted: the next line dumps again
+                self.table = None;
+            }
+        }
         self.counter += deleter.deleted;
         let finished = printer.finish();
         if let Some(e) = deleter.failure {

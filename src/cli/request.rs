@@ -454,3 +454,176 @@ pub fn update(c: &CtCommand, old: &Flow) -> Option<CtRequest> {
     }
     changed.then_some(req)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::parse;
+    use crate::netlink::attr::Attrs;
+
+    fn command(s: &str) -> CtCommand {
+        parse(s.split_whitespace().map(str::to_string).collect())
+            .unwrap()
+            .0
+    }
+
+    const LIST: KernelSelects = KernelSelects {
+        mark: true,
+        status: true,
+    };
+
+    /// The top-level attribute kinds of a request, and its CTA_FILTER
+    /// flags (original, reply).
+    fn shape(r: &CtRequest) -> (Vec<u16>, Option<(u32, u32)>) {
+        let mut kinds = Vec::new();
+        let mut filter = None;
+        for a in Attrs::new(&r.attrs) {
+            let a = a.unwrap();
+            kinds.push(a.kind);
+            if a.kind == cta::FILTER {
+                let (mut o, mut rp) = (0, 0);
+                for f in a.nested() {
+                    let f = f.unwrap();
+                    match f.kind {
+                        cta::FILTER_ORIG_FLAGS => o = f.ne32().unwrap(),
+                        cta::FILTER_REPLY_FLAGS => rp = f.ne32().unwrap(),
+                        _ => {}
+                    }
+                }
+                filter = Some((o, rp));
+            }
+        }
+        (kinds, filter)
+    }
+
+    #[test]
+    fn ports_without_a_family_are_one_dump_per_family() {
+        let reqs = dumps(&command("-L -p tcp --dport 22"), msg::GET, LIST);
+        let families: Vec<u8> = reqs.iter().map(|r| r.family).collect();
+        assert_eq!(families, [AF_INET, AF_INET6]);
+        for r in &reqs {
+            let (kinds, filter) = shape(r);
+            assert_eq!(kinds, [cta::TUPLE_ORIG, cta::TUPLE_REPLY, cta::FILTER]);
+            assert_eq!(
+                filter,
+                Some((filter_flag::PROTO_NUM | filter_flag::PROTO_DST_PORT, 0))
+            );
+        }
+        // a protocol alone: one dump, selected here
+        let reqs = dumps(&command("-L -p tcp"), msg::GET, LIST);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!((reqs[0].family, shape(&reqs[0])), (0, (vec![], None)));
+        // with a family, the protocol goes to the kernel too
+        let reqs = dumps(&command("-L -p udp -f ipv6"), msg::GET, LIST);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(shape(&reqs[0]).1, Some((filter_flag::PROTO_NUM, 0)));
+    }
+
+    #[test]
+    fn what_the_kernel_compares_exactly() {
+        // an IPv4 address and a reply port (which needs its protocol)
+        let c = command("-L -s 10.0.0.1 -p udp --reply-port-src 53");
+        let reqs = dumps(&c, msg::GET, LIST);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].family, AF_INET);
+        assert_eq!(
+            shape(&reqs[0]).1,
+            Some((
+                filter_flag::IP_SRC | filter_flag::PROTO_NUM,
+                filter_flag::PROTO_SRC_PORT | filter_flag::PROTO_NUM
+            ))
+        );
+        // reply addresses
+        let c = command("-L -r 10.0.0.2 -q 10.0.0.3");
+        assert_eq!(
+            shape(&dumps(&c, msg::GET, LIST)[0]).1,
+            Some((0, filter_flag::IP_SRC | filter_flag::IP_DST))
+        );
+        // no IPv6 address, prefix, or port of another protocol
+        for s in [
+            "-L -s fd00::1",
+            "-L -s 10.0.0.0/8",
+            "-L -d 10.0.0.0/8",
+            "-L -p icmp --icmp-type 8",
+        ] {
+            let reqs = dumps(&command(s), msg::GET, LIST);
+            let flags = shape(&reqs[0]).1;
+            assert!(
+                flags.is_none_or(|(o, r)| r == 0 && o & !filter_flag::PROTO_NUM == 0),
+                "{s}: {flags:?}"
+            );
+        }
+        let reqs = dumps(&command("-L -p sctp --dport 9 -f ipv4"), msg::GET, LIST);
+        assert_eq!(shape(&reqs[0]).1, Some((filter_flag::PROTO_NUM, 0)));
+        let reqs = dumps(&command("-L -s fd00::1 -p tcp --dport 80"), msg::GET, LIST);
+        assert_eq!(reqs[0].family, AF_INET6);
+        assert_eq!(
+            shape(&reqs[0]).1,
+            Some((filter_flag::PROTO_NUM | filter_flag::PROTO_DST_PORT, 0))
+        );
+    }
+
+    #[test]
+    fn mark_status_and_zone_as_asked() {
+        let c = command("-L -m 7 -u ASSURED -w 5");
+        let kinds = |sel| shape(&dumps(&c, msg::GET, sel)[0]).0;
+        assert_eq!(
+            kinds(LIST),
+            [
+                cta::MARK,
+                cta::MARK_MASK,
+                cta::STATUS,
+                cta::STATUS_MASK,
+                cta::ZONE
+            ]
+        );
+        assert_eq!(
+            kinds(KernelSelects {
+                mark: true,
+                status: false
+            }),
+            [cta::MARK, cta::MARK_MASK, cta::ZONE]
+        );
+        assert_eq!(
+            kinds(KernelSelects {
+                mark: false,
+                status: false
+            }),
+            [cta::ZONE]
+        );
+        // zone 0 is not sent: the kernel's zone filter is not conntrack's there
+        let c = command("-L -w 0");
+        assert_eq!(shape(&dumps(&c, msg::GET, LIST)[0]).0, Vec::<u16>::new());
+    }
+
+    #[test]
+    fn get_named_only_for_whole_tuples() {
+        let named = |s: &str| get_named(&command(s)).map(|r| shape(&r).0);
+        assert_eq!(
+            named("-U -s 1.1.1.1 -d 2.2.2.2 -p tcp --sport 1 --dport 2 -m 1"),
+            Some(vec![cta::TUPLE_ORIG])
+        );
+        assert_eq!(
+            named("-U -r 1.1.1.1 -q 2.2.2.2 -p udp --reply-port-src 1 --reply-port-dst 2 -m 1"),
+            Some(vec![cta::TUPLE_REPLY])
+        );
+        assert_eq!(
+            named("-U -s 1.1.1.1 -d 2.2.2.2 -p icmp --icmp-type 8 --icmp-code 0 --icmp-id 3 -m 1"),
+            Some(vec![cta::TUPLE_ORIG])
+        );
+        assert_eq!(
+            named("-U -s 1.1.1.1 -d 2.2.2.2 -p 50 -m 1"),
+            Some(vec![cta::TUPLE_ORIG])
+        );
+        for partial in [
+            "-U -s 1.1.1.1 -d 2.2.2.2 -p tcp --sport 1 -m 1",
+            "-U -s 1.1.1.1 -p tcp --sport 1 --dport 2 -m 1",
+            "-U -d 2.2.2.2 -p tcp --sport 1 --dport 2 -m 1",
+            "-U -s 1.1.1.1 -d 2.2.2.2 -m 1",
+            "-U -s 1.1.1.1 -d 2.2.2.2 -p icmp --icmp-type 8 -m 1",
+            "-U -s 1.1.1.1 -d 2.2.2.2 -p gre --srckey 1 -m 1",
+        ] {
+            assert_eq!(named(partial), None, "{partial}");
+        }
+    }
+}

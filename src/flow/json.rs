@@ -60,17 +60,12 @@ pub fn push_bytes_str(out: &mut Vec<u8>, b: &[u8]) {
     push_str(out, &String::from_utf8_lossy(b));
 }
 
-/// `"name"`: a quoted name for the padded tables.
-const fn quoted(name: &str) -> Name16 {
-    Name16::quoted(name)
-}
-
 /// The quoted layer-3 and layer-4 names.
 fn l3_quoted(family: u8) -> &'static Name16 {
     static NAMES: [Name16; 3] = [
-        quoted(names::l3_name(AF_INET)),
-        quoted(names::l3_name(AF_INET6)),
-        quoted(names::l3_name(0)),
+        Name16::quoted(names::l3_name(AF_INET)),
+        Name16::quoted(names::l3_name(AF_INET6)),
+        Name16::quoted(names::l3_name(0)),
     ];
     &NAMES[match family {
         AF_INET => 0,
@@ -81,15 +76,15 @@ fn l3_quoted(family: u8) -> &'static Name16 {
 
 fn l4_quoted(p: u8) -> &'static Name16 {
     static NAMES: [Name16; 9] = [
-        quoted(names::l4_name(proto::TCP)),
-        quoted(names::l4_name(proto::UDP)),
-        quoted(names::l4_name(proto::UDPLITE)),
-        quoted(names::l4_name(proto::ICMP)),
-        quoted(names::l4_name(proto::ICMPV6)),
-        quoted(names::l4_name(proto::SCTP)),
-        quoted(names::l4_name(proto::GRE)),
-        quoted(names::l4_name(proto::DCCP)),
-        quoted(names::l4_name(0)),
+        Name16::quoted(names::l4_name(proto::TCP)),
+        Name16::quoted(names::l4_name(proto::UDP)),
+        Name16::quoted(names::l4_name(proto::UDPLITE)),
+        Name16::quoted(names::l4_name(proto::ICMP)),
+        Name16::quoted(names::l4_name(proto::ICMPV6)),
+        Name16::quoted(names::l4_name(proto::SCTP)),
+        Name16::quoted(names::l4_name(proto::GRE)),
+        Name16::quoted(names::l4_name(proto::DCCP)),
+        Name16::quoted(names::l4_name(0)),
     ];
     &NAMES[match p {
         proto::TCP => 0,
@@ -109,7 +104,7 @@ static TCP_STATES: [Name16; 10] = {
     let mut t = [Name16::new(""); 10];
     let mut i = 0;
     while i < 10 {
-        t[i] = quoted(names::TCP_STATES[i]);
+        t[i] = Name16::quoted(names::TCP_STATES[i]);
         i += 1;
     }
     t
@@ -120,7 +115,10 @@ static STATUS_NAMES: [(u32, Name16); 16] = {
     let mut t = [(0, Name16::new("")); 16];
     let mut i = 0;
     while i < 16 {
-        t[i] = (names::STATUS_NAMES[i].0, quoted(names::STATUS_NAMES[i].1));
+        t[i] = (
+            names::STATUS_NAMES[i].0,
+            Name16::quoted(names::STATUS_NAMES[i].1),
+        );
         i += 1;
     }
     t

@@ -233,7 +233,7 @@ pub fn run(a: &FlushWanArgs) -> Result<(), CliError> {
     };
     let result = exec.run(&rule, &opts, &mut |f, _reason, outcome| {
         if matches!(outcome, Outcome::WouldDelete | Outcome::Deleted)
-            && printer.flow(f, ctx, None, b"").is_err()
+            && printer.flow(f, ctx, None, None).is_err()
         {
             print_failed = true;
         }

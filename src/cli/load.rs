@@ -108,6 +108,7 @@ pub fn load_file(runner: &mut Runner, path: &str) -> Result<(), CliError> {
             )));
         }
     }
+    runner.keep_table();
     for c in &cmds {
         match runner.run(c, false) {
             Ok(()) => {}

@@ -3,7 +3,8 @@
 //!
 //! The conntrack command line is parsed by [`args`] (on the GNU getopt
 //! scanner of [`getopt`]), run by [`run`] with the requests of
-//! [`request`], printed by [`output`]; `-R` files are read by [`load`].
+//! [`request`], printed by [`output`]; `-R` files are read by [`load`],
+//! whose lines select from the one [`table`] dump the run keeps.
 //! Every failure comes back as a [`CliError`], printed once by
 //! [`CliError::report`].
 
@@ -18,6 +19,7 @@ pub mod output;
 pub mod progname;
 pub mod request;
 pub mod run;
+pub mod table;
 pub mod usage;
 
 pub use error::CliError;

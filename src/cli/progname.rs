@@ -30,17 +30,16 @@ impl ProgNames {
     }
 
     /// The command name of the process owning netlink port `portid`, if
-    /// found.
-    pub fn name(&mut self, portid: u32) -> Option<String> {
-        if let Some((p, at, n)) = &self.recent
-            && *p == portid
-            && at.elapsed() < std::time::Duration::from_millis(200)
-        {
-            return n.clone();
+    /// found; `now` (the time of the batch of events being printed) says
+    /// whether the last answer is recent enough to give again.
+    pub fn name(&mut self, portid: u32, now: std::time::Instant) -> Option<&str> {
+        let fresh = matches!(&self.recent, Some((p, at, _))
+            if *p == portid && now.duration_since(*at) < std::time::Duration::from_millis(200));
+        if !fresh {
+            let n = self.lookup(portid);
+            self.recent = Some((portid, now, n));
         }
-        let n = self.lookup(portid);
-        self.recent = Some((portid, std::time::Instant::now(), n.clone()));
-        n
+        self.recent.as_ref().and_then(|(_, _, n)| n.as_deref())
     }
 
     /// Finds the socket's inode in /proc/net/netlink, then its owner.

@@ -32,6 +32,7 @@ Conntrack parameters and options:\n\
 \x20 -z, --zero \t\t\t\tZero counters while listing\n\
 \x20 -o, --output type[,...]\t\tOutput format, eg. xml\n\
 \x20 -l, --label label[,...]\t\tconntrack labels\n\
+\x20 --labelmap path\t\t\tconnlabel file to use instead of default\n\
 \n\
 Expectation parameters and options:\n\
 \x20 --tuple-src ip\tSource address in expect tuple\n\

@@ -23,7 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::exit;
-use crate::opts::{OptError, Opts, Spec};
+use crate::opts::{self, OptError, Opts, Spec};
 use config::ConfigError;
 use control::{ClientError, Format, Request, Which};
 
@@ -44,6 +44,11 @@ Commands:
   -t                     flush the kernel table after PurgeTimeout
   -k                     stop the daemon
   -v                     version
+Tutorial forms (conntrack's commands, as tutorials show them for conntrackd):
+  -L|-G|-D|-I|-U|-E|-C [table] [conntrack's filters and -o ...]
+                         the same as `ctrack` with the same arguments, on the
+                         table of the network namespace ctrackd runs in
+                         (or --netns NAME); -F keeps conntrackd's meaning
 ";
 
 /// What the command line asks for.
@@ -207,6 +212,37 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
     Ok(Args { config, action })
 }
 
+/// conntrack's commands that conntrackd's flag set leaves free, which
+/// tutorials show used on the daemon (`conntrackd -L`).
+const TUTORIAL_COMMANDS: [&str; 6] = ["-L", "-G", "-D", "-I", "-U", "-E"];
+
+/// Whether the word after `-C` makes it conntrack's count rather than
+/// conntrackd's config file: nothing, an option, or a table name
+/// (conntrack takes any prefix of one).
+fn counts(next: Option<&String>) -> bool {
+    next.is_none_or(|w| {
+        w.starts_with('-')
+            || "conntrack".starts_with(w.as_str())
+            || "expect".starts_with(w.as_str())
+    })
+}
+
+/// When `args` are one of the tutorial forms (`ctrackd -L ...`, also
+/// after `--netns NAME` or a `-C FILE` that has no use there), the command
+/// line for ctrack: it runs them as `ctrack` would, so ctrackd's output and
+/// exit codes are ctrack's. `-F` keeps conntrackd's meaning.
+pub fn tutorial_form(args: &[String]) -> Option<Vec<String>> {
+    let mut rest = args.to_vec();
+    let mut i = opts::command_word(&rest)?;
+    if rest[i] == "-C" && !counts(rest.get(i + 1)) && rest.len() > i + 2 {
+        rest.drain(i..i + 2);
+        i = opts::command_word(&rest)?;
+    }
+    let word = rest[i].as_str();
+    let tutorial = TUTORIAL_COMMANDS.contains(&word) || (word == "-C" && counts(rest.get(i + 1)));
+    tutorial.then_some(rest)
+}
+
 /// Why ctrackd or its client command stops before the daemon runs: printed
 /// once, by [`Failure::report`] in [`main`].
 #[derive(Debug)]
@@ -247,6 +283,9 @@ impl Failure {
 /// Runs ctrackd (daemon or client) on `args` (without `argv[0]`); returns
 /// the exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    if let Some(cli) = tutorial_form(&args) {
+        return crate::cli::main(cli);
+    }
     match ctrackd(args) {
         Ok(code) => code,
         Err(e) => e.report(),
@@ -336,5 +375,48 @@ mod tests {
         assert!(p("-d -k").is_err());
         assert!(p("-C").is_err());
         assert!(p("-s -x").is_err());
+    }
+
+    #[test]
+    fn tutorial_forms_go_to_the_cli() {
+        let t = |s: &str| {
+            let args: Vec<String> = s.split_whitespace().map(str::to_string).collect();
+            tutorial_form(&args).map(|v| v.join(" "))
+        };
+        for form in [
+            "-L",
+            "-L conntrack -p tcp -o extended",
+            "-G -s 1.1.1.1 -d 2.2.2.2 -p udp --sport 1 --dport 2",
+            "-D -s 10.0.0.0/8",
+            "-I -s 1.1.1.1 -d 2.2.2.2 -p udp --sport 1 --dport 2 -t 10",
+            "-U -m 1",
+            "-E -e NEW -o json",
+            "-C",
+            "-C conntrack",
+            "-C expect",
+            "-C -f ipv4",
+            "--netns lab -L -o json",
+            "--netns=lab -C",
+        ] {
+            assert_eq!(t(form).as_deref(), Some(form), "{form}");
+        }
+        // a config file before the command has no use there
+        assert_eq!(t("-C /etc/x.conf -L -p tcp").as_deref(), Some("-L -p tcp"));
+        assert_eq!(t("--netns n -C x.conf -E").as_deref(), Some("--netns n -E"));
+        // conntrackd's own meanings stay
+        for own in [
+            "",
+            "-C /etc/x.conf",
+            "-C x.conf -s",
+            "-F",
+            "-s",
+            "-d",
+            "-i ct",
+            "-R",
+            "-C /x -F",
+            "-k -L",
+        ] {
+            assert_eq!(t(own), None, "{own}");
+        }
     }
 }

@@ -40,12 +40,11 @@ impl LabelMap {
         LabelMap { names }
     }
 
-    /// Loads the system map; `None` when the file is missing or unreadable,
-    /// which (as in conntrack) means labels are not printed.
-    pub fn load_system() -> Option<LabelMap> {
-        std::fs::read_to_string(CONNLABEL_CONF)
-            .ok()
-            .map(|t| LabelMap::parse(&t))
+    /// Loads the map of a connlabel.conf file ([`CONNLABEL_CONF`], or the
+    /// one `--labelmap` names). An error (a missing file) means, as in
+    /// conntrack, that labels are not printed and names are unknown.
+    pub fn load(path: &str) -> std::io::Result<LabelMap> {
+        std::fs::read_to_string(path).map(|t| LabelMap::parse(&t))
     }
 
     /// The name of a bit, if it has one.

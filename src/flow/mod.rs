@@ -6,6 +6,7 @@
 //! anywhere, on any endianness.
 
 pub mod addr;
+pub mod buf;
 pub mod expect;
 pub mod filter;
 pub mod json;

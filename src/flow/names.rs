@@ -5,7 +5,7 @@
 use super::{AF_INET, AF_INET6, proto};
 
 /// Layer-3 name as conntrack prints it (`ipv4`, `ipv6`, else `unknown`).
-pub fn l3_name(family: u8) -> &'static str {
+pub const fn l3_name(family: u8) -> &'static str {
     match family {
         AF_INET => "ipv4",
         AF_INET6 => "ipv6",
@@ -14,7 +14,7 @@ pub fn l3_name(family: u8) -> &'static str {
 }
 
 /// Layer-4 name as conntrack prints it (`unknown` for protocols it lacks).
-pub fn l4_name(p: u8) -> &'static str {
+pub const fn l4_name(p: u8) -> &'static str {
     match p {
         proto::TCP => "tcp",
         proto::UDP => "udp",

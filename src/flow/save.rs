@@ -1,25 +1,26 @@
 //! conntrack's `-o save` format: each flow as a command line that
 //! `conntrack -R` (or `ctrack -R`) can load again.
 
-use super::addr::{push_ip, push_u64};
+use super::addr::write_ip;
+use super::buf::Out;
 use super::names;
 use super::{EventKind, Flow, ProtoInfo, proto};
 
-fn opt(out: &mut Vec<u8>, flag: &str, v: u64) {
-    out.extend_from_slice(flag.as_bytes());
-    out.push(b' ');
-    push_u64(out, v);
-    out.push(b' ');
+fn opt(o: &mut Out, flag: &str, v: u64) {
+    o.bytes(flag.as_bytes());
+    o.byte(b' ');
+    o.u64(v);
+    o.byte(b' ');
 }
 
-fn ports(out: &mut Vec<u8>, f: &Flow, names: [&str; 4]) {
+fn ports(o: &mut Out, f: &Flow, names: [&str; 4]) {
     if f.has_orig {
-        opt(out, names[0], f.orig.sport as u64);
-        opt(out, names[1], f.orig.dport as u64);
+        opt(o, names[0], f.orig.sport as u64);
+        opt(o, names[1], f.orig.dport as u64);
     }
     if f.has_reply {
-        opt(out, names[2], f.reply.sport as u64);
-        opt(out, names[3], f.reply.dport as u64);
+        opt(o, names[2], f.reply.sport as u64);
+        opt(o, names[3], f.reply.dport as u64);
     }
 }
 
@@ -27,49 +28,56 @@ fn ports(out: &mut Vec<u8>, f: &Flow, names: [&str; 4]) {
 /// `event` picks the command: none or NEW gives `-A`, UPDATE `-U`,
 /// DESTROY `-D`.
 pub fn write_line(out: &mut Vec<u8>, f: &Flow, event: Option<EventKind>) {
-    let start = out.len();
-    out.extend_from_slice(match event {
+    let mut o = Out::append(out);
+    write_line_to(&mut o, f, event);
+    o.finish();
+}
+
+/// Writes one flow as a conntrack command line (see [`write_line`]).
+pub fn write_line_to(o: &mut Out, f: &Flow, event: Option<EventKind>) {
+    let start = o.pos();
+    o.bytes(match event {
         None | Some(EventKind::New) => b"-A ".as_slice(),
         Some(EventKind::Update) => b"-U ",
         Some(EventKind::Destroy) => b"-D ",
     });
     if let Some(t) = f.timeout {
-        opt(out, "-t", t as u64);
+        opt(o, "-t", t as u64);
     }
     if let Some(s) = f.status {
-        out.extend_from_slice(b"-u ");
+        o.lit(b"-u ");
         let mut any = false;
         for (bit, name) in names::SAVE_STATUS_NAMES {
             if s & bit != 0 {
                 if any {
-                    out.push(b',');
+                    o.byte(b',');
                 }
-                out.extend_from_slice(name.as_bytes());
+                o.bytes(name.as_bytes());
                 any = true;
             }
         }
         if !any {
-            out.extend_from_slice(b"UNSET");
+            o.lit(b"UNSET");
         }
-        out.push(b' ');
+        o.byte(b' ');
     }
     if let Some(v) = f.secmark {
-        opt(out, "-c", v as u64);
+        opt(o, "-c", v as u64);
     }
     if let Some(v) = f.zone {
-        opt(out, "-w", v as u64);
+        opt(o, "-w", v as u64);
     }
     if let Some(v) = f.orig_zone {
-        opt(out, "--orig-zone", v as u64);
+        opt(o, "--orig-zone", v as u64);
     }
     if let Some(v) = f.reply_zone {
-        opt(out, "--reply-zone", v as u64);
+        opt(o, "--reply-zone", v as u64);
     }
     let mut addr = |flag: &str, a| {
-        out.extend_from_slice(flag.as_bytes());
-        out.push(b' ');
-        push_ip(out, a);
-        out.push(b' ');
+        o.bytes(flag.as_bytes());
+        o.byte(b' ');
+        write_ip(o, a);
+        o.byte(b' ');
     };
     if f.has_orig {
         addr("-s", f.orig.src);
@@ -92,41 +100,41 @@ pub fn write_line(out: &mut Vec<u8>, f: &Flow, event: Option<EventKind>) {
             | proto::GRE
     );
     if known {
-        out.extend_from_slice(b"-p ");
-        out.extend_from_slice(names::l4_name(p).as_bytes());
-        out.push(b' ');
+        o.lit(b"-p ");
+        o.bytes(names::l4_name(p).as_bytes());
+        o.byte(b' ');
     } else {
-        opt(out, "-p", p as u64);
+        opt(o, "-p", p as u64);
     }
     let port_names = ["--sport", "--dport", "--reply-port-src", "--reply-port-dst"];
     match p {
         proto::TCP | proto::UDP | proto::UDPLITE => {
-            ports(out, f, port_names);
+            ports(o, f, port_names);
             if let ProtoInfo::Tcp(t) = f.protoinfo
                 && let Some(s) = t.state
             {
-                out.extend_from_slice(b"--state ");
-                out.extend_from_slice(names::tcp_state_name(s).as_bytes());
-                out.push(b' ');
+                o.lit(b"--state ");
+                o.bytes(names::tcp_state_name(s).as_bytes());
+                o.byte(b' ');
             }
         }
         proto::SCTP => {
-            ports(out, f, port_names);
+            ports(o, f, port_names);
             if let ProtoInfo::Sctp { state, vtag } = f.protoinfo {
                 if let Some(s) = state {
-                    out.extend_from_slice(b"--state ");
-                    out.extend_from_slice(names::sctp_state_name(s).as_bytes());
-                    out.push(b' ');
+                    o.lit(b"--state ");
+                    o.bytes(names::sctp_state_name(s).as_bytes());
+                    o.byte(b' ');
                 }
                 // conntrack 1.4.7 prints the tag byte-swapped on
                 // little-endian hosts (ntohl of a host-order value) and
                 // swaps it back when -I reads it, so its dumps load: do
                 // the same, so dumps of either tool load into the other
                 if let Some(v) = vtag[0] {
-                    opt(out, "--orig-vtag", u32::from_be(v) as u64);
+                    opt(o, "--orig-vtag", u32::from_be(v) as u64);
                 }
                 if let Some(v) = vtag[1] {
-                    opt(out, "--reply-vtag", u32::from_be(v) as u64);
+                    opt(o, "--reply-vtag", u32::from_be(v) as u64);
                 }
             }
         }
@@ -134,23 +142,23 @@ pub fn write_line(out: &mut Vec<u8>, f: &Flow, event: Option<EventKind>) {
             // a kernel without DCCP tracking (6.16+) sends no ports and
             // no DCCP info; conntrack then prints no port options
             if matches!(f.protoinfo, ProtoInfo::Dccp { .. }) {
-                ports(out, f, port_names);
+                ports(o, f, port_names);
             }
             if let ProtoInfo::Dccp { state, role, .. } = f.protoinfo {
                 if let Some(s) = state {
-                    out.extend_from_slice(b"--state ");
-                    out.extend_from_slice(names::dccp_state_name(s).as_bytes());
-                    out.push(b' ');
+                    o.lit(b"--state ");
+                    o.bytes(names::dccp_state_name(s).as_bytes());
+                    o.byte(b' ');
                 }
                 if let Some(r) = role.and_then(|r| names::DCCP_ROLES.get(r as usize)) {
-                    out.extend_from_slice(b"--role ");
-                    out.extend_from_slice(r.as_bytes());
-                    out.push(b' ');
+                    o.lit(b"--role ");
+                    o.bytes(r.as_bytes());
+                    o.byte(b' ');
                 }
             }
         }
         proto::GRE => ports(
-            out,
+            o,
             f,
             ["--srckey", "--dstkey", "--reply-key-src", "--reply-key-dst"],
         ),
@@ -165,14 +173,14 @@ pub fn write_line(out: &mut Vec<u8>, f: &Flow, event: Option<EventKind>) {
                 ("-code", f.orig.icmp_code as u64),
                 ("-id", f.orig.icmp_id as u64),
             ] {
-                out.extend_from_slice(pre.as_bytes());
-                opt(out, suffix, v);
+                o.bytes(pre.as_bytes());
+                opt(o, suffix, v);
             }
         }
         _ => {}
     }
-    while out.len() > start && out.last() == Some(&b' ') {
-        out.pop();
+    while o.pos() > start && o.written().last() == Some(&b' ') {
+        o.unwrite(1);
     }
 }
 

@@ -1,7 +1,8 @@
 //! conntrack's default one-line text format (and `-o extended,id,
 //! ktimestamp,labels`), byte for byte as libnetfilter_conntrack writes it.
 
-use super::addr::{push_ctime, push_hex, push_ip, push_padded, push_u64};
+use super::addr::{write_ctime, write_ip};
+use super::buf::{Name16, Out};
 use super::labels::LabelMap;
 use super::names;
 use super::{EventKind, Flow, ProtoInfo, Tuple, proto, status};
@@ -39,6 +40,62 @@ impl Default for TextOptions<'_> {
     }
 }
 
+/// A layer-3 or layer-4 name as its column: `%-8s` and a blank.
+const fn column(name: &str) -> Name16 {
+    Name16::padded(name, 9)
+}
+
+/// The layer-4 column of every protocol conntrack names.
+fn l4_column(p: u8) -> &'static Name16 {
+    static COLUMNS: [Name16; 9] = [
+        column(names::l4_name(proto::TCP)),
+        column(names::l4_name(proto::UDP)),
+        column(names::l4_name(proto::UDPLITE)),
+        column(names::l4_name(proto::ICMP)),
+        column(names::l4_name(proto::ICMPV6)),
+        column(names::l4_name(proto::SCTP)),
+        column(names::l4_name(proto::GRE)),
+        column(names::l4_name(proto::DCCP)),
+        column(names::l4_name(0)),
+    ];
+    &COLUMNS[match p {
+        proto::TCP => 0,
+        proto::UDP => 1,
+        proto::UDPLITE => 2,
+        proto::ICMP => 3,
+        proto::ICMPV6 => 4,
+        proto::SCTP => 5,
+        proto::GRE => 6,
+        proto::DCCP => 7,
+        _ => 8,
+    }]
+}
+
+/// The layer-3 column (`-o extended`).
+fn l3_column(family: u8) -> &'static Name16 {
+    static COLUMNS: [Name16; 3] = [
+        column(names::l3_name(super::AF_INET)),
+        column(names::l3_name(super::AF_INET6)),
+        column(names::l3_name(0)),
+    ];
+    &COLUMNS[match family {
+        super::AF_INET => 0,
+        super::AF_INET6 => 1,
+        _ => 2,
+    }]
+}
+
+/// The TCP state names with their blank.
+static TCP_STATES: [Name16; 10] = {
+    let mut t = [Name16::new(""); 10];
+    let mut i = 0;
+    while i < 10 {
+        t[i] = Name16::padded(names::TCP_STATES[i], names::TCP_STATES[i].len() + 1);
+        i += 1;
+    }
+    t
+};
+
 /// The event tag conntrack prints, right-aligned in 9 columns.
 pub fn event_tag(e: EventKind) -> &'static str {
     match e {
@@ -48,63 +105,78 @@ pub fn event_tag(e: EventKind) -> &'static str {
     }
 }
 
-/// Appends the address and port part of a tuple (`src=.. dst=.. sport=..`).
-fn push_tuple(out: &mut Vec<u8>, t: &Tuple) {
-    push_addrs(out, t, b"src=", b"dst=");
-    push_ports(out, t);
+/// Writes the address and port part of a tuple (`src=.. dst=.. sport=..`).
+fn write_tuple(o: &mut Out, t: &Tuple) {
+    o.lit(b"src=");
+    write_ip(o, t.src);
+    o.lit(b" dst=");
+    write_ip(o, t.dst);
+    o.byte(b' ');
+    write_l4(o, t);
 }
 
-/// Appends a tuple's addresses with the given tags (`src=`, `mask-src=`,
-/// `master-src=` ...), each followed by a blank.
-pub(crate) fn push_addrs(out: &mut Vec<u8>, t: &Tuple, src_tag: &[u8], dst_tag: &[u8]) {
-    out.extend_from_slice(src_tag);
-    push_ip(out, t.src);
-    out.push(b' ');
-    out.extend_from_slice(dst_tag);
-    push_ip(out, t.dst);
-    out.push(b' ');
-}
-
-/// Appends a tuple's layer-4 part as libnetfilter_conntrack's
+/// Writes a tuple's layer-4 part as libnetfilter_conntrack's
 /// `__snprintf_proto` does: ports, GRE keys or ICMP type/code/id (nothing
 /// for other protocols), each followed by a blank.
-pub(crate) fn push_ports(out: &mut Vec<u8>, t: &Tuple) {
+fn write_l4(o: &mut Out, t: &Tuple) {
     match t.proto {
         p if proto::has_ports(p) => {
-            out.extend_from_slice(b"sport=");
-            push_u64(out, t.sport as u64);
-            out.extend_from_slice(b" dport=");
-            push_u64(out, t.dport as u64);
-            out.push(b' ');
+            o.lit(b"sport=");
+            o.u32(t.sport as u32);
+            o.lit(b" dport=");
+            o.u32(t.dport as u32);
+            o.byte(b' ');
         }
         proto::GRE => {
-            out.extend_from_slice(b"srckey=0x");
-            push_hex(out, t.sport as u32);
-            out.extend_from_slice(b" dstkey=0x");
-            push_hex(out, t.dport as u32);
-            out.push(b' ');
+            o.lit(b"srckey=0x");
+            o.hex(t.sport as u32);
+            o.lit(b" dstkey=0x");
+            o.hex(t.dport as u32);
+            o.byte(b' ');
         }
         p if proto::is_icmp(p) => {
-            out.extend_from_slice(b"type=");
-            push_u64(out, t.icmp_type as u64);
-            out.extend_from_slice(b" code=");
-            push_u64(out, t.icmp_code as u64);
-            out.extend_from_slice(b" id=");
-            push_u64(out, t.icmp_id as u64);
-            out.push(b' ');
+            o.lit(b"type=");
+            o.u32(t.icmp_type as u32);
+            o.lit(b" code=");
+            o.u32(t.icmp_code as u32);
+            o.lit(b" id=");
+            o.u32(t.icmp_id as u32);
+            o.byte(b' ');
         }
         _ => {}
     }
 }
 
-fn push_kv(out: &mut Vec<u8>, key: &[u8], v: u64) {
-    out.extend_from_slice(key);
-    push_u64(out, v);
-    out.push(b' ');
+/// Appends a tuple's addresses with the given tags (`src=`, `mask-src=`,
+/// `master-src=` ...), each followed by a blank (expectation lines).
+pub(crate) fn push_addrs(out: &mut Vec<u8>, t: &Tuple, src_tag: &[u8], dst_tag: &[u8]) {
+    let mut o = Out::append(out);
+    o.bytes(src_tag);
+    write_ip(&mut o, t.src);
+    o.byte(b' ');
+    o.bytes(dst_tag);
+    write_ip(&mut o, t.dst);
+    o.byte(b' ');
+    o.finish();
 }
 
-/// Appends `delta-time=N ` the way libnetfilter_conntrack computes it.
-fn push_delta_time(out: &mut Vec<u8>, f: &Flow, now: i64) {
+/// Appends a tuple's layer-4 part (see [`write_l4`]).
+pub(crate) fn push_ports(out: &mut Vec<u8>, t: &Tuple) {
+    let mut o = Out::append(out);
+    write_l4(&mut o, t);
+    o.finish();
+}
+
+/// Writes `key` (with its `=`), the number and a blank.
+#[inline(always)]
+fn kv<const N: usize>(o: &mut Out, key: &[u8; N], v: u64) {
+    o.lit(key);
+    o.u64(v);
+    o.byte(b' ');
+}
+
+/// Writes `delta-time=N ` the way libnetfilter_conntrack computes it.
+fn write_delta_time(o: &mut Out, f: &Flow, now: i64) {
     let Some(start) = f.timestamp_start else {
         return;
     };
@@ -114,138 +186,147 @@ fn push_delta_time(out: &mut Vec<u8>, f: &Flow, now: i64) {
     };
     let delta = stop - (start / 1_000_000_000) as i64;
     // printed as unsigned long long, like the C cast
-    push_kv(out, b"delta-time=", delta as u64);
+    kv(o, b"delta-time=", delta as u64);
 }
 
 /// Appends one flow as conntrack's text line, without the newline.
-pub fn write_line(out: &mut Vec<u8>, f: &Flow, o: &TextOptions) {
-    let start = out.len();
-    if let Some(e) = o.event {
-        out.extend_from_slice(event_tag(e).as_bytes());
-        out.push(b' ');
+pub fn write_line(out: &mut Vec<u8>, f: &Flow, opts: &TextOptions) {
+    let mut o = Out::append(out);
+    write_line_to(&mut o, f, opts);
+    o.finish();
+}
+
+/// Writes one flow as conntrack's text line, without the newline.
+pub fn write_line_to(o: &mut Out, f: &Flow, opts: &TextOptions) {
+    let start = o.pos();
+    if let Some(e) = opts.event {
+        let tag: &[u8; 9] = match e {
+            EventKind::New => b"    [NEW]",
+            EventKind::Update => b" [UPDATE]",
+            EventKind::Destroy => b"[DESTROY]",
+        };
+        o.lit(tag);
+        o.byte(b' ');
     }
-    if o.extended {
-        push_padded(out, names::l3_name(f.family), 8);
-        out.push(b' ');
-        push_u64(out, f.family as u64);
-        out.push(b' ');
+    if opts.extended {
+        o.name(l3_column(f.family));
+        o.u32(f.family as u32);
+        o.byte(b' ');
     }
-    push_padded(out, names::l4_name(f.orig.proto), 8);
-    out.push(b' ');
-    push_u64(out, f.orig.proto as u64);
-    out.push(b' ');
-    if o.show_timeout
+    o.name(l4_column(f.orig.proto));
+    o.u32(f.orig.proto as u32);
+    o.byte(b' ');
+    if opts.show_timeout
         && let Some(t) = f.timeout
     {
-        push_u64(out, t as u64);
-        out.push(b' ');
+        o.u32(t);
+        o.byte(b' ');
     }
     match f.protoinfo {
         ProtoInfo::Tcp(t) => {
             if let Some(s) = t.state {
-                out.extend_from_slice(names::tcp_state_name(s).as_bytes());
-                out.push(b' ');
+                o.name(TCP_STATES.get(s as usize).unwrap_or(&TCP_STATES[0]));
             }
         }
         ProtoInfo::Sctp { state: Some(s), .. } => {
-            out.extend_from_slice(names::sctp_state_name(s).as_bytes());
-            out.push(b' ');
+            o.bytes(names::sctp_state_name(s).as_bytes());
+            o.byte(b' ');
         }
         ProtoInfo::Dccp { state: Some(s), .. } => {
-            out.extend_from_slice(names::dccp_state_name(s).as_bytes());
-            out.push(b' ');
+            o.bytes(names::dccp_state_name(s).as_bytes());
+            o.byte(b' ');
         }
         _ => {}
     }
     if f.has_orig {
-        push_tuple(out, &f.orig);
+        write_tuple(o, &f.orig);
     }
     if let Some(z) = f.orig_zone {
-        push_kv(out, b"zone-orig=", z as u64);
+        kv(o, b"zone-orig=", z as u64);
     }
     if let Some(c) = f.counters[0] {
-        push_kv(out, b"packets=", c.packets);
-        push_kv(out, b"bytes=", c.bytes);
+        kv(o, b"packets=", c.packets);
+        kv(o, b"bytes=", c.bytes);
     }
     if f.is_unreplied() {
-        out.extend_from_slice(b"[UNREPLIED] ");
+        o.lit(b"[UNREPLIED] ");
     }
     if f.has_reply {
-        push_tuple(out, &f.reply);
+        write_tuple(o, &f.reply);
     }
     if let Some(z) = f.reply_zone {
-        push_kv(out, b"zone-reply=", z as u64);
+        kv(o, b"zone-reply=", z as u64);
     }
     if let Some(c) = f.counters[1] {
-        push_kv(out, b"packets=", c.packets);
-        push_kv(out, b"bytes=", c.bytes);
+        kv(o, b"packets=", c.packets);
+        kv(o, b"bytes=", c.bytes);
     }
     if let Some(s) = f.status {
         if s & status::HW_OFFLOAD != 0 {
-            out.extend_from_slice(b"[HW_OFFLOAD] ");
+            o.lit(b"[HW_OFFLOAD] ");
         } else if s & status::OFFLOAD != 0 {
-            out.extend_from_slice(b"[OFFLOAD] ");
+            o.lit(b"[OFFLOAD] ");
         } else if s & status::ASSURED != 0 {
-            out.extend_from_slice(b"[ASSURED] ");
+            o.lit(b"[ASSURED] ");
         }
     }
     if let Some(m) = f.mark {
-        push_kv(out, b"mark=", m as u64);
+        kv(o, b"mark=", m as u64);
     }
     if let Some(m) = f.secmark {
-        push_kv(out, b"secmark=", m as u64);
+        kv(o, b"secmark=", m as u64);
     }
     if let Some(ctx) = &f.secctx {
-        out.extend_from_slice(b"secctx=");
-        out.extend_from_slice(ctx.as_bytes());
-        out.push(b' ');
+        o.lit(b"secctx=");
+        o.bytes(ctx.as_bytes());
+        o.byte(b' ');
     }
     if let Some(z) = f.zone {
-        push_kv(out, b"zone=", z as u64);
+        kv(o, b"zone=", z as u64);
     }
-    push_delta_time(out, f, o.now);
-    if o.ktimestamp {
+    write_delta_time(o, f, opts.now);
+    if opts.ktimestamp {
         if let Some(s) = f.timestamp_start {
-            out.extend_from_slice(b"[start=");
-            push_ctime(out, (s / 1_000_000_000) as i64);
-            out.extend_from_slice(b"] ");
+            o.lit(b"[start=");
+            write_ctime(o, (s / 1_000_000_000) as i64);
+            o.lit(b"] ");
         }
         if let Some(s) = f.timestamp_stop {
-            out.extend_from_slice(b"[stop=");
-            push_ctime(out, (s / 1_000_000_000) as i64);
-            out.extend_from_slice(b"] ");
+            o.lit(b"[stop=");
+            write_ctime(o, (s / 1_000_000_000) as i64);
+            o.lit(b"] ");
         }
     }
     if let Some(h) = &f.helper {
-        out.extend_from_slice(b"helper=");
-        out.extend_from_slice(h.as_bytes());
-        out.push(b' ');
+        o.lit(b"helper=");
+        o.bytes(h.as_bytes());
+        o.byte(b' ');
     }
     if let Some(u) = f.use_count {
-        push_kv(out, b"use=", u as u64);
+        kv(o, b"use=", u as u64);
     }
-    if o.id
+    if opts.id
         && let Some(id) = f.id
     {
-        push_kv(out, b"id=", id as u64);
+        kv(o, b"id=", id as u64);
     }
-    if let (Some(map), Some(l)) = (o.labels, &f.labels) {
-        out.extend_from_slice(b"labels=");
+    if let (Some(map), Some(l)) = (opts.labels, &f.labels) {
+        o.lit(b"labels=");
         for bit in 0..(l.len as usize * 32) {
             if !l.test(bit) {
                 continue;
             }
             if let Some(name) = map.name(bit).filter(|n| !n.is_empty()) {
-                out.extend_from_slice(name.as_bytes());
-                out.push(b',');
+                o.bytes(name.as_bytes());
+                o.byte(b',');
             }
         }
         // libnetfilter_conntrack drops the last byte (a comma, or the '=')
-        out.pop();
-        out.push(b' ');
+        o.unwrite(1);
+        o.byte(b' ');
     }
-    if out.len() > start {
-        out.pop(); // the trailing blank
+    if o.pos() > start {
+        o.unwrite(1); // the trailing blank
     }
 }
 

@@ -1,7 +1,8 @@
 //! conntrack's `-o xml` format, byte for byte as libnetfilter_conntrack
 //! writes it (including its quirks: SCTP/DCCP states use the TCP names).
 
-use super::addr::{local_time, push_2digits, push_hex, push_i64, push_ip, push_u64};
+use super::addr::{local_time, write_2digits, write_ip};
+use super::buf::Out;
 use super::labels::LabelMap;
 use super::names;
 use super::{EventKind, Flow, ProtoInfo, Tuple, proto, status};
@@ -26,102 +27,116 @@ pub struct XmlOptions<'a> {
     pub now: i64,
 }
 
-fn push_elem(out: &mut Vec<u8>, tag: &str, v: u64) {
-    out.push(b'<');
-    out.extend_from_slice(tag.as_bytes());
-    out.push(b'>');
-    push_u64(out, v);
-    out.extend_from_slice(b"</");
-    out.extend_from_slice(tag.as_bytes());
-    out.push(b'>');
+fn push_elem(o: &mut Out, tag: &str, v: u64) {
+    o.byte(b'<');
+    o.bytes(tag.as_bytes());
+    o.byte(b'>');
+    o.u64(v);
+    o.lit(b"</");
+    o.bytes(tag.as_bytes());
+    o.byte(b'>');
 }
 
-fn push_tuple(out: &mut Vec<u8>, f: &Flow, t: &Tuple, present: bool, dir: usize) {
-    out.extend_from_slice(if dir == 0 {
+fn push_tuple(o: &mut Out, f: &Flow, t: &Tuple, present: bool, dir: usize) {
+    o.bytes(if dir == 0 {
         b"<meta direction=\"original\">"
     } else {
         b"<meta direction=\"reply\">"
     });
     // an absent tuple (ctrackd's external cache) has family and protocol 0
     let (family, l4) = if present { (f.family, t.proto) } else { (0, 0) };
-    out.extend_from_slice(b"<layer3 protonum=\"");
-    push_u64(out, family as u64);
-    out.extend_from_slice(b"\" protoname=\"");
-    out.extend_from_slice(names::l3_name(family).as_bytes());
-    out.extend_from_slice(b"\"><src>");
+    o.lit(b"<layer3 protonum=\"");
+    o.u64(family as u64);
+    o.lit(b"\" protoname=\"");
+    o.bytes(names::l3_name(family).as_bytes());
+    o.lit(b"\"><src>");
     if present {
-        push_ip(out, t.src);
+        write_ip(o, t.src);
     }
-    out.extend_from_slice(b"</src><dst>");
+    o.lit(b"</src><dst>");
     if present {
-        push_ip(out, t.dst);
+        write_ip(o, t.dst);
     }
-    out.extend_from_slice(b"</dst></layer3><layer4 protonum=\"");
-    push_u64(out, l4 as u64);
-    out.extend_from_slice(b"\" protoname=\"");
-    out.extend_from_slice(names::l4_name(l4).as_bytes());
-    out.extend_from_slice(b"\">");
+    o.lit(b"</dst></layer3><layer4 protonum=\"");
+    o.u64(l4 as u64);
+    o.lit(b"\" protoname=\"");
+    o.bytes(names::l4_name(l4).as_bytes());
+    o.lit(b"\">");
     match l4 {
         p if proto::has_ports(p) => {
-            push_elem(out, "sport", t.sport as u64);
-            push_elem(out, "dport", t.dport as u64);
+            push_elem(o, "sport", t.sport as u64);
+            push_elem(o, "dport", t.dport as u64);
         }
         proto::GRE => {
-            out.extend_from_slice(b"<srckey>0x");
-            push_hex(out, t.sport as u32);
-            out.extend_from_slice(b"</srckey><dstkey>0x");
-            push_hex(out, t.dport as u32);
-            out.extend_from_slice(b"</dstkey>");
+            o.lit(b"<srckey>0x");
+            o.hex(t.sport as u32);
+            o.lit(b"</srckey><dstkey>0x");
+            o.hex(t.dport as u32);
+            o.lit(b"</dstkey>");
         }
         _ => {}
     }
-    out.extend_from_slice(b"</layer4>");
+    o.lit(b"</layer4>");
     let zone = if dir == 0 { f.orig_zone } else { f.reply_zone };
     if let Some(z) = zone {
-        push_elem(out, "zone", z as u64);
+        push_elem(o, "zone", z as u64);
     }
     // libnetfilter_conntrack tests the original counters for both directions
     if f.counters[0].is_some() {
         let c = f.counters[dir].unwrap_or_default();
-        out.extend_from_slice(b"<counters>");
-        push_elem(out, "packets", c.packets);
-        push_elem(out, "bytes", c.bytes);
-        out.extend_from_slice(b"</counters>");
+        o.lit(b"<counters>");
+        push_elem(o, "packets", c.packets);
+        push_elem(o, "bytes", c.bytes);
+        o.lit(b"</counters>");
     }
-    out.extend_from_slice(b"</meta>");
+    o.lit(b"</meta>");
 }
 
-/// Appends `<when>` with the local time of `now` (`-o timestamp` on
+/// Writes `<when>` with the local time of `now` (`-o timestamp` on
 /// events), as libnetfilter_conntrack's `__snprintf_localtime_xml`.
-pub(crate) fn push_when(out: &mut Vec<u8>, now: i64) {
+fn write_when(o: &mut Out, now: i64) {
     let tm = local_time(now);
-    out.extend_from_slice(b"<when><hour>");
-    push_i64(out, tm.hour as i64);
-    out.extend_from_slice(b"</hour><min>");
-    push_2digits(out, tm.min);
-    out.extend_from_slice(b"</min><sec>");
-    push_2digits(out, tm.sec);
-    out.extend_from_slice(b"</sec><wday>");
-    push_i64(out, tm.wday as i64 + 1);
-    out.extend_from_slice(b"</wday><day>");
-    push_i64(out, tm.mday as i64);
-    out.extend_from_slice(b"</day><month>");
-    push_i64(out, tm.mon as i64 + 1);
-    out.extend_from_slice(b"</month><year>");
-    push_i64(out, 1900 + tm.year as i64);
-    out.extend_from_slice(b"</year></when>");
+    o.lit(b"<when><hour>");
+    o.i64(tm.hour as i64);
+    o.lit(b"</hour><min>");
+    write_2digits(o, tm.min);
+    o.lit(b"</min><sec>");
+    write_2digits(o, tm.sec);
+    o.lit(b"</sec><wday>");
+    o.i64(tm.wday as i64 + 1);
+    o.lit(b"</wday><day>");
+    o.i64(tm.mday as i64);
+    o.lit(b"</day><month>");
+    o.i64(tm.mon as i64 + 1);
+    o.lit(b"</month><year>");
+    o.i64(1900 + tm.year as i64);
+    o.lit(b"</year></when>");
+}
+
+/// Appends `<when>` (see [`write_when`]) to `out` (expectation events).
+pub(crate) fn push_when(out: &mut Vec<u8>, now: i64) {
+    let mut o = Out::append(out);
+    write_when(&mut o, now);
+    o.finish();
 }
 
 /// Appends one flow as a `<flow>` element, without the newline.
-pub fn write_flow(out: &mut Vec<u8>, f: &Flow, o: &XmlOptions) {
-    out.extend_from_slice(match o.event {
+pub fn write_flow(out: &mut Vec<u8>, f: &Flow, opts: &XmlOptions) {
+    let mut o = Out::append(out);
+    write_flow_to(&mut o, f, opts);
+    o.finish();
+}
+
+/// Writes one flow as a `<flow>` element (see [`write_flow`]).
+pub fn write_flow_to(o: &mut Out, f: &Flow, opts: &XmlOptions) {
+    o.bytes(match opts.event {
         Some(EventKind::New) => b"<flow type=\"new\">".as_slice(),
         Some(EventKind::Update) => b"<flow type=\"update\">",
         Some(EventKind::Destroy) => b"<flow type=\"destroy\">",
         None => b"<flow>",
     });
-    push_tuple(out, f, &f.orig, f.has_orig, 0);
-    push_tuple(out, f, &f.reply, f.has_reply, 1);
+    push_tuple(o, f, &f.orig, f.has_orig, 0);
+    push_tuple(o, f, &f.reply, f.has_reply, 1);
 
     let state = match f.protoinfo {
         ProtoInfo::Tcp(t) => t.state,
@@ -129,7 +144,7 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, o: &XmlOptions) {
         ProtoInfo::Dccp { state, .. } => state,
         ProtoInfo::None => None,
     };
-    let labels = o.labels.and(f.labels.as_ref());
+    let labels = opts.labels.and(f.labels.as_ref());
     let independent = state.is_some()
         || f.timeout.is_some()
         || f.mark.is_some()
@@ -142,93 +157,93 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, o: &XmlOptions) {
         || f.timestamp_start.is_some()
         || f.timestamp_stop.is_some();
     if independent {
-        out.extend_from_slice(b"<meta direction=\"independent\">");
+        o.lit(b"<meta direction=\"independent\">");
     }
     if let Some(s) = state {
         // the C code indexes the TCP table for every protocol
-        out.extend_from_slice(b"<state>");
-        out.extend_from_slice(names::tcp_state_name(s).as_bytes());
-        out.extend_from_slice(b"</state>");
+        o.lit(b"<state>");
+        o.bytes(names::tcp_state_name(s).as_bytes());
+        o.lit(b"</state>");
     }
     if let Some(t) = f.timeout {
-        push_elem(out, "timeout", t as u64);
+        push_elem(o, "timeout", t as u64);
     }
     if let Some(m) = f.mark {
-        push_elem(out, "mark", m as u64);
+        push_elem(o, "mark", m as u64);
     }
-    if let (Some(map), Some(l)) = (o.labels, labels) {
-        out.extend_from_slice(b"<labels>");
+    if let (Some(map), Some(l)) = (opts.labels, labels) {
+        o.lit(b"<labels>");
         for bit in 0..(l.len as usize * 32) {
             if let Some(name) = map.name(bit).filter(|n| l.test(bit) && !n.is_empty()) {
-                out.extend_from_slice(b"<label>");
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(b"</label>");
+                o.lit(b"<label>");
+                o.bytes(name.as_bytes());
+                o.lit(b"</label>");
             }
         }
-        out.extend_from_slice(b"</labels>");
+        o.lit(b"</labels>");
     }
     if let Some(m) = f.secmark {
-        push_elem(out, "secmark", m as u64);
+        push_elem(o, "secmark", m as u64);
     }
     if let Some(ctx) = &f.secctx {
-        out.extend_from_slice(b"<secctx>");
-        out.extend_from_slice(ctx.as_bytes());
-        out.extend_from_slice(b"</secctx>");
+        o.lit(b"<secctx>");
+        o.bytes(ctx.as_bytes());
+        o.lit(b"</secctx>");
     }
     if let Some(z) = f.zone {
-        push_elem(out, "zone", z as u64);
+        push_elem(o, "zone", z as u64);
     }
     if let Some(u) = f.use_count {
-        push_elem(out, "use", u as u64);
+        push_elem(o, "use", u as u64);
     }
     if let Some(id) = f.id {
-        push_elem(out, "id", id as u64);
+        push_elem(o, "id", id as u64);
     }
     if let Some(s) = f.status {
         if s & status::ASSURED != 0 {
-            out.extend_from_slice(b"<assured/>");
+            o.lit(b"<assured/>");
         }
         if s & status::SEEN_REPLY == 0 {
-            out.extend_from_slice(b"<unreplied/>");
+            o.lit(b"<unreplied/>");
         }
     }
-    if o.ktimestamp && (f.timestamp_start.is_some() || f.timestamp_stop.is_some()) {
-        out.extend_from_slice(b"<timestamp>");
+    if opts.ktimestamp && (f.timestamp_start.is_some() || f.timestamp_stop.is_some()) {
+        o.lit(b"<timestamp>");
         if let Some(s) = f.timestamp_start {
-            push_elem(out, "start", s);
+            push_elem(o, "start", s);
         }
         if let Some(s) = f.timestamp_stop {
-            push_elem(out, "stop", s);
+            push_elem(o, "stop", s);
         }
-        out.extend_from_slice(b"</timestamp>");
+        o.lit(b"</timestamp>");
     }
     match (f.timestamp_start, f.timestamp_stop) {
         (Some(start), Some(stop)) => {
             let d = (stop.wrapping_sub(start) / 1_000_000_000) as i64;
-            out.extend_from_slice(b"<deltatime>");
-            push_u64(out, d as u64);
-            out.extend_from_slice(b"</deltatime>");
+            o.lit(b"<deltatime>");
+            o.u64(d as u64);
+            o.lit(b"</deltatime>");
         }
         (Some(start), None) => {
-            let d = o.now - (start / 1_000_000_000) as i64;
-            out.extend_from_slice(b"<deltatime>");
-            push_u64(out, d as u64);
-            out.extend_from_slice(b"</deltatime>");
+            let d = opts.now - (start / 1_000_000_000) as i64;
+            o.lit(b"<deltatime>");
+            o.u64(d as u64);
+            o.lit(b"</deltatime>");
         }
         _ => {}
     }
     if independent {
-        out.extend_from_slice(b"</meta>");
+        o.lit(b"</meta>");
     }
-    if o.when {
-        push_when(out, o.now);
+    if opts.when {
+        write_when(o, opts.now);
     }
     if let Some(h) = &f.helper {
-        out.extend_from_slice(b"<helper>");
-        out.extend_from_slice(h.as_bytes());
-        out.extend_from_slice(b"</helper>");
+        o.lit(b"<helper>");
+        o.bytes(h.as_bytes());
+        o.lit(b"</helper>");
     }
-    out.extend_from_slice(b"</flow>");
+    o.lit(b"</flow>");
 }
 
 #[cfg(test)]

@@ -43,49 +43,61 @@ pub struct Attr<'a> {
 }
 
 impl<'a> Attr<'a> {
+    // The readers are `#[inline(always)]` and use only calls that cannot
+    // panic (`first_chunk`, `split_at_checked`): at opt-level "z" those
+    // inline, where indexing by a range would stay a call (see flow::buf).
+    #[inline(always)]
     fn fixed<const N: usize>(&self, what: &'static str) -> Result<[u8; N], WireError> {
-        self.payload
-            .get(..N)
-            .and_then(|s| <[u8; N]>::try_from(s).ok())
-            .ok_or(WireError(what))
+        match self.payload.first_chunk::<N>() {
+            Some(b) => Ok(*b),
+            None => Err(WireError(what)),
+        }
     }
 
     /// A one-byte value.
+    #[inline(always)]
     pub fn u8(&self) -> Result<u8, WireError> {
         Ok(self.fixed::<1>("short u8 attribute")?[0])
     }
 
     /// A big-endian 16-bit value.
+    #[inline(always)]
     pub fn be16(&self) -> Result<u16, WireError> {
         Ok(u16::from_be_bytes(self.fixed("short u16 attribute")?))
     }
 
     /// A big-endian 32-bit value.
+    #[inline(always)]
     pub fn be32(&self) -> Result<u32, WireError> {
         Ok(u32::from_be_bytes(self.fixed("short u32 attribute")?))
     }
 
     /// A big-endian 64-bit value.
+    #[inline(always)]
     pub fn be64(&self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.fixed("short u64 attribute")?))
     }
 
     /// A host-endian 32-bit value.
+    #[inline(always)]
     pub fn ne32(&self) -> Result<u32, WireError> {
         Ok(u32::from_ne_bytes(self.fixed("short u32 attribute")?))
     }
 
     /// An IPv4 address in network order.
+    #[inline(always)]
     pub fn ipv4(&self) -> Result<Ipv4Addr, WireError> {
         Ok(Ipv4Addr::from(self.fixed::<4>("short IPv4 address")?))
     }
 
     /// An IPv6 address in network order.
+    #[inline(always)]
     pub fn ipv6(&self) -> Result<Ipv6Addr, WireError> {
         Ok(Ipv6Addr::from(self.fixed::<16>("short IPv6 address")?))
     }
 
     /// The attributes nested in this one.
+    #[inline(always)]
     pub fn nested(&self) -> Attrs<'a> {
         Attrs::new(self.payload)
     }
@@ -108,6 +120,7 @@ impl<'a> Attrs<'a> {
 impl<'a> Iterator for Attrs<'a> {
     type Item = Result<Attr<'a>, WireError>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;
@@ -116,17 +129,20 @@ impl<'a> Iterator for Attrs<'a> {
             s.rest = &[];
             Some(Err(WireError(what)))
         };
-        if self.rest.len() < 4 {
+        let Some(&[l0, l1, k0, k1]) = self.rest.first_chunk::<4>() else {
             return fail(self, "truncated attribute header");
-        }
-        let len = u16::from_ne_bytes([self.rest[0], self.rest[1]]) as usize;
-        let kind = u16::from_ne_bytes([self.rest[2], self.rest[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > self.rest.len() {
+        };
+        let len = u16::from_ne_bytes([l0, l1]) as usize;
+        let kind = u16::from_ne_bytes([k0, k1]) & NLA_TYPE_MASK;
+        if len < 4 {
             return fail(self, "attribute length out of bounds");
         }
-        let payload = &self.rest[4..len];
+        let Some((attr, _)) = self.rest.split_at_checked(len) else {
+            return fail(self, "attribute length out of bounds");
+        };
+        let payload = attr.split_at_checked(4).map_or(&[][..], |(_, p)| p);
         let next = align4(len).min(self.rest.len());
-        self.rest = &self.rest[next..];
+        self.rest = self.rest.split_at_checked(next).map_or(&[][..], |(_, r)| r);
         Some(Ok(Attr { kind, payload }))
     }
 }

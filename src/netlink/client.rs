@@ -10,7 +10,7 @@ use super::message::{
     NlMsg, NlMsgs,
 };
 use super::socket::{NETLINK_NETFILTER, NlSocket};
-use crate::flow::Flow;
+use crate::flow::{Flow, ProtoInfo, Tuple};
 
 /// What went wrong talking to the kernel.
 #[derive(Debug)]
@@ -351,7 +351,80 @@ impl Conntrack {
     }
 }
 
-/// Clears a flow for reuse without giving back its allocations.
+/// Clears a flow for reuse, field by field: `*f = Flow::default()` builds
+/// the default apart and copies all of it (a `memcpy` call per entry at
+/// opt-level "z"); here each field gets its empty value in place. The
+/// tuples are overwritten by the decoder only where the kernel sent them,
+/// so they are cleared too.
 pub fn reset(f: &mut Flow) {
-    *f = Flow::default();
+    let Flow {
+        family,
+        orig,
+        reply,
+        has_orig,
+        has_reply,
+        orig_zone,
+        reply_zone,
+        master,
+        status,
+        timeout,
+        mark,
+        secmark,
+        secctx,
+        use_count,
+        id,
+        zone,
+        protoinfo,
+        counters,
+        timestamp_start,
+        timestamp_stop,
+        timestamp_event,
+        helper,
+        labels,
+        seq_adj,
+        synproxy,
+    } = f;
+    *family = 0;
+    *orig = Tuple::default();
+    *reply = Tuple::default();
+    *has_orig = false;
+    *has_reply = false;
+    *orig_zone = None;
+    *reply_zone = None;
+    *master = None;
+    *status = None;
+    *timeout = None;
+    *mark = None;
+    *secmark = None;
+    *secctx = None;
+    *use_count = None;
+    *id = None;
+    *zone = None;
+    *protoinfo = ProtoInfo::None;
+    *counters = [None; 2];
+    *timestamp_start = None;
+    *timestamp_stop = None;
+    *timestamp_event = None;
+    *helper = None;
+    *labels = None;
+    *seq_adj = [None; 2];
+    *synproxy = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::testutil::tcp4;
+
+    #[test]
+    fn reset_empties_every_field() {
+        let mut f = tcp4();
+        f.secctx = Some("ctx".into());
+        f.helper = Some(crate::flow::HelperName::from_bytes(b"ftp"));
+        f.master = Some(f.orig);
+        f.counters = [Some(crate::flow::Counters::default()); 2];
+        f.timestamp_event = Some(1);
+        reset(&mut f);
+        assert_eq!(f, Flow::default());
+    }
 }

@@ -49,6 +49,8 @@ pub struct EventSocket {
     sock: NlSocket,
     /// Events that failed to decode so far.
     pub malformed: u64,
+    /// The flow [`EventSocket::recv_each`] decodes into, reused.
+    scratch: Flow,
 }
 
 impl EventSocket {
@@ -56,7 +58,11 @@ impl EventSocket {
     /// network namespace.
     pub fn open(groups: u32, netns: Option<&str>) -> Result<EventSocket, Error> {
         let sock = NlSocket::open(NETLINK_NETFILTER, groups, netns)?;
-        Ok(EventSocket { sock, malformed: 0 })
+        Ok(EventSocket {
+            sock,
+            malformed: 0,
+            scratch: Flow::default(),
+        })
     }
 
     /// The socket (for buffer sizes and poll).
@@ -73,14 +79,35 @@ impl EventSocket {
 
     /// Receives one datagram and appends its events to `out`.
     pub fn recv_into(&mut self, out: &mut Vec<Event>) -> Result<Received, Error> {
-        let Some(data) = datagram(&mut self.sock)? else {
+        self.recv_each(&mut |kind, flow, portid| {
+            out.push(Event {
+                kind,
+                flow: flow.clone(),
+                portid,
+            })
+        })
+    }
+
+    /// Receives one datagram and calls `each` with every event in it: its
+    /// kind, the flow and the port id that caused it. The flow is reused
+    /// between calls, so nothing is allocated per event.
+    pub fn recv_each(
+        &mut self,
+        each: &mut dyn FnMut(EventKind, &Flow, u32),
+    ) -> Result<Received, Error> {
+        let EventSocket {
+            sock,
+            malformed,
+            scratch,
+        } = self;
+        let Some(data) = datagram(sock)? else {
             return Ok(Received::Overrun);
         };
         for m in NlMsgs::new(data) {
             let m = match m {
                 Ok(m) => m,
                 Err(_) => {
-                    self.malformed += 1;
+                    *malformed += 1;
                     break;
                 }
             };
@@ -96,13 +123,13 @@ impl EventSocket {
                 msg::DELETE => EventKind::Destroy,
                 _ => continue,
             };
-            match ct::decode_flow(m.payload) {
-                Ok(flow) => out.push(Event {
-                    kind,
-                    flow,
-                    portid: m.pid,
-                }),
-                Err(WireError(_)) => self.malformed += 1,
+            let decoded = ct::split_nfgenmsg(m.payload).and_then(|(family, _, attrs)| {
+                crate::netlink::client::reset(scratch);
+                ct::decode_flow_into(family, attrs, scratch)
+            });
+            match decoded {
+                Ok(()) => each(kind, scratch, m.pid),
+                Err(WireError(_)) => *malformed += 1,
             }
         }
         Ok(Received::Events)

@@ -80,24 +80,31 @@ impl<'a> Iterator for NlMsgs<'a> {
             return None;
         }
         let r = self.rest;
-        if r.len() < NLMSG_HDRLEN {
+        let Some(h) = r.first_chunk::<NLMSG_HDRLEN>() else {
             self.rest = &[];
             return Some(Err(WireError("truncated message header")));
-        }
-        let u32_at = |o: usize| u32::from_ne_bytes([r[o], r[o + 1], r[o + 2], r[o + 3]]);
+        };
+        let u32_at = |o: usize| u32::from_ne_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
         let len = u32_at(0) as usize;
-        if len < NLMSG_HDRLEN || len > r.len() {
-            self.rest = &[];
-            return Some(Err(WireError("message length out of bounds")));
-        }
+        let msg = match r.split_at_checked(len) {
+            Some((m, _)) if len >= NLMSG_HDRLEN => m,
+            _ => {
+                self.rest = &[];
+                return Some(Err(WireError("message length out of bounds")));
+            }
+        };
         let msg = NlMsg {
-            ty: u16::from_ne_bytes([r[4], r[5]]),
-            flags: u16::from_ne_bytes([r[6], r[7]]),
+            ty: u16::from_ne_bytes([h[4], h[5]]),
+            flags: u16::from_ne_bytes([h[6], h[7]]),
             seq: u32_at(8),
             pid: u32_at(12),
-            payload: &r[NLMSG_HDRLEN..len],
+            payload: msg
+                .split_at_checked(NLMSG_HDRLEN)
+                .map_or(&[][..], |(_, p)| p),
         };
-        self.rest = &r[align4(len).min(r.len())..];
+        self.rest = r
+            .split_at_checked(align4(len).min(r.len()))
+            .map_or(&[][..], |(_, rest)| rest);
         Some(Ok(msg))
     }
 }

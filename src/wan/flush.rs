@@ -227,10 +227,11 @@ pub fn filtered_dump_request(a: IpAddr, tuple: u16, flags_attr: u16, flag: u32) 
         }
     };
     ct::encode_tuple(&mut w, tuple, &parts);
-    let nest = w.begin(cta::FILTER);
-    // NLA_U32: host order
-    w.bytes(flags_attr, &flag.to_ne_bytes());
-    w.end(nest);
+    if flags_attr == cta::FILTER_ORIG_FLAGS {
+        ct::encode_filter(&mut w, flag, 0);
+    } else {
+        ct::encode_filter(&mut w, 0, flag);
+    }
     req
 }
 

@@ -14,16 +14,16 @@ use super::values::{
 use crate::cli::error::CliError;
 use crate::cli::getopt::{Getopt, HasArg, LongOpt, Token};
 use crate::flow::filter::{NatMatch, Prefix};
-use crate::flow::labels::{LabelMap, parse_c_ulong};
+use crate::flow::labels::{CONNLABEL_CONF, LabelMap, parse_c_ulong};
 use crate::flow::{AF_INET, AF_INET6, Labels, names, proto};
+use crate::netlink::client::errno_text as kernel_errno_text;
 use crate::netlink::ct::NatSetup;
 use crate::netlink::events::group;
 
 type Res<T> = Result<T, CliError>;
 
 /// conntrack's short options, in getopt's notation.
-const SHORTS: &str =
-    ":L::I::U::D::G::E::F::A::hVs:d:r:q:p:t:u:e:a:z[:]:{:}:m:i:f:o:n::g::c:b:C::Sj::w:l:<:>::(:):";
+const SHORTS: &str = ":L::I::U::D::G::E::F::A::hVs:d:r:q:p:t:u:e:a:z[:]:{:}:m:i:f:o:n::g::c:b:C::Sj::w:l:<:>::(:):M:";
 
 /// Keys of the protocol options, above every character key: the option's
 /// code is added to it.
@@ -77,6 +77,7 @@ fn base_longs() -> Vec<LongOpt> {
         l("any-nat", Optional, 'j'),
         l("zone", Required, 'w'),
         l("label", Required, 'l'),
+        l("labelmap", Required, 'M'),
         l("label-add", Required, '<'),
         l("label-del", Optional, '>'),
         l("orig-zone", Required, '('),
@@ -105,6 +106,12 @@ struct Parser {
     proto_flags: u32,
     warnings: Vec<String>,
     labels_used: bool,
+    /// `--labelmap PATH` (1.4.9): where label names are read.
+    labelmap_path: Option<String>,
+    /// The label lists of `-l`, `--label-add`, `--label-del` in order,
+    /// parsed once every option is read (as 1.4.9, so `--labelmap` may
+    /// come after them).
+    label_lists: Vec<(char, String)>,
     /// `--mask-src` / `--mask-dst` addresses.
     masks: [Option<IpAddr>; 2],
 }
@@ -130,14 +137,34 @@ impl Parser {
     fn labelmap(&mut self) -> Option<&LabelMap> {
         if !self.labels_used {
             self.labels_used = true;
-            self.c.labelmap = LabelMap::load_system();
-            if self.c.labelmap.is_none() {
+            let path = self.labelmap_path.as_deref().unwrap_or(CONNLABEL_CONF);
+            match LabelMap::load(path) {
+                Ok(m) => self.c.labelmap = Some(m),
                 // conntrack's perror(), printed at once: also before the
                 // error a missing label name then causes
-                eprintln!("nfct_labelmap_new: No such file or directory");
+                Err(e) => eprintln!("nfct_labelmap_new: {}", errno_text(&e)),
             }
         }
         self.c.labelmap.as_ref()
+    }
+
+    /// The label lists, parsed with the label map now that every option
+    /// is read.
+    fn apply_labels(&mut self) -> Res<()> {
+        let lists = std::mem::take(&mut self.label_lists);
+        self.labelmap();
+        for (k, arg) in lists {
+            let l = self.parse_labels(&arg)?;
+            let changed = self.c.label_change.and_then(|c| c.labels());
+            match k {
+                'l' => self.c.filter.labels = Some(merge_labels(self.c.filter.labels, l)),
+                '<' => self.c.label_change = Some(LabelChange::Add(merge_labels(changed, l))),
+                _ => {
+                    self.c.label_change = Some(LabelChange::Delete(Some(merge_labels(changed, l))))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn parse_labels(&mut self, arg: &str) -> Res<Labels> {
@@ -381,6 +408,8 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), CliError> {
         proto_flags: 0,
         warnings: Vec::new(),
         labels_used: false,
+        labelmap_path: None,
+        label_lists: Vec::new(),
         masks: [None; 2],
     };
     let mut longs = base_longs();
@@ -505,9 +534,6 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), CliError> {
             'o' => {
                 p.options |= opt::OUTPUT;
                 parse_output(&val(), &mut p.c.output, &mut p.warnings)?;
-                if p.c.output.labels {
-                    p.labelmap();
-                }
                 let o = p.c.output;
                 if o.save
                     && (o.extended || o.timestamp || o.id || o.ktimestamp || o.labels || o.xml)
@@ -593,7 +619,6 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), CliError> {
                     match value.clone().or_else(|| g.take_optional_word()) {
                         Some(a) => a,
                         None => {
-                            p.labelmap();
                             p.c.label_change.get_or_insert(LabelChange::Delete(None));
                             continue;
                         }
@@ -601,15 +626,16 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), CliError> {
                 } else {
                     val()
                 };
-                let l = p.parse_labels(&arg)?;
-                let changed = p.c.label_change.and_then(|c| c.labels());
-                match k {
-                    'l' => p.c.filter.labels = Some(merge_labels(p.c.filter.labels, l)),
-                    '<' => p.c.label_change = Some(LabelChange::Add(merge_labels(changed, l))),
-                    _ => {
-                        p.c.label_change = Some(LabelChange::Delete(Some(merge_labels(changed, l))))
-                    }
+                p.label_lists.push((k, arg));
+            }
+            'M' => {
+                if p.labelmap_path.is_some() {
+                    return Err(CliError::param(
+                        "option `--labelmap' can only be specified once",
+                    ));
                 }
+                p.options |= opt::LABELMAP;
+                p.labelmap_path = Some(val());
             }
             'a' => p
                 .warnings
@@ -639,6 +665,10 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), CliError> {
         }
     }
 
+    // any of these options (might) use labels
+    if p.options & (opt::LABEL | opt::ADD_LABEL | opt::DEL_LABEL) != 0 || p.c.output.labels {
+        p.apply_labels()?;
+    }
     let mut c = p.c;
     let options = p.options;
     let family = if p.family == 0 {
@@ -689,6 +719,14 @@ pub fn parse(args: Vec<String>) -> Result<(CtCommand, Vec<String>), CliError> {
         apply_masks(&mut c, options, p.masks)?;
     }
     Ok((c, p.warnings))
+}
+
+/// The C library's text for the error of reading a file (perror's).
+fn errno_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => kernel_errno_text(n).to_string(),
+        None => e.to_string(),
+    }
 }
 
 /// `labels` with the labels of `more` added.

@@ -166,16 +166,31 @@ pub mod filter_flag {
     pub const PROTO_DST_PORT: u32 = 1 << 5;
 }
 
+/// Writes CTA_FILTER: which fields of the CTA_TUPLE_ORIG and
+/// CTA_TUPLE_REPLY already written the kernel compares in a dump
+/// ([`filter_flag`] bits; 0 leaves a direction out).
+pub fn encode_filter(w: &mut AttrWriter, orig_flags: u32, reply_flags: u32) {
+    let nest = w.begin(cta::FILTER);
+    // NLA_U32: host order
+    if orig_flags != 0 {
+        w.bytes(cta::FILTER_ORIG_FLAGS, &orig_flags.to_ne_bytes());
+    }
+    if reply_flags != 0 {
+        w.bytes(cta::FILTER_REPLY_FLAGS, &reply_flags.to_ne_bytes());
+    }
+    w.end(nest);
+}
+
 /// Size of the nfgenmsg header that starts every ctnetlink payload.
 pub const NFGENMSG_LEN: usize = 4;
 
 /// Splits a ctnetlink payload into its nfgenmsg family and attributes.
+#[inline]
 pub fn split_nfgenmsg(payload: &[u8]) -> Result<(u8, u16, &[u8]), WireError> {
-    if payload.len() < NFGENMSG_LEN {
-        return Err(WireError("truncated nfgenmsg header"));
+    match payload.split_first_chunk::<NFGENMSG_LEN>() {
+        Some(([family, _, r0, r1], attrs)) => Ok((*family, u16::from_be_bytes([*r0, *r1]), attrs)),
+        None => Err(WireError("truncated nfgenmsg header")),
     }
-    let res_id = u16::from_be_bytes([payload[2], payload[3]]);
-    Ok((payload[0], res_id, &payload[NFGENMSG_LEN..]))
 }
 
 /// A ctnetlink request: nfgenmsg header fields and encoded attributes.

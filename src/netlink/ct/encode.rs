@@ -216,22 +216,10 @@ fn nat_parts(f: &Flow) -> (Option<NatSetup>, Option<NatSetup>) {
 
 fn encode_protoinfo(w: &mut AttrWriter, f: &Flow, o: &NewOpts) {
     match f.protoinfo {
-        ProtoInfo::Tcp(t) => {
-            let mut t = TcpInfo {
-                state: t.state,
-                wscale: t.wscale,
-                flags: t.flags,
-            };
-            if !o.tcp_window_tracking {
-                for d in &mut t.flags {
-                    let (fl, m) = d.unwrap_or((0, 0));
-                    *d = Some((fl | TCP_FLAG_BE_LIBERAL, m | TCP_FLAG_BE_LIBERAL));
-                }
-            }
-            if t.state.is_some() {
-                encode_tcp_info(w, &t);
-            }
-        }
+        ProtoInfo::Tcp(t) => encode_tcp(w, t, o),
+        // a TCP flow synced without its state: no state to set, but no
+        // window tracking either (the kernel takes flags without a state)
+        ProtoInfo::None if f.orig.proto == proto::TCP => encode_tcp(w, TcpInfo::default(), o),
         ProtoInfo::Sctp { state, vtag } => {
             let nest = w.begin(cta::PROTOINFO);
             let inner = w.begin(cta::PROTOINFO_SCTP);
@@ -263,11 +251,62 @@ fn encode_protoinfo(w: &mut AttrWriter, f: &Flow, o: &NewOpts) {
     }
 }
 
+/// TCP info as a request sets it: BE_LIBERAL in both directions unless
+/// window tracking is kept; nothing when that leaves nothing to set.
+fn encode_tcp(w: &mut AttrWriter, mut t: TcpInfo, o: &NewOpts) {
+    if !o.tcp_window_tracking {
+        for d in &mut t.flags {
+            let (fl, m) = d.unwrap_or((0, 0));
+            *d = Some((fl | TCP_FLAG_BE_LIBERAL, m | TCP_FLAG_BE_LIBERAL));
+        }
+    }
+    if t != TcpInfo::default() {
+        encode_tcp_info(w, &t);
+    }
+}
+
+/// The attributes a create and an update both set from a synced flow:
+/// timeout, mark, protocol info, sequence adjustments, SYN proxy state
+/// and labels.
+fn encode_state(w: &mut AttrWriter, f: &Flow, o: &NewOpts) {
+    if let Some(t) = o.timeout {
+        w.be32(cta::TIMEOUT, t);
+    }
+    if let Some(m) = f.mark {
+        w.be32(cta::MARK, m);
+    }
+    encode_protoinfo(w, f, o);
+    for (d, kind) in [(0, cta::SEQ_ADJ_ORIG), (1, cta::SEQ_ADJ_REPLY)] {
+        if let Some(s) = f.seq_adj[d] {
+            let nest = w.begin(kind);
+            w.be32(cta::SEQADJ_CORRECTION_POS, s.correction_pos);
+            w.be32(cta::SEQADJ_OFFSET_BEFORE, s.offset_before);
+            w.be32(cta::SEQADJ_OFFSET_AFTER, s.offset_after);
+            w.end(nest);
+        }
+    }
+    if let Some(s) = &f.synproxy {
+        let nest = w.begin(cta::SYNPROXY);
+        w.be32(cta::SYNPROXY_ISN, s.isn);
+        w.be32(cta::SYNPROXY_ITS, s.its);
+        w.be32(cta::SYNPROXY_TSOFF, s.tsoff);
+        w.end(nest);
+    }
+    if let Some(l) = f.labels.filter(|l| !l.is_empty()) {
+        let mut b = Vec::with_capacity(16);
+        for word in &l.words[..(l.len as usize).clamp(1, 4)] {
+            b.extend_from_slice(&word.to_ne_bytes());
+        }
+        w.bytes(cta::LABELS, &b);
+    }
+}
+
 /// The request that creates `f` in the kernel: original tuple, the reply
 /// tuple as its inverse, NAT set up with CTA_NAT_SRC/DST so the kernel
-/// rebuilds the NAT'ed reply, status, timeout, mark, protocol info
-/// (TCP BE_LIBERAL unless window tracking is kept), helper, sequence
-/// adjustments, labels and zone.
+/// rebuilds the NAT'ed reply, the master of a related flow, status
+/// (without EXPECTED: the kernel sets it itself for a flow with a
+/// master), helper, zone and what [`encode_state`] sets. The kernel
+/// refuses a new entry without a timeout: `o.timeout` must be set.
 pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
     let mut req = CtRequest::new(msg::NEW, f.family);
     let mut w = req.writer();
@@ -283,13 +322,6 @@ pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
     if let Some(s) = f.status {
         w.be32(cta::STATUS, s & !status::EXPECTED);
     }
-    if let Some(t) = o.timeout {
-        w.be32(cta::TIMEOUT, t);
-    }
-    if let Some(m) = f.mark {
-        w.be32(cta::MARK, m);
-    }
-    encode_protoinfo(&mut w, f, o);
     let (src, dst) = nat_parts(f);
     if let Some(n) = src {
         encode_nat(&mut w, cta::NAT_SRC, &n);
@@ -302,44 +334,40 @@ pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
         w.strz(cta::HELP_NAME, h.as_bytes());
         w.end(nest);
     }
-    for (d, kind) in [(0, cta::SEQ_ADJ_ORIG), (1, cta::SEQ_ADJ_REPLY)] {
-        if let Some(s) = f.seq_adj[d] {
-            let nest = w.begin(kind);
-            w.be32(cta::SEQADJ_CORRECTION_POS, s.correction_pos);
-            w.be32(cta::SEQADJ_OFFSET_BEFORE, s.offset_before);
-            w.be32(cta::SEQADJ_OFFSET_AFTER, s.offset_after);
-            w.end(nest);
-        }
-    }
-    if let Some(l) = f.labels.filter(|l| !l.is_empty()) {
-        let mut b = Vec::with_capacity(16);
-        for word in &l.words[..(l.len as usize).clamp(1, 4)] {
-            b.extend_from_slice(&word.to_ne_bytes());
-        }
-        w.bytes(cta::LABELS, &b);
-    }
+    encode_state(&mut w, f, o);
     if let Some(z) = f.zone {
         w.be16(cta::ZONE, z);
     }
     req
 }
 
-/// The request that updates an existing entry to `f` (NAT, helper and
-/// master left out: the kernel refuses to change them).
+/// The request that updates the existing entry with `f`'s original tuple
+/// and zone in place, with what [`encode_state`] sets and the status.
+/// NAT, helper and master are left out (the kernel refuses to change
+/// them); the status keeps EXPECTED as `f` has it and always has
+/// CONFIRMED (every entry in the table has it), since the kernel refuses
+/// an update that would change either; its NAT bits are cleared (the
+/// kernel ignores them).
 pub fn update_request(f: &Flow, o: &NewOpts) -> CtRequest {
     let mut req = CtRequest::new(msg::NEW, f.family);
     let mut w = req.writer();
     encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
     if let Some(s) = f.status {
-        w.be32(cta::STATUS, s & !(NAT_MASK | status::EXPECTED));
+        w.be32(cta::STATUS, (s & !NAT_MASK) | status::CONFIRMED);
     }
-    if let Some(t) = o.timeout {
-        w.be32(cta::TIMEOUT, t);
+    encode_state(&mut w, f, o);
+    if let Some(z) = f.zone {
+        w.be16(cta::ZONE, z);
     }
-    if let Some(m) = f.mark {
-        w.be32(cta::MARK, m);
-    }
-    encode_protoinfo(&mut w, f, o);
+    req
+}
+
+/// A request naming the entry with `f`'s original tuple and zone: `kind`
+/// is [`msg::GET`] or [`msg::DELETE`].
+fn identity_request(kind: u8, f: &Flow) -> CtRequest {
+    let mut req = CtRequest::new(kind, f.family);
+    let mut w = req.writer();
+    encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
     if let Some(z) = f.zone {
         w.be16(cta::ZONE, z);
     }
@@ -348,13 +376,12 @@ pub fn update_request(f: &Flow, o: &NewOpts) -> CtRequest {
 
 /// The request that deletes the entry with `f`'s original tuple and zone.
 pub fn delete_request(f: &Flow) -> CtRequest {
-    let mut req = CtRequest::new(msg::DELETE, f.family);
-    let mut w = req.writer();
-    encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
-    if let Some(z) = f.zone {
-        w.be16(cta::ZONE, z);
-    }
-    req
+    identity_request(msg::DELETE, f)
+}
+
+/// The request that gets the entry with `f`'s original tuple and zone.
+pub fn get_request(f: &Flow) -> CtRequest {
+    identity_request(msg::GET, f)
 }
 
 #[cfg(test)]

@@ -1,0 +1,390 @@
+//! Direct injection (`DisableExternalCache on`) in NOTRACK and FTFW at
+//! daemon level, ctrackd and Debian's conntrackd in both roles: the
+//! standby's kernel table (read with Debian's `conntrack -L`, labels
+//! included) follows the primary's through creates, updates (mark,
+//! timeout, TCP state, labels set by an nft `ct label set` rule),
+//! deletes and a failover commit, and a TCP connection goes on through
+//! the standby once the gateway moves. Also an FTP control session
+//! through NAT with the kernel's ftp helper: its sequence adjustment and
+//! the RELATED data flow's master reach the standby and survive the
+//! updates after them, with the external cache and with injection.
+#![cfg(feature = "sync")]
+
+mod daemon_common;
+mod halab;
+mod lab;
+mod support;
+mod synclab;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use daemon_common::Daemon;
+use halab::{EchoClient, EchoServer, HaLab, Router, replicated, wait_same};
+use lab::{Netns, stdout, wait_until};
+use support::TempDir;
+use synclab::{Conntrackd, Side, Transport};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// The label rule both routers have (so labels are in use in both
+/// namespaces): label 3 on the established packets of flows to port
+/// 7002, i.e. set by an update after the flow's NEW.
+const LABEL_RULES: &str = "table inet lbl {\n\
+     chain labels {\n\
+       type filter hook forward priority 10; policy accept;\n\
+       tcp dport 7002 ct state established ct label set 3\n\
+     }\n\
+     }\n";
+
+/// Which daemon runs on a router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Impl {
+    Ctrackd,
+    Conntrackd,
+}
+
+/// A sync daemon on one router.
+enum Peer<'a> {
+    Ours(Daemon<'a>),
+    Theirs(Conntrackd),
+}
+
+impl Peer<'_> {
+    fn start<'a>(
+        imp: Impl,
+        ns: &'a Netns,
+        dir: &Path,
+        tag: &str,
+        side: Side,
+        mode: &str,
+    ) -> Peer<'a> {
+        match imp {
+            Impl::Ctrackd => {
+                let (g, s) = halab::ctrackd_mode_blocks(side, mode, "");
+                Peer::Ours(Daemon::start_with(ns, tag, &g, &s))
+            }
+            Impl::Conntrackd => {
+                Peer::Theirs(Conntrackd::start(ns, dir, tag, mode, Transport::Udp, side))
+            }
+        }
+    }
+
+    /// `-c`, as keepalived's notify script runs it on the new master.
+    fn commit(&self) {
+        let o = match self {
+            Peer::Ours(d) => d.client(&["-c"]),
+            Peer::Theirs(c) => c.run(&["-c"]),
+        };
+        assert!(o.status.success(), "-c: {}{}", stdout(&o), lab::stderr(&o));
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Peer::Ours(d) => format!("--- ctrackd {} log:\n{}", d.ns.name, d.log()),
+            Peer::Theirs(c) => format!("--- conntrackd log:\n{}", c.log_text()),
+        }
+    }
+
+    /// `-s` of a ctrackd: (created, failed, updated, failed, destroyed,
+    /// failed) of its `external inject:` block.
+    fn inject_stats(&self) -> Option<[u64; 6]> {
+        let Peer::Ours(d) = self else {
+            return None;
+        };
+        let s = stdout(&d.client(&["-s"]));
+        let block = s.split("external inject:").nth(1)?;
+        let nums: Vec<u64> = block
+            .lines()
+            .take(4)
+            .flat_map(|l| l.split_whitespace().filter_map(|w| w.parse().ok()))
+            .collect();
+        nums.try_into().ok()
+    }
+}
+
+/// A directory with `xtables/connlabel.conf` naming every label bit
+/// (`bitN`), laid over /etc for Debian's conntrack, which prints labels
+/// only by name.
+fn label_names(dir: &Path) -> std::path::PathBuf {
+    let d = dir.join("etc");
+    std::fs::create_dir_all(d.join("xtables")).unwrap();
+    let names: String = (0..128).map(|i| format!("{i} bit{i}\n")).collect();
+    std::fs::write(d.join("xtables/connlabel.conf"), names).unwrap();
+    d
+}
+
+/// The namespace's kernel table as Debian's `conntrack -L -o label`
+/// shows it: the keys of [`halab::flow_key`] (tuples, NAT, zone, mark,
+/// state) plus labels and helper, of the flows sync replicates.
+fn table(ns: &Netns, etc: &Path) -> BTreeSet<String> {
+    let mut all = BTreeSet::new();
+    for family in ["ipv4", "ipv6"] {
+        let script = format!(
+            "mount -t overlay overlay -o lowerdir={}:/etc /etc && conntrack -L -f {family} -o label",
+            etc.display()
+        );
+        let o = ns.run(&["unshare", "-m", "sh", "-c", &script]);
+        assert!(o.status.success(), "conntrack -L: {}", lab::stderr(&o));
+        for line in stdout(&o).lines().filter(|l| !l.trim().is_empty()) {
+            let v = halab::conntrack_line(family, line);
+            if !replicated(&v) {
+                continue;
+            }
+            let extra: Vec<&str> = line
+                .split_whitespace()
+                .filter(|w| w.starts_with("labels=") || w.starts_with("helper="))
+                .collect();
+            all.insert(format!("{} {}", halab::flow_key(&v), extra.join(" ")));
+        }
+    }
+    all
+}
+
+/// The timeout of the first `conntrack -L ARGS` entry.
+fn timeout(ns: &Netns, args: &[&str]) -> Option<u64> {
+    let o = ns.conntrack(&[&["-L"][..], args].concat());
+    stdout(&o)
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// The key in `keys` of the flow whose original tuple has this source
+/// port.
+fn with_sport(keys: &BTreeSet<String>, sport: u16) -> Option<String> {
+    let needle = format!(" sport={sport} ");
+    keys.iter().find(|k| k.contains(&needle)).cloned()
+}
+
+/// Where the standby keeps what it receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standby {
+    /// `DisableExternalCache on`: in its kernel table at once.
+    Injected,
+    /// In its external cache, committed to the kernel by `-c`.
+    Cached,
+}
+
+/// The whole injection scenario for one pair: `mode` is `NOTRACK` or
+/// `FTFW`.
+fn injection(tag: &str, mode: &str, primary: Impl, standby: Impl) {
+    scenario(tag, mode, primary, standby, Standby::Injected);
+}
+
+fn scenario(tag: &str, mode: &str, primary: Impl, standby: Impl, keeps: Standby) {
+    let l = HaLab::new(tag);
+    for r in [&l.a, &l.b] {
+        r.nft(LABEL_RULES);
+    }
+    let dir = TempDir::new(tag);
+    let etc = label_names(dir.path());
+    let mode = match keeps {
+        Standby::Injected => format!("Mode {mode} {{\n    DisableExternalCache on\n  }}"),
+        Standby::Cached => format!("Mode {mode} {{ }}"),
+    };
+    let pb = Peer::start(
+        standby,
+        &l.b,
+        dir.path(),
+        &format!("{tag}-b"),
+        Side::Standby,
+        &mode,
+    );
+    let pa = Peer::start(
+        primary,
+        &l.a,
+        dir.path(),
+        &format!("{tag}-a"),
+        Side::Primary,
+        &mode,
+    );
+    let ctx = || format!("{}{}", pa.log(), pb.log());
+    let ta = || table(&l.a, &etc);
+    let tb = || table(&l.b, &etc);
+    // what the standby has received: its kernel table, or its external
+    // cache (which shows no labels: those are checked after the commit)
+    let received = || match (&pb, keeps) {
+        (_, Standby::Injected) => tb(),
+        (Peer::Ours(d), Standby::Cached) => halab::external_keys(d, replicated),
+        (Peer::Theirs(_), Standby::Cached) => panic!("the cached standby is a ctrackd"),
+    };
+    let primary_keys = || match keeps {
+        Standby::Injected => ta(),
+        Standby::Cached => halab::kernel_keys(&l.a, replicated),
+    };
+
+    // NEW: real flows through the NAT, hand-made ones (zone and mark,
+    // IPv6 UDP with a mark, SCTP)
+    let _srv = EchoServer::start(&l.server, sa("10.20.2.10:7000"));
+    let _srv6 = EchoServer::start(&l.server, sa("[fd20:2::10]:7001"));
+    let _srvl = EchoServer::start(&l.server, sa("10.20.2.10:7002"));
+    let mut c4 = EchoClient::connect(&l.client, sa("10.20.2.10:7000"));
+    let mut c6 = EchoClient::connect(&l.client, sa("[fd20:2::10]:7001"));
+    let mut cl = EchoClient::connect(&l.client, sa("10.20.2.10:7002"));
+    assert!(c4.round_trip("v4\n", LONG) && c6.round_trip("v6\n", LONG));
+    l.client
+        .must(&["ping", "-c", "1", "-W", "5", halab::SERVER]);
+    l.client
+        .must(&["ping", "-6", "-c", "1", "-W", "5", halab::SERVER6]);
+    let delete_zoned = synclab::make_entries(&l.a);
+    wait_same("NEW", LONG, &primary_keys, &received, &ctx);
+    let t = ta();
+    for want in [
+        "ipv4 6 ",
+        "ipv6 6 ",
+        "ipv4 1 ",
+        "ipv6 58 ",
+        "ipv6 17 ",
+        "ipv4 132 ",
+        "zone=5 mark=7",
+    ] {
+        assert!(t.iter().any(|k| k.contains(want)), "no `{want}' in {t:#?}");
+    }
+
+    // UPDATE: mark and timeout, a label set on an established flow, TCP
+    // state changes (FIN: TIME_WAIT), and an update after the label that
+    // does not carry it
+    l.a.must(&[
+        "conntrack",
+        "-U",
+        "-f",
+        "ipv6",
+        "-p",
+        "udp",
+        "-s",
+        "2001:db8::1",
+        "-m",
+        "0x20",
+        "-t",
+        "4000",
+    ]);
+    assert!(cl.round_trip("label me\n", LONG));
+    let sport_l = cl.sock.local_addr().unwrap().port();
+    let labelled = |keys: &BTreeSet<String>| {
+        with_sport(keys, sport_l).is_some_and(|k| k.contains("labels=bit3"))
+    };
+    let ok = wait_until(LONG, || labelled(&ta()));
+    assert!(ok, "the rule did not label the flow: {:#?}", ta());
+    wait_same(
+        "UPDATE (mark, timeout, label)",
+        LONG,
+        &primary_keys,
+        &received,
+        &ctx,
+    );
+    let sport4 = c4.sock.local_addr().unwrap().port();
+    drop(c4);
+    drop(cl);
+    let ok = wait_until(LONG, || {
+        let t = ta();
+        with_sport(&t, sport4).is_some_and(|k| k.contains("TIME_WAIT"))
+            && with_sport(&t, sport_l).is_some_and(|k| k.contains("TIME_WAIT"))
+    });
+    assert!(ok, "no TIME_WAIT on the primary: {:#?}", ta());
+    wait_same("UPDATE (TCP state)", LONG, &primary_keys, &received, &ctx);
+    let udp6 = ["-f", "ipv6", "-p", "udp", "-s", "2001:db8::1"];
+    if keeps == Standby::Injected {
+        assert!(labelled(&tb()), "the label was lost: {:#?}", tb());
+        let (want, got) = (timeout(&l.a, &udp6), timeout(&l.b, &udp6));
+        assert!(
+            want.zip(got)
+                .is_some_and(|(w, g)| w.abs_diff(g) <= 5 && g > 3900),
+            "timeout not refreshed by the update: primary {want:?}, standby {got:?}"
+        );
+    }
+
+    // DESTROY
+    l.a.must(&[&["conntrack"][..], &delete_zoned].concat());
+    let ok = wait_until(LONG, || !received().iter().any(|k| k.contains("zone=5")));
+    assert!(ok, "DESTROY not replicated\n{}", ctx());
+    wait_same("DESTROY", LONG, &primary_keys, &received, &ctx);
+
+    // failover: keepalived's notify script commits (with injection there
+    // is nothing left to do); the tables are equal, labels included, and
+    // the connection goes on through B
+    pb.commit();
+    wait_same("commit", LONG, &ta, &tb, &ctx);
+    assert!(labelled(&tb()), "the label was lost: {:#?}", tb());
+    let dropped = l.invalid_drops(Router::B);
+    l.activate(Router::B);
+    assert!(
+        c6.round_trip("through the standby\n", LONG),
+        "no echo through B\n{}",
+        ctx()
+    );
+    assert_eq!(
+        l.invalid_drops(Router::B),
+        dropped,
+        "B dropped packets as invalid"
+    );
+    if let Some(s) = pb.inject_stats() {
+        assert!(s[0] > 0, "nothing injected: {s:?}");
+        assert_eq!(
+            (s[1], s[3], s[5]),
+            (0, 0, 0),
+            "inject failures: {s:?}\n{}",
+            ctx()
+        );
+    }
+}
+
+/// The same through the external cache (finding 2 of issue 10: an update
+/// without the label replaced the cached flow, and the commit lost it).
+#[test]
+fn ftfw_external_cache_keeps_what_updates_leave_out() {
+    if lab::can_run() {
+        scenario("ixc", "FTFW", Impl::Ctrackd, Impl::Ctrackd, Standby::Cached);
+    }
+}
+
+#[test]
+fn notrack_injection_ctrackd_to_ctrackd() {
+    if lab::can_run() {
+        injection("inn", "NOTRACK", Impl::Ctrackd, Impl::Ctrackd);
+    }
+}
+
+#[test]
+fn notrack_injection_ctrackd_to_conntrackd() {
+    if lab::can_run() {
+        injection("inc", "NOTRACK", Impl::Ctrackd, Impl::Conntrackd);
+    }
+}
+
+#[test]
+fn notrack_injection_conntrackd_to_ctrackd() {
+    if lab::can_run() {
+        injection("icn", "NOTRACK", Impl::Conntrackd, Impl::Ctrackd);
+    }
+}
+
+#[test]
+fn ftfw_injection_ctrackd_to_ctrackd() {
+    if lab::can_run() {
+        injection("ifn", "FTFW", Impl::Ctrackd, Impl::Ctrackd);
+    }
+}
+
+#[test]
+fn ftfw_injection_ctrackd_to_conntrackd() {
+    if lab::can_run() {
+        injection("ifc", "FTFW", Impl::Ctrackd, Impl::Conntrackd);
+    }
+}
+
+#[test]
+fn ftfw_injection_conntrackd_to_ctrackd() {
+    if lab::can_run() {
+        injection("icf", "FTFW", Impl::Conntrackd, Impl::Ctrackd);
+    }
+}

@@ -178,35 +178,35 @@ enum Standby {
 /// The whole injection scenario for one pair: `mode` is `NOTRACK` or
 /// `FTFW`.
 fn injection(tag: &str, mode: &str, primary: Impl, standby: Impl) {
-    scenario(tag, mode, primary, standby, Standby::Injected);
+    let mode = format!("Mode {mode} {{\n    DisableExternalCache on\n  }}");
+    scenario(tag, (primary, &mode), (standby, &mode), Standby::Injected);
 }
 
-fn scenario(tag: &str, mode: &str, primary: Impl, standby: Impl, keeps: Standby) {
+/// Creates, updates, deletes and a failover commit through a pair: the
+/// primary runs `primary.0` with the `Mode` block `primary.1`, the
+/// standby likewise.
+fn scenario(tag: &str, primary: (Impl, &str), standby: (Impl, &str), keeps: Standby) {
     let l = HaLab::new(tag);
     for r in [&l.a, &l.b] {
         r.nft(LABEL_RULES);
     }
     let dir = TempDir::new(tag);
     let etc = label_names(dir.path());
-    let mode = match keeps {
-        Standby::Injected => format!("Mode {mode} {{\n    DisableExternalCache on\n  }}"),
-        Standby::Cached => format!("Mode {mode} {{ }}"),
-    };
     let pb = Peer::start(
-        standby,
+        standby.0,
         &l.b,
         dir.path(),
         &format!("{tag}-b"),
         Side::Standby,
-        &mode,
+        standby.1,
     );
     let pa = Peer::start(
-        primary,
+        primary.0,
         &l.a,
         dir.path(),
         &format!("{tag}-a"),
         Side::Primary,
-        &mode,
+        primary.1,
     );
     let ctx = || format!("{}{}", pa.log(), pb.log());
     let ta = || table(&l.a, &etc);
@@ -343,7 +343,31 @@ fn scenario(tag: &str, mode: &str, primary: Impl, standby: Impl, keeps: Standby)
 #[test]
 fn ftfw_external_cache_keeps_what_updates_leave_out() {
     if lab::can_run() {
-        scenario("ixc", "FTFW", Impl::Ctrackd, Impl::Ctrackd, Standby::Cached);
+        let ftfw = "Mode FTFW { }";
+        scenario(
+            "ixc",
+            (Impl::Ctrackd, ftfw),
+            (Impl::Ctrackd, ftfw),
+            Standby::Cached,
+        );
+    }
+}
+
+/// A conntrackd that forwards events as they come (NOTRACK with
+/// `DisableInternalCache`): its updates leave the label out, our external
+/// cache merges them.
+#[test]
+fn notrack_external_cache_merges_conntrackds_raw_events() {
+    if lab::can_run() {
+        scenario(
+            "ixr",
+            (
+                Impl::Conntrackd,
+                "Mode NOTRACK {\n DisableInternalCache on\n }",
+            ),
+            (Impl::Ctrackd, "Mode NOTRACK { }"),
+            Standby::Cached,
+        );
     }
 }
 
@@ -386,5 +410,113 @@ fn ftfw_injection_ctrackd_to_conntrackd() {
 fn ftfw_injection_conntrackd_to_ctrackd() {
     if lab::can_run() {
         injection("icf", "FTFW", Impl::Conntrackd, Impl::Ctrackd);
+    }
+}
+
+/// What a primary sends on the sync link, decoded: (message type, flow)
+/// in order. A UDP socket on the standby's sync address stands in for the
+/// standby, so nothing is merged on the way.
+struct Wiretap {
+    got: std::sync::Arc<std::sync::Mutex<Vec<(u8, ctrack::flow::Flow)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Wiretap {
+    fn start(ns: &Netns) -> Wiretap {
+        use ctrack::sync::wire::{Messages, ct};
+        use std::sync::atomic::Ordering;
+        let addr = format!("{}:{}", synclab::STANDBY_SYNC, synclab::PORT);
+        let sock = ctrack::netlink::socket::in_netns(&ns.name, || std::net::UdpSocket::bind(&addr))
+            .expect("bind the sync port");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, st) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !st.load(Ordering::Relaxed) {
+                let Ok(n) = sock.recv(&mut buf) else {
+                    continue;
+                };
+                for m in Messages::new(&buf[..n]).flatten() {
+                    if m.header.ty <= ctrack::sync::wire::ty::CT_DEL
+                        && let Ok(f) = ct::decode_attrs(m.body(), Default::default())
+                    {
+                        g.lock().unwrap().push((m.header.ty, f));
+                    }
+                }
+            }
+        });
+        Wiretap {
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The messages about flows from source port `sport` so far.
+    fn of(&self, sport: u16) -> Vec<(u8, ctrack::flow::Flow)> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, f)| f.orig.sport == sport)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Wiretap {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Finding 2 of issue 10, the sender's half: the kernel reports a TCP
+/// state change without the label set before it; ctrackd's message for
+/// that update still carries the label.
+#[test]
+fn ctrackd_updates_carry_what_the_kernel_event_leaves_out() {
+    use ctrack::sync::wire::ty;
+    if !lab::can_run() {
+        return;
+    }
+    let l = HaLab::new("iup");
+    l.a.nft(LABEL_RULES);
+    let tap = Wiretap::start(&l.b);
+    let (g, s) = halab::ctrackd_mode_blocks(Side::Primary, "Mode NOTRACK { }", "");
+    let da = Daemon::start_with(&l.a, "iup-a", &g, &s);
+    let _srv = EchoServer::start(&l.server, sa("10.20.2.10:7002"));
+    let mut c = EchoClient::connect(&l.client, sa("10.20.2.10:7002"));
+    assert!(c.round_trip("label me\n", LONG));
+    let sport = c.sock.local_addr().unwrap().port();
+    let labelled = |f: &ctrack::flow::Flow| f.labels.is_some_and(|l| l.test(3));
+    let ok = wait_until(LONG, || tap.of(sport).iter().any(|(_, f)| labelled(f)));
+    assert!(
+        ok,
+        "no labelled message: {:#?}\n{}",
+        tap.of(sport),
+        da.log()
+    );
+    drop(c);
+    const TIME_WAIT: u8 = 7;
+    let ok = wait_until(LONG, || {
+        tap.of(sport)
+            .iter()
+            .any(|(t, f)| *t == ty::CT_UPD && f.protoinfo.tcp_state() == Some(TIME_WAIT))
+    });
+    assert!(ok, "no TIME_WAIT update: {:#?}", tap.of(sport));
+    let msgs = tap.of(sport);
+    let first = msgs.iter().position(|(_, f)| labelled(f)).unwrap();
+    for (t, f) in &msgs[first..] {
+        assert!(
+            labelled(f),
+            "a message after the label lost it: type {t}, {f:#?}"
+        );
     }
 }

@@ -520,3 +520,254 @@ fn ctrackd_updates_carry_what_the_kernel_event_leaves_out() {
         );
     }
 }
+
+/// The routers' FTP helper: assigned to control sessions by an nft
+/// `ct helper` rule (both routers, as a pair has the same ruleset).
+const FTP_RULES: &str = "table inet ftp {\n\
+     ct helper ftp-std {\n\
+       type \"ftp\" protocol tcp\n\
+     }\n\
+     chain pre {\n\
+       type filter hook prerouting priority filter; policy accept;\n\
+       tcp dport 21 ct helper set \"ftp-std\"\n\
+     }\n\
+     }\n";
+
+/// An FTP client in active mode (its PORT commands go through the
+/// router's NAT helper, which rewrites them): lists the directory, waits
+/// for a line on stdin and sends a NOOP, waits for another and lists
+/// again on the same control session, quits.
+const FTP_CLIENT: &str = "import ftplib, sys\n\
+f = ftplib.FTP()\n\
+f.connect('10.20.2.10', 21, timeout=20)\n\
+f.login()\n\
+f.set_pasv(False)\n\
+lines = []\n\
+f.retrlines('LIST', lines.append)\n\
+print('listed', len(lines), flush=True)\n\
+sys.stdin.readline()\n\
+f.voidcmd('NOOP')\n\
+print('nooped', flush=True)\n\
+sys.stdin.readline()\n\
+lines = []\n\
+f.retrlines('LIST', lines.append)\n\
+print('listed again', len(lines), flush=True)\n\
+f.quit()\n";
+
+/// The namespace's table, decoded by ctrack (Debian's conntrack shows
+/// neither sequence adjustments nor masters).
+fn flows(ns: &Netns) -> Vec<ctrack::flow::Flow> {
+    use ctrack::netlink::ct::{CtRequest, msg};
+    let mut c = ctrack::netlink::client::Conntrack::open(Some(&ns.name)).expect("ctnetlink");
+    let mut all = Vec::new();
+    c.dump(&CtRequest::new(msg::GET, 0), &mut |f| {
+        all.push(f.clone());
+        Ok(())
+    })
+    .expect("dump");
+    all
+}
+
+/// The FTP control flow (to port 21) and the data flows related to it.
+fn ftp_flows(ns: &Netns) -> (Option<ctrack::flow::Flow>, Vec<ctrack::flow::Flow>) {
+    let all = flows(ns);
+    let ctl = all.iter().find(|f| f.orig.dport == 21).cloned();
+    let data = all
+        .into_iter()
+        .filter(|f| ctl.as_ref().is_some_and(|c| f.master == Some(c.orig)))
+        .collect();
+    (ctl, data)
+}
+
+/// Reads one line of the FTP client's output (with a deadline).
+fn client_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    ctx: &dyn Fn() -> String,
+) -> String {
+    rx.recv_timeout(LONG)
+        .unwrap_or_else(|_| panic!("the FTP client did not {what}\n{}", ctx()))
+}
+
+/// An FTP control session through the primary's NAT and ftp helper: its
+/// sequence adjustment (the helper rewrote the PORT command) and the
+/// RELATED data flow's master reach the standby and survive the updates
+/// after them (a mark change of the control flow, the data flow's TCP
+/// state changes), and the session goes on through the standby after a
+/// failover.
+fn ftp_helper(tag: &str, mode: &str, keeps: Standby) {
+    use std::io::{BufRead, Write};
+    let l = HaLab::new(tag);
+    for r in [&l.a, &l.b] {
+        r.nft(FTP_RULES);
+    }
+    let (g, s) = halab::ctrackd_mode_blocks(Side::Standby, mode, "");
+    let db = Daemon::start_with(&l.b, &format!("{tag}-b"), &g, &s);
+    let (g, s) = halab::ctrackd_mode_blocks(Side::Primary, mode, "");
+    let da = Daemon::start_with(&l.a, &format!("{tag}-a"), &g, &s);
+    let ctx = || {
+        format!(
+            "--- A:\n{}--- B:\n{}{}",
+            da.log(),
+            db.log(),
+            stdout(&db.client(&["-s"]))
+        )
+    };
+
+    let dir = TempDir::new(tag);
+    std::fs::write(dir.join("hello.txt"), "hello\n").unwrap();
+    let d = dir.path().display().to_string();
+    let mut server = l.server.spawn(&[
+        "/usr/bin/python3",
+        "-m",
+        "pyftpdlib",
+        "-i",
+        halab::SERVER,
+        "-p",
+        "21",
+        "-d",
+        &d,
+    ]);
+    let up = wait_until(LONG, || {
+        !l.server
+            .run(&["ss", "-Htln", "sport = :21"])
+            .stdout
+            .is_empty()
+    });
+    assert!(up, "the FTP server did not start");
+    let mut client = l
+        .client
+        .cmd(&["/usr/bin/python3", "-c", FTP_CLIENT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start the FTP client");
+    let out = client.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = client_line(&rx, "list through A", &ctx);
+    assert!(first.starts_with("listed 1"), "{first}");
+
+    // on A: the helper rewrote PORT (sequence adjustment) and the data
+    // connection is RELATED to the control one; it has finished (FIN:
+    // TIME_WAIT, updates that carry no master)
+    let ok = wait_until(LONG, || {
+        let (ctl, data) = ftp_flows(&l.a);
+        ctl.is_some_and(|c| c.seq_adj[0].is_some_and(|s| s.offset_after != 0))
+            && data.iter().any(|d| d.protoinfo.tcp_state() == Some(7))
+    });
+    assert!(ok, "no adjusted FTP session on A: {:#?}", flows(&l.a));
+    // the kernel said nothing when the helper changed the adjustment;
+    // ctrackd read it when the data flow appeared: an injecting standby
+    // has it already
+    if keeps == Standby::Injected {
+        let want = ftp_flows(&l.a).0.map(|c| c.seq_adj);
+        let ok = wait_until(LONG, || ftp_flows(&l.b).0.map(|c| c.seq_adj) == want);
+        assert!(
+            ok,
+            "B's adjustment {:?}, A's {want:?}\n{}",
+            ftp_flows(&l.b).0.map(|c| c.seq_adj),
+            ctx()
+        );
+    }
+    // an update of the control flow that carries no sequence
+    // adjustment: a mark set by a rule on the packets after the PORT
+    // (the kernel's event reports the mark alone)
+    l.a.nft(
+        "table inet ftpmark {\n chain pre {\n type filter hook prerouting priority filter;\n tcp dport 21 ct mark set 66\n }\n}\n",
+    );
+    client.stdin.as_mut().unwrap().write_all(b"noop\n").unwrap();
+    let nooped = client_line(&rx, "send a NOOP through A", &ctx);
+    assert_eq!(nooped, "nooped");
+    let ok = wait_until(LONG, || {
+        ftp_flows(&l.a).0.is_some_and(|c| c.mark == Some(66))
+    });
+    assert!(
+        ok,
+        "the rule did not mark the control flow: {:#?}",
+        flows(&l.a)
+    );
+    let (ctl_a, data_a) = ftp_flows(&l.a);
+    let ctl_a = ctl_a.unwrap();
+    assert_eq!(ctl_a.mark, Some(66));
+    assert!(ctl_a.helper.is_some_and(|h| h.as_bytes() == b"ftp"));
+
+    // on B: injected at once, or in the external cache until -c
+    if keeps == Standby::Cached {
+        let ok = wait_until(LONG, || {
+            let e = halab::external_keys(&db, |_| true);
+            e.iter()
+                .any(|k| k.contains("dport=21") && k.contains("mark=66"))
+                && e.iter()
+                    .any(|k| k.contains("sport=20 ") || k.contains("TIME_WAIT"))
+        });
+        assert!(
+            ok,
+            "B's external cache: {:#?}\n{}",
+            halab::external_keys(&db, |_| true),
+            ctx()
+        );
+        let o = db.client(&["-c"]);
+        assert!(o.status.success(), "-c: {}{}", lab::stderr(&o), ctx());
+    }
+    let ok = wait_until(LONG, || {
+        let (ctl, data) = ftp_flows(&l.b);
+        ctl.is_some_and(|c| c.mark == Some(66) && c.seq_adj == ctl_a.seq_adj)
+            && data.len() == data_a.len()
+    });
+    let (ctl_b, data_b) = ftp_flows(&l.b);
+    assert!(
+        ok,
+        "B's FTP session: control {ctl_b:#?}\ndata {data_b:#?}\nA's control {ctl_a:#?}\n{}\nB: {}\nA: {}",
+        ctx(),
+        stdout(&l.b.conntrack(&["-L"])),
+        stdout(&l.a.conntrack(&["-L"]))
+    );
+    let ctl_b = ctl_b.unwrap();
+    assert!(
+        ctl_b.helper.is_some_and(|h| h.as_bytes() == b"ftp"),
+        "{ctl_b:#?}"
+    );
+    assert_eq!(ctl_b.reply, ctl_a.reply, "NAT");
+    let helper = l.b.conntrack(&["-L", "-p", "tcp", "--dport", "21"]);
+    assert!(
+        stdout(&helper).contains("helper=ftp"),
+        "{}",
+        stdout(&helper)
+    );
+
+    // failover: the same control session lists again through B (the
+    // helper rewrites the new PORT after the synced adjustment)
+    l.activate(Router::B);
+    client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let again = client_line(&rx, "list again through B", &ctx);
+    assert!(again.starts_with("listed again 1"), "{again}");
+    let _ = client.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn ftp_session_through_nat_survives_updates_and_failover_with_the_external_cache() {
+    if lab::can_run() {
+        ftp_helper("ftc", "Mode FTFW { }", Standby::Cached);
+    }
+}
+
+#[test]
+fn ftp_session_through_nat_survives_updates_and_failover_with_injection() {
+    if lab::can_run() {
+        ftp_helper(
+            "fti",
+            "Mode NOTRACK {\n    DisableExternalCache on\n  }",
+            Standby::Injected,
+        );
+    }
+}

@@ -19,6 +19,7 @@ use super::log::Logger;
 use super::part::{Part, PartCx, Slot};
 use crate::flow::{EventKind, Flow, ProtoInfo, json, proto, xml};
 use crate::netlink::Conntrack;
+use crate::netlink::ct::get_request;
 use crate::netlink::events::set_conntrack_groups;
 use crate::sync::commit::{
     self, CommitOpts, CommitReport, Committer, CtKernel, Finished, Injector, Job, PurgeReport,
@@ -156,14 +157,21 @@ impl SyncPart {
     /// Tells the engine about a change of the internal cache.
     ///
     /// The internal cache keeps a flow's TCP state, status, mark and
-    /// timeout; labels, NAT sequence adjustment, master, SYN proxy state
-    /// and helper come with an update event only when they changed (and
-    /// protocol info beyond the TCP state likewise). They are remembered
-    /// here for the flows that have them, so every message carries the
-    /// flow's whole state: a receiver that replaces its entry with an
-    /// update loses nothing. Protocol info is remembered only where the
-    /// cache's TCP state is not all of it: SCTP, DCCP, and TCP with
-    /// `TCPWindowTracking` (whose window scales travel).
+    /// timeout; labels, master, SYN proxy state and helper come with an
+    /// update event only when they changed (and protocol info beyond the
+    /// TCP state likewise). They are remembered here for the flows that
+    /// have them, so every message carries the flow's whole state: a
+    /// receiver that replaces its entry with an update loses nothing.
+    /// Protocol info is remembered only where the cache's TCP state is
+    /// not all of it: SCTP, DCCP, and TCP with `TCPWindowTracking`
+    /// (whose window scales travel).
+    ///
+    /// The NAT sequence adjustment a helper makes (FTP's PORT, SIP) is in
+    /// no event at all: the kernel changes it without telling. It is read
+    /// from the kernel's entry when an event of an adjusted flow (status
+    /// SEQ_ADJUST) comes without it, and a new related flow (the data
+    /// connection a rewritten command announced) has its master read
+    /// again and sent when the adjustment changed.
     pub fn on_event(&mut self, now: Instant, kind: EventKind, f: &Flow) {
         let key = FlowKey::of(f);
         if kind == EventKind::Destroy {
@@ -171,12 +179,29 @@ impl SyncPart {
             self.engine.on_event(now, kind, f);
             return;
         }
-        let keeps_protoinfo = match f.orig.proto {
+        let mut full = f.clone();
+        if adjusted(f)
+            && f.seq_adj == [None; 2]
+            && let Some(k) = self.kernel_entry(f)
+        {
+            full.seq_adj = k.seq_adj;
+        }
+        self.replicate(now, kind, key, full);
+        if kind == EventKind::New
+            && let Some(m) = f.master
+        {
+            self.refresh_master(now, m, f);
+        }
+    }
+
+    /// Sends `full` (the flow with `key`) after filling it in from what is
+    /// remembered, and remembers what it carries.
+    fn replicate(&mut self, now: Instant, kind: EventKind, key: FlowKey, mut full: Flow) {
+        let keeps_protoinfo = match full.orig.proto {
             proto::SCTP | proto::DCCP => true,
             proto::TCP => self.cfg.tcp_window_tracking,
             _ => false,
         };
-        let mut full = f.clone();
         let mut known = self.remembered.remove(&key).unwrap_or_default();
         known.fill(&mut full);
         if !keeps_protoinfo {
@@ -186,6 +211,37 @@ impl SyncPart {
             self.remembered.insert(key, known);
         }
         self.engine.on_event(now, kind, &full);
+    }
+
+    /// A related flow appeared: its master's helper has just rewritten a
+    /// command, which may have changed the master's sequence adjustment
+    /// (no event says so). Reads the master and sends it if it did.
+    fn refresh_master(&mut self, now: Instant, master: crate::flow::Tuple, related: &Flow) {
+        let probe = Flow {
+            family: related.family,
+            orig: master,
+            zone: related.zone,
+            ..Flow::default()
+        };
+        let key = FlowKey::of(&probe);
+        // only a master this part replicates (one it remembers: its
+        // helper at least)
+        let Some(known) = self.remembered.get(&key).map(|k| k.seq_adj) else {
+            return;
+        };
+        let Some(m) = self.kernel_entry(&probe) else {
+            return;
+        };
+        if adjusted(&m) && m.seq_adj != known {
+            self.replicate(now, EventKind::Update, key, m);
+        }
+    }
+
+    /// The kernel's current entry with `f`'s original tuple and zone.
+    fn kernel_entry(&mut self, f: &Flow) -> Option<Flow> {
+        CtKernel::get(&mut self.dumper, &get_request(f))
+            .ok()
+            .flatten()
     }
 
     /// Handles what a link's reader delivered.
@@ -532,6 +588,13 @@ impl SyncPart {
             "links": links,
         })
     }
+}
+
+/// True when the kernel adjusts the flow's sequence numbers (a helper
+/// rewrote a command through NAT).
+fn adjusted(f: &Flow) -> bool {
+    f.status
+        .is_some_and(|s| s & crate::flow::status::SEQ_ADJUST != 0)
 }
 
 /// How received flows are created (commit and injection).

@@ -58,6 +58,8 @@ pub struct SyncPart {
     worker: Worker,
     /// The commit the worker is running, if any.
     commit: Option<RunningCommit>,
+    /// When to look for the outcome of the worker's jobs while it is busy.
+    next_worker_poll: Instant,
     injector: Option<Injector>,
     purge: PurgeTimer,
     next_link_check: Instant,
@@ -136,6 +138,7 @@ impl SyncPart {
             dumper,
             worker,
             commit: None,
+            next_worker_poll: Instant::now(),
             injector,
             purge: PurgeTimer::default(),
             next_link_check: Instant::now() + LINK_CHECK,
@@ -258,7 +261,7 @@ impl SyncPart {
     fn deadline(&self) -> Instant {
         let mut d = self.next_link_check;
         if self.worker.busy() {
-            d = d.min(Instant::now() + WORKER_POLL);
+            d = d.min(self.next_worker_poll);
         }
         for t in [self.engine.next_deadline(), self.purge.deadline()]
             .into_iter()
@@ -280,13 +283,17 @@ impl SyncPart {
             let filter = cx.filter.clone();
             // conntrackd keeps the entries its Filter ignores
             let keep = Box::new(move |f: &Flow| !filter.accepts(f));
+            self.next_worker_poll = now + WORKER_POLL;
             if !self.worker.submit(Job::Purge { keep }) {
                 cx.log
                     .error("purging the kernel table failed: the commit thread is gone");
             }
         }
-        while let Some(done) = self.worker.poll() {
-            self.finished(done, cx);
+        if self.next_worker_poll <= now {
+            self.next_worker_poll = now + WORKER_POLL;
+            while let Some(done) = self.worker.poll() {
+                self.finished(done, cx);
+            }
         }
         if self.next_link_check <= now {
             self.next_link_check = now + LINK_CHECK;
@@ -401,6 +408,7 @@ impl SyncPart {
         let paused = self
             .event_fd
             .is_some_and(|fd| set_conntrack_groups(fd, false));
+        self.next_worker_poll = Instant::now() + WORKER_POLL;
         if !self.worker.submit(Job::Commit { flows, opts }) {
             self.rejoin_events(paused);
             return Err("commit failed: the commit thread is gone".into());

@@ -166,7 +166,10 @@ pair() { # impl run
     rb=$(rss_kb "$pb")
     local c0 c1 commit s0 s1 cpid during
     c0=$(now_ms)
-    cli "$impl" "$impl-b" -c >/dev/null 2>&1 &
+    (
+        cli "$impl" "$impl-b" -c >/dev/null 2>&1 || echo "$impl: -c failed" >&2
+        now_ms > "$DIR/c1"
+    ) &
     cpid=$!
     sleep 0.05
     s0=$(now_ms)
@@ -174,8 +177,8 @@ pair() { # impl run
     s1=$(now_ms)
     # answered while the commit was still running?
     if kill -0 "$cpid" 2>/dev/null; then during=1; else during=0; fi
-    wait "$cpid" || echo "$impl: -c failed" >&2
-    c1=$(now_ms)
+    wait "$cpid"
+    c1=$(cat "$DIR/c1")
     commit=$(grep -o 'commit has taken [0-9.]*' "$DIR/$impl-b.log" | tail -1 | awk '{ print $4 }')
     local committed
     committed=$(ip netns exec "$b" conntrack -C)

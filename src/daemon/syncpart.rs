@@ -22,8 +22,8 @@ use crate::netlink::Conntrack;
 use crate::netlink::ct::get_request;
 use crate::netlink::events::set_conntrack_groups;
 use crate::sync::commit::{
-    self, CommitOpts, CommitReport, Committer, CtKernel, Finished, Injector, Job, PurgeReport,
-    PurgeTimer, Worker,
+    CommitOpts, CommitReport, Committer, CtKernel, Finished, Injector, Job, PurgeReport,
+    PurgeTimer, Snapshot, Worker,
 };
 use crate::sync::config::SyncConfig;
 use crate::sync::engine::{Action, Engine, LogLevel, Start};
@@ -400,7 +400,7 @@ impl SyncPart {
         cx.log.notice("committing external cache");
         self.purge.cancel();
         let opts = commit_opts(&self.cfg);
-        let flows = commit::commit_snapshot(self.engine.external(), Instant::now(), &opts);
+        let snapshot = Snapshot::of(self.engine.external(), Instant::now());
         // Our own commit would flood our event socket with one NEW per
         // entry (and make the kernel build them: ~50% of the commit's
         // cost). Leave the groups while committing; the resync right
@@ -409,7 +409,7 @@ impl SyncPart {
             .event_fd
             .is_some_and(|fd| set_conntrack_groups(fd, false));
         self.next_worker_poll = Instant::now() + WORKER_POLL;
-        if !self.worker.submit(Job::Commit { flows, opts }) {
+        if !self.worker.submit(Job::Commit { snapshot, opts }) {
             self.rejoin_events(paused);
             return Err("commit failed: the commit thread is gone".into());
         }

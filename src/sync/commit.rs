@@ -43,7 +43,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::external::{self, ExternalCache};
+use super::external::{self, ExternalCache, ExternalFlow};
+use super::wire::ct::{self, QuirkOrder};
 use crate::flow::{EventKind, Flow, proto, status};
 use crate::netlink::client::{BatchResult, Conntrack, Error};
 use crate::netlink::ct::{
@@ -416,17 +417,68 @@ pub fn commit_flows(k: &mut dyn CtKernel, flows: Vec<(Flow, u32)>, o: &CommitOpt
     report
 }
 
-/// `-c`: every flow of the external cache with the timeout it is
-/// committed with: CommitTimeout, or what is left at `now` of the synced
-/// one ([`external::commit_timeout`]).
-pub fn commit_snapshot(cache: &ExternalCache, now: Instant, o: &CommitOpts) -> Vec<(Flow, u32)> {
-    cache
-        .iter()
-        .map(|e| {
-            let t = external::commit_timeout(&e, now, o.commit_timeout);
-            (e.flow, t)
-        })
-        .collect()
+/// The external cache as a commit takes it: every entry's attributes as
+/// received, copied into one buffer (a few milliseconds for 50k flows on
+/// the daemon's core thread), decoded later on the commit's own thread
+/// by [`Snapshot::flows`].
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    bytes: Vec<u8>,
+    /// (end of the entry's bytes in `bytes`, time of its last update).
+    entries: Vec<(usize, Instant)>,
+    quirk: QuirkOrder,
+    taken: Instant,
+}
+
+impl Snapshot {
+    /// Copies `cache` at `now`.
+    pub fn of(cache: &ExternalCache, now: Instant) -> Snapshot {
+        let mut bytes = Vec::new();
+        let mut entries = Vec::with_capacity(cache.len());
+        for (body, updated) in cache.raw_entries() {
+            bytes.extend_from_slice(body);
+            entries.push((bytes.len(), updated));
+        }
+        Snapshot {
+            bytes,
+            entries,
+            quirk: cache.quirk(),
+            taken: now,
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the cache was empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every flow with the timeout it is committed with: CommitTimeout,
+    /// or what was left of the synced one when the snapshot was taken
+    /// ([`external::commit_timeout`]). Entries that do not decode (none:
+    /// the cache keeps only messages that did) are left out.
+    pub fn flows(&self, o: &CommitOpts) -> Vec<(Flow, u32)> {
+        let mut start = 0;
+        let mut out = Vec::with_capacity(self.entries.len());
+        for &(end, updated) in &self.entries {
+            let body = &self.bytes[start..end];
+            start = end;
+            if let Ok(flow) = ct::decode_attrs(body, self.quirk) {
+                let e = ExternalFlow {
+                    flow,
+                    created: updated,
+                    updated,
+                };
+                let t = external::commit_timeout(&e, self.taken, o.commit_timeout);
+                out.push((e.flow, t));
+            }
+        }
+        out
+    }
 }
 
 /// `-c` in one call: commits the whole external cache as it is at `now`.
@@ -436,7 +488,7 @@ pub fn commit_external(
     now: Instant,
     o: &CommitOpts,
 ) -> CommitReport {
-    commit_flows(k, commit_snapshot(cache, now, o), o)
+    commit_flows(k, Snapshot::of(cache, now).flows(o), o)
 }
 
 /// Counters of [`Injector`] (`conntrackd -s`, "external inject:").
@@ -598,11 +650,11 @@ impl PurgeTimer {
 
 /// Work for the [`Worker`] thread.
 pub enum Job {
-    /// Commit these flows (each with its timeout).
+    /// Commit the external cache as it was when the snapshot was taken.
     Commit {
-        /// The flows, from [`commit_snapshot`].
-        flows: Vec<(Flow, u32)>,
-        /// How they are created.
+        /// The external cache.
+        snapshot: Snapshot,
+        /// How its flows are created.
         opts: CommitOpts,
     },
     /// Purge the kernel table of every entry `keep` refuses.
@@ -648,8 +700,12 @@ impl Worker {
             .spawn(move || {
                 for job in rx {
                     let finished = match job {
-                        Job::Commit { flows, opts } => {
-                            Finished::Commit(commit_flows(&mut kernel, flows, &opts))
+                        Job::Commit { snapshot, opts } => {
+                            let started = Instant::now();
+                            let flows = snapshot.flows(&opts);
+                            let mut r = commit_flows(&mut kernel, flows, &opts);
+                            r.elapsed = started.elapsed();
+                            Finished::Commit(r)
                         }
                         Job::Purge { keep } => Finished::Purge(
                             purge_kernel_table(&mut kernel, &*keep).map_err(|e| e.to_string()),

@@ -204,6 +204,19 @@ impl ExternalCache {
             })
     }
 
+    /// Every entry as received (its attributes, undecoded) with the time
+    /// of its last update: what a commit copies on the daemon's core
+    /// thread and decodes on its own ([`super::commit::Snapshot`]).
+    pub fn raw_entries(&self) -> impl Iterator<Item = (&[u8], Instant)> + '_ {
+        self.map.values().map(|e| (&*e.body, e.updated))
+    }
+
+    /// Byte order of the peer's double-swapped fields (to decode
+    /// [`ExternalCache::raw_entries`]).
+    pub fn quirk(&self) -> QuirkOrder {
+        self.quirk
+    }
+
     /// The entry for a key.
     pub fn get(&self, key: &FlowKey) -> Option<ExternalFlow> {
         self.map.get(key).and_then(|e| self.decode(e))

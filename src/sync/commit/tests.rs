@@ -634,14 +634,51 @@ fn purge_deletes_what_is_not_kept_and_counts_failures() {
     assert_eq!(m.table.len(), 1);
 }
 
+/// An external cache holding `flows` as received.
+fn cache_of(flows: &[Flow]) -> ExternalCache {
+    use crate::sync::wire::{ct::EncodeOpts, ty};
+    let mut c = ExternalCache::new(QuirkOrder::Little, None);
+    for f in flows {
+        let mut body = Vec::new();
+        ct::encode_attrs(f, &EncodeOpts::default(), &mut body).unwrap();
+        c.apply(Instant::now(), ty::CT_NEW, f, &body);
+    }
+    c
+}
+
+#[test]
+fn a_snapshot_decodes_every_entry_with_its_commit_timeout() {
+    let mut g = synced(2);
+    g.timeout = None;
+    let cache = cache_of(&[synced(1), g.clone()]);
+    let snap = Snapshot::of(&cache, Instant::now() + Duration::from_secs(100));
+    assert_eq!((snap.len(), snap.is_empty()), (2, false));
+    let mut flows = snap.flows(&CommitOpts::default());
+    flows.sort_by_key(|(f, _)| f.orig.sport);
+    assert_eq!(flows.len(), 2);
+    assert_eq!((flows[0].0.reply, flows[0].1), (synced(1).reply, 200));
+    assert_eq!((flows[1].0.orig, flows[1].1), (g.orig, FALLBACK_TIMEOUT));
+    let o = CommitOpts {
+        commit_timeout: Some(7),
+        ..CommitOpts::default()
+    };
+    assert!(snap.flows(&o).iter().all(|(_, t)| *t == 7));
+    let empty = Snapshot::of(&cache_of(&[]), Instant::now());
+    assert!(empty.is_empty() && empty.flows(&o).is_empty());
+    // -c in one call
+    let mut m = Model::new();
+    let r = commit_external(&mut m, &cache, Instant::now(), &CommitOpts::default());
+    assert_eq!((r.ok, m.table.len()), (2, 2));
+}
+
 #[test]
 fn worker_commits_and_purges_off_the_calling_thread() {
     let mut w = Worker::spawn(Model::new(), 42).unwrap();
     assert_eq!(w.portid(), 42);
     assert!(!w.busy());
-    let flows: Vec<(Flow, u32)> = (1..=3).map(|p| (synced(p), 100)).collect();
+    let cache = cache_of(&[synced(1), synced(2), synced(3)]);
     assert!(w.submit(Job::Commit {
-        flows,
+        snapshot: Snapshot::of(&cache, Instant::now()),
         opts: CommitOpts::default(),
     }));
     assert!(w.submit(Job::Purge {

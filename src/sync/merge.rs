@@ -59,6 +59,12 @@ impl Remembered {
         }
         remember(&mut self.labels, &mut f.labels);
         remember(&mut self.synproxy, &mut f.synproxy);
+        // the kernel reports zeros for every entry it can proxy (all that
+        // ctnetlink created): nothing to remember, and most flows would
+        // otherwise be remembered for it
+        if self.synproxy == Some(Synproxy::default()) {
+            self.synproxy = None;
+        }
         remember(&mut self.seq_adj[0], &mut f.seq_adj[0]);
         remember(&mut self.seq_adj[1], &mut f.seq_adj[1]);
         remember(&mut self.master, &mut f.master);
@@ -226,6 +232,16 @@ mod tests {
         r.fill(&mut after);
         assert_eq!(after.labels, relabel.labels);
         assert_eq!(r.labels, relabel.labels);
+    }
+
+    #[test]
+    fn zero_synproxy_state_is_not_remembered() {
+        let mut r = Remembered::default();
+        let mut f = state_change();
+        f.synproxy = Some(Synproxy::default());
+        r.fill(&mut f);
+        assert_eq!(f.synproxy, Some(Synproxy::default()), "sent as reported");
+        assert_eq!(r.synproxy, None);
     }
 
     #[test]

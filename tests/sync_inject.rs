@@ -771,3 +771,112 @@ fn ftp_session_through_nat_survives_updates_and_failover_with_injection() {
         );
     }
 }
+
+/// Finding 9 of issue 10: a commit of many flows does not stop the
+/// daemon's core. The standby's web API asks the core for its counters
+/// (not through the control socket, which serves `-c` first): they come
+/// back while `-c` is still running, and quickly.
+#[cfg(feature = "web")]
+#[test]
+fn the_core_answers_while_a_large_commit_runs() {
+    if !lab::can_run() {
+        return;
+    }
+    const N: u32 = 30_000;
+    let a = Netns::new("icra");
+    let b = Netns::new("icrb");
+    lab::veth(&a, synclab::SYNC_IF, &b, synclab::SYNC_IF);
+    a.must(&["ip", "addr", "add", "10.9.9.1/24", "dev", synclab::SYNC_IF]);
+    b.must(&["ip", "addr", "add", "10.9.9.2/24", "dev", synclab::SYNC_IF]);
+    let (g, s) = halab::ctrackd_mode_blocks(Side::Primary, "Mode FTFW { }", "");
+    let _da = Daemon::start_with(&a, "icr-a", &g, &s);
+    let (g, s) = halab::ctrackd_mode_blocks(
+        Side::Standby,
+        "Mode FTFW { }",
+        "Web {\n  Address 127.0.0.1\n  Port 8079\n}\n",
+    );
+    let db = Daemon::start_with(&b, "icr-b", &g, &s);
+    let stats = || -> Option<serde_json::Value> {
+        let o = b.run(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+            "http://127.0.0.1:8079/api/v1/stats",
+        ]);
+        serde_json::from_str(&stdout(&o)).ok()
+    };
+    let external = || {
+        stats()
+            .and_then(|v| v["sync"]["external"].as_u64())
+            .unwrap_or(0)
+    };
+    let dir = TempDir::new("icr");
+    let mut text = String::new();
+    for i in 0..N {
+        text.push_str(&format!(
+            "-I -p tcp -s 172.16.{}.{} -d 198.51.100.1 --sport 40000 --dport 443 --state ESTABLISHED -t 3600 -u SEEN_REPLY,ASSURED\n",
+            i >> 8,
+            i & 255
+        ));
+    }
+    let flows = dir.join("flows");
+    std::fs::write(&flows, text).unwrap();
+    let o = a.ctrack(&["-R", flows.to_str().unwrap()]);
+    assert!(o.status.success(), "-R: {}", lab::stderr(&o));
+    let ok = wait_until(Duration::from_secs(60), || external() >= u64::from(N));
+    assert!(
+        ok,
+        "the standby has {} of {N} flows\n{}",
+        external(),
+        db.log()
+    );
+
+    let conf = db.conf();
+    let started = std::time::Instant::now();
+    let mut c = b
+        .cmd(&[
+            lab::ctrack_bin().to_str().unwrap(),
+            "daemon",
+            "-C",
+            conf.to_str().unwrap(),
+            "-c",
+        ])
+        .spawn()
+        .expect("ctrackd -c");
+    // answers that started and ended while -c ran, and how long each took
+    let mut during = Vec::new();
+    std::thread::sleep(Duration::from_millis(20));
+    loop {
+        let asked = std::time::Instant::now();
+        let answered = stats().is_some();
+        let took = asked.elapsed();
+        if c.try_wait().unwrap().is_some() {
+            break;
+        }
+        if answered {
+            during.push(took);
+        }
+    }
+    let commit_took = started.elapsed();
+    assert!(c.wait().unwrap().success(), "-c failed\n{}", db.log());
+    assert!(
+        db.log().contains(&format!("Committed {N} new entries")),
+        "{}",
+        db.log()
+    );
+    assert!(
+        !during.is_empty(),
+        "no answer from the core during the {commit_took:?} commit\n{}",
+        db.log()
+    );
+    let worst = during.iter().max().unwrap();
+    eprintln!(
+        "commit of {N}: {commit_took:?}; {} answers from the core meanwhile, the slowest in {worst:?}",
+        during.len()
+    );
+    assert!(
+        *worst < Duration::from_millis(500),
+        "the core took {worst:?} to answer during the {commit_took:?} commit: {during:?}"
+    );
+}

@@ -346,8 +346,8 @@ pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
 /// NAT, helper and master are left out (the kernel refuses to change
 /// them); the status keeps EXPECTED as `f` has it and always has
 /// CONFIRMED (every entry in the table has it), since the kernel refuses
-/// an update that would change either; its NAT bits are cleared (the
-/// kernel ignores them).
+/// an update that would change either; SRC_NAT and DST_NAT are cleared as
+/// conntrackd does (the kernel ignores every NAT bit of an update).
 pub fn update_request(f: &Flow, o: &NewOpts) -> CtRequest {
     let mut req = CtRequest::new(msg::NEW, f.family);
     let mut w = req.writer();
@@ -443,5 +443,82 @@ mod tests {
             panic!()
         };
         assert_eq!(t.flags, [None; 2]);
+        // a TCP flow synced without its state: BE_LIBERAL all the same
+        let mut f2 = f.clone();
+        f2.protoinfo = ProtoInfo::None;
+        let back = roundtrip(&create_request(&f2, &o));
+        let ProtoInfo::Tcp(t) = back.protoinfo else {
+            panic!("{:?}", back.protoinfo)
+        };
+        assert_eq!((t.state, t.flags), (None, [Some((8, 8)); 2]));
+    }
+
+    #[test]
+    fn update_request_carries_the_state_but_not_what_the_kernel_refuses() {
+        use crate::flow::{HelperName, Labels, SeqAdj, Synproxy};
+        let mut f = testutil::tcp4();
+        f.status = Some(status::SEEN_REPLY | status::EXPECTED | status::SRC_NAT_DONE);
+        f.reply.dst = "100.64.0.5".parse().unwrap();
+        f.master = Some(testutil::tcp4().orig);
+        f.helper = Some(HelperName::from_bytes(b"ftp"));
+        f.labels = Some(Labels {
+            words: [1 << 3, 0, 0, 0],
+            len: 4,
+        });
+        f.seq_adj = [Some(SeqAdj {
+            correction_pos: 1,
+            offset_before: 2,
+            offset_after: 3,
+        }); 2];
+        f.synproxy = Some(Synproxy {
+            isn: 4,
+            its: 5,
+            tsoff: 6,
+        });
+        let o = NewOpts {
+            timeout: Some(77),
+            ..NewOpts::default()
+        };
+        let back = roundtrip(&update_request(&f, &o));
+        assert_eq!(back.timeout, Some(77));
+        assert_eq!(back.mark, f.mark);
+        assert_eq!(
+            (back.labels, back.seq_adj, back.synproxy),
+            (f.labels, f.seq_adj, f.synproxy)
+        );
+        // the kernel refuses to change NAT, helper and master, and the
+        // EXPECTED and CONFIRMED bits (every entry in the table has the
+        // latter); SRC_NAT and DST_NAT are left out as conntrackd does
+        assert_eq!(
+            (back.master, back.helper, back.has_reply),
+            (None, None, false)
+        );
+        assert_eq!(
+            back.status,
+            Some(status::SEEN_REPLY | status::EXPECTED | status::CONFIRMED | status::SRC_NAT_DONE)
+        );
+        // no timeout to refresh: none sent
+        let back = roundtrip(&update_request(&f, &NewOpts::default()));
+        assert_eq!(back.timeout, None);
+        // create carries what the update leaves out, without EXPECTED
+        let back = roundtrip(&create_request(&f, &o));
+        assert_eq!((back.master, back.helper), (f.master, f.helper));
+        assert_eq!(
+            (back.labels, back.seq_adj, back.synproxy),
+            (f.labels, f.seq_adj, f.synproxy)
+        );
+        assert_eq!(back.status, Some(status::SEEN_REPLY | status::SRC_NAT_DONE));
+        // get and delete name the entry by its original tuple and zone
+        f.zone = Some(5);
+        for req in [get_request(&f), delete_request(&f)] {
+            let back = roundtrip(&req);
+            assert_eq!(
+                (back.orig, back.zone, back.has_reply),
+                (f.orig, Some(5), false)
+            );
+            assert_eq!((back.timeout, back.status), (None, None));
+        }
+        assert_eq!(get_request(&f).msg, msg::GET);
+        assert_eq!(delete_request(&f).msg, msg::DELETE);
     }
 }

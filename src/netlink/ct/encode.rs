@@ -11,7 +11,7 @@ use crate::netlink::attr::AttrWriter;
 
 /// `IP_CT_TCP_FLAG_BE_LIBERAL`: no window checks on this connection.
 pub const TCP_FLAG_BE_LIBERAL: u8 = 0x08;
-/// `IPS_NAT_MASK`: the NAT bits the kernel refuses to change.
+/// `IPS_NAT_MASK`: the NAT bits an update leaves out, as conntrackd does.
 const NAT_MASK: u32 = status::SRC_NAT | status::DST_NAT;
 
 /// Which parts of a tuple to put in a request.
@@ -305,7 +305,8 @@ fn encode_state(w: &mut AttrWriter, f: &Flow, o: &NewOpts) {
 /// tuple as its inverse, NAT set up with CTA_NAT_SRC/DST so the kernel
 /// rebuilds the NAT'ed reply, the master of a related flow, status
 /// (without EXPECTED: the kernel sets it itself for a flow with a
-/// master), helper, zone and what [`encode_state`] sets. The kernel
+/// master), helper, zone, timeout, mark, protocol info, sequence
+/// adjustments, SYN proxy state and labels. The kernel
 /// refuses a new entry without a timeout: `o.timeout` must be set.
 pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
     let mut req = CtRequest::new(msg::NEW, f.family);
@@ -342,7 +343,9 @@ pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
 }
 
 /// The request that updates the existing entry with `f`'s original tuple
-/// and zone in place, with what [`encode_state`] sets and the status.
+/// and zone in place, with the status and what a create sets from a
+/// synced flow (timeout, mark, protocol info, sequence adjustments, SYN
+/// proxy state, labels).
 /// NAT, helper and master are left out (the kernel refuses to change
 /// them); the status keeps EXPECTED as `f` has it and always has
 /// CONFIRMED (every entry in the table has it), since the kernel refuses

@@ -183,14 +183,14 @@ fn lookup(k: &mut dyn CtKernel, f: &Flow) -> Result<Option<Flow>, i32> {
 }
 
 /// True when the kernel's entry `old` is the connection `f` describes:
-/// the same reply tuple (so the same NAT) and, for a related flow, the
-/// same master. The update of an entry cannot change either.
+/// the same reply tuple (so the same NAT; ports where they travel, not
+/// GRE keys or NAT-changed ICMP ids) and, for a related flow, the same
+/// master. The update of an entry cannot change either.
 fn same_connection(old: &Flow, f: &Flow) -> bool {
     let (a, b) = (&old.reply, &f.reply);
-    let ports = proto::has_ports(f.orig.proto) || f.orig.proto == proto::GRE;
     a.src == b.src
         && a.dst == b.dst
-        && (!ports || (a.sport, a.dport) == (b.sport, b.dport))
+        && (!proto::has_ports(f.orig.proto) || (a.sport, a.dport) == (b.sport, b.dport))
         && (f.master.is_none() || old.master == f.master)
 }
 

@@ -185,7 +185,10 @@ impl Model {
                 if let Some(s) = f.status {
                     let was = old.status.unwrap_or(0);
                     let d = was ^ s;
-                    if d & FIXED_BITS != 0 || d & was & STICKY_BITS != 0 {
+                    // the kernel's own rules, not the code's constants
+                    let fixed = status::EXPECTED | status::CONFIRMED | status::DYING;
+                    let sticky = status::SEEN_REPLY | status::ASSURED;
+                    if d & fixed != 0 || d & was & sticky != 0 {
                         return Err(libc::EBUSY);
                     }
                     old.status = Some(s);
@@ -437,6 +440,94 @@ fn update_of_a_missing_entry_creates_it() {
     i.apply(EventKind::Update, &f).unwrap();
     assert_eq!(entry(&i, &f).unwrap().timeout, Some(FALLBACK_TIMEOUT));
     assert_eq!(i.stats().upd_ok, 2);
+}
+
+#[test]
+fn the_same_connection_is_told_by_its_reply_tuple_and_master() {
+    let f = synced(1);
+    let mut old = f.clone();
+    assert!(same_connection(&old, &f));
+    old.reply.dport += 1;
+    assert!(!same_connection(&old, &f), "another NAT port");
+    old = f.clone();
+    old.reply.dst = "100.64.0.6".parse().unwrap();
+    assert!(!same_connection(&old, &f), "another NAT address");
+    old = f.clone();
+    old.reply.src = "10.0.0.3".parse().unwrap();
+    assert!(!same_connection(&old, &f));
+    old = f.clone();
+    old.reply.sport += 1;
+    assert!(!same_connection(&old, &f));
+    // a related flow: the same master too
+    let mut rel = f.clone();
+    rel.master = Some(synced(9).orig);
+    let mut old = rel.clone();
+    assert!(same_connection(&old, &rel));
+    old.master = Some(synced(8).orig);
+    assert!(!same_connection(&old, &rel));
+    old.master = None;
+    assert!(!same_connection(&old, &rel));
+    // keys and ids that do not travel are not compared
+    let mut gre = f.clone();
+    gre.orig.proto = crate::flow::proto::GRE;
+    gre.reply.proto = crate::flow::proto::GRE;
+    let mut old = gre.clone();
+    gre.reply.sport = 0;
+    gre.reply.dport = 0;
+    assert!(same_connection(&old, &gre));
+    old.reply.src = "10.0.0.3".parse().unwrap();
+    assert!(!same_connection(&old, &gre));
+}
+
+#[test]
+fn reconcile_takes_the_bits_the_kernel_will_not_change_from_the_entry() {
+    let mut f = synced(1);
+    // a dying entry's last update, without EXPECTED and ASSURED
+    f.status = Some(status::SEEN_REPLY | status::DYING | status::SRC_NAT_DONE);
+    let mut old = f.clone();
+    old.status = Some(status::EXPECTED | status::CONFIRMED | status::ASSURED);
+    reconcile(&mut f, &old);
+    assert_eq!(
+        f.status,
+        Some(
+            status::SEEN_REPLY
+                | status::SRC_NAT_DONE
+                | status::EXPECTED
+                | status::CONFIRMED
+                | status::ASSURED
+        )
+    );
+    // no status synced: the entry's
+    f.status = None;
+    reconcile(&mut f, &old);
+    assert_eq!(f.status, old.status);
+    // no status known at all: a tabled entry is CONFIRMED
+    f.status = None;
+    old.status = None;
+    reconcile(&mut f, &old);
+    assert_eq!(f.status, Some(status::CONFIRMED));
+}
+
+#[test]
+fn new_of_an_existing_related_flow_updates_it() {
+    let mut i = injector(Model::new());
+    let master = synced(1);
+    i.apply(EventKind::New, &master).unwrap();
+    let mut data = synced(2);
+    data.master = Some(master.orig);
+    i.apply(EventKind::New, &data).unwrap();
+    let mut again = data.clone();
+    again.mark = Some(3);
+    assert_eq!(i.apply(EventKind::New, &again).unwrap(), Outcome::Updated);
+    assert_eq!(entry(&i, &data).unwrap().mark, Some(3));
+    // an entry going away: its DYING bit is not the kernel's to take
+    let mut dying = again.clone();
+    dying.status = Some(dying.status.unwrap() | status::DYING);
+    assert_eq!(
+        i.apply(EventKind::Update, &dying).unwrap(),
+        Outcome::Updated
+    );
+    assert_eq!(entry(&i, &data).unwrap().status.unwrap() & status::DYING, 0);
 }
 
 #[test]

@@ -614,6 +614,61 @@ fn create_retries_on_eagain_and_goes_without_what_this_kernel_lacks() {
 }
 
 #[test]
+fn each_fallback_is_tried_once() {
+    // EAGAIN: so many more tries, no more
+    let mut i = injector(Model::new());
+    for _ in 0..=EAGAIN_RETRIES {
+        i.kernel.script.push_back((Seen::Create, libc::EAGAIN));
+    }
+    i.kernel.script.push_back((Seen::Create, libc::EAGAIN));
+    let e = i.apply(EventKind::New, &synced(1)).unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EAGAIN));
+    assert_eq!(i.kernel.seen, vec![Seen::Create; EAGAIN_RETRIES + 1]);
+    i.kernel.script.clear();
+    // refusals with nothing to leave out: one request each
+    for err in [libc::EOPNOTSUPP, libc::ENOENT, libc::ENOSPC, libc::EINVAL] {
+        i.kernel.seen.clear();
+        i.kernel.script.push_back((Seen::Create, err));
+        i.kernel.script.push_back((Seen::Create, err));
+        let e = i.apply(EventKind::New, &synced(2)).unwrap_err();
+        assert_eq!(e.errno(), Some(err));
+        assert_eq!(i.kernel.seen, [Seen::Create], "{err}");
+        i.kernel.script.clear();
+    }
+    // an update refused for a status bit even after the entry's bits
+    // were taken: no second reconciliation
+    let f = synced(3);
+    i.apply(EventKind::New, &f).unwrap();
+    i.kernel.seen.clear();
+    for _ in 0..3 {
+        i.kernel.script.push_back((Seen::Update, libc::EBUSY));
+    }
+    let e = i.apply(EventKind::Update, &f).unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EBUSY));
+    assert_eq!(i.kernel.seen, [Seen::Update, Seen::Get, Seen::Update]);
+    i.kernel.script.clear();
+    // the replacement of another connection meets EEXIST: no second
+    // replacement, the old entry goes back
+    let mut other = f.clone();
+    other.reply.dport = 1;
+    i.kernel.seen.clear();
+    i.kernel.script.push_back((Seen::Create, libc::EEXIST));
+    let e = i.apply(EventKind::New, &other).unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EEXIST));
+    assert_eq!(
+        i.kernel.seen,
+        [
+            Seen::Create,
+            Seen::Get,
+            Seen::Delete,
+            Seen::Create,
+            Seen::Create
+        ]
+    );
+    assert_eq!(entry(&i, &f).unwrap().reply, f.reply, "put back");
+}
+
+#[test]
 fn destroy_deletes_and_a_missing_entry_is_no_failure() {
     let mut i = injector(Model::new());
     let f = synced(1);

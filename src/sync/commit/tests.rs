@@ -669,6 +669,31 @@ fn each_fallback_is_tried_once() {
 }
 
 #[test]
+fn a_kernel_that_keeps_changing_its_answer_is_tried_a_bounded_number_of_times() {
+    let mut i = injector(Model::new());
+    let f = synced(1);
+    i.apply(EventKind::New, &f).unwrap();
+    i.kernel.seen.clear();
+    // the entry is gone for every update, there for every create
+    for _ in 0..20 {
+        i.kernel.script.push_back((Seen::Update, libc::ENOENT));
+        i.kernel.script.push_back((Seen::Create, libc::EEXIST));
+    }
+    let e = i.apply(EventKind::Update, &f).unwrap_err();
+    assert!(
+        matches!(e.errno(), Some(libc::ENOENT | libc::EEXIST)),
+        "{e}"
+    );
+    let sent = i
+        .kernel
+        .seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Create | Seen::Update))
+        .count();
+    assert_eq!(sent, MAX_ATTEMPTS, "{:?}", i.kernel.seen);
+}
+
+#[test]
 fn destroy_deletes_and_a_missing_entry_is_no_failure() {
     let mut i = injector(Model::new());
     let f = synced(1);

@@ -12,6 +12,9 @@
 #     whole exchange;
 #   - commit time of the N flows on the standby (`-c`): the daemon's own
 #     "commit has taken" log line, and the client's wall time;
+#   - the time the standby takes to answer `-s` while that commit runs
+#     (asked 50 ms after `-c`; whether the commit was still running when
+#     the answer came is counted);
 #   - RSS of both daemons once synced.
 #   usage: bench/sync.sh [flows]      (default 50000; RUNS=1 repeats)
 set -eu
@@ -101,7 +104,7 @@ external_count() { # impl tag
 }
 
 # one pair: prints "sync_ms load_ms ab_bytes ba_bytes commit_s commit_wall_ms
-# rss_primary rss_standby ab_datagrams"
+# rss_primary rss_standby ab_datagrams stats_during_commit_ms answered_during"
 pair() { # impl run
     local impl=$1 run=$2
     local a=ctbench-s-$$-$impl-$run-a b=ctbench-s-$$-$impl-$run-b
@@ -161,10 +164,21 @@ pair() { # impl run
     local ra rb
     ra=$(rss_kb "$pa")
     rb=$(rss_kb "$pb")
-    local c0 c1 commit
+    local c0 c1 commit s0 s1 cpid during
     c0=$(now_ms)
-    cli "$impl" "$impl-b" -c >/dev/null 2>&1 || echo "$impl: -c failed" >&2
-    c1=$(now_ms)
+    (
+        cli "$impl" "$impl-b" -c >/dev/null 2>&1 || echo "$impl: -c failed" >&2
+        now_ms > "$DIR/c1"
+    ) &
+    cpid=$!
+    sleep 0.05
+    s0=$(now_ms)
+    cli "$impl" "$impl-b" -s >/dev/null 2>&1 || echo "$impl: -s failed during the commit" >&2
+    s1=$(now_ms)
+    # answered while the commit was still running?
+    if kill -0 "$cpid" 2>/dev/null; then during=1; else during=0; fi
+    wait "$cpid"
+    c1=$(cat "$DIR/c1")
     commit=$(grep -o 'commit has taken [0-9.]*' "$DIR/$impl-b.log" | tail -1 | awk '{ print $4 }')
     local committed
     committed=$(ip netns exec "$b" conntrack -C)
@@ -176,7 +190,7 @@ pair() { # impl run
     ip netns del "$b"
     [ -n "${KEEP_LOGS:-}" ] && cat "$DIR/$impl-b.log" >&2
     rm -f "$DIR"/*.lock "$DIR"/*.ctl "$DIR"/*.log
-    echo "$((t2 - t0)) $((t1 - t0)) $ab $ba ${commit:-0} $((c1 - c0)) $ra $rb $pk"
+    echo "$((t2 - t0)) $((t1 - t0)) $ab $ba ${commit:-0} $((c1 - c0)) $ra $rb $pk $((s1 - s0)) $during"
 }
 
 echo "sync of $N new flows, FTFW over UDP, loaded with conntrack -R on the primary ($RUNS run(s))"
@@ -184,8 +198,8 @@ for run in $(seq 1 "$RUNS"); do
     # alternate the order so neither pair always runs first
     if [ $((run % 2)) -eq 1 ]; then order="ctrackd conntrackd"; else order="conntrackd ctrackd"; fi
     for impl in $order; do
-        read -r s l ab ba c cw ra rb pk < <(pair "$impl" "$run")
-        echo "$impl $s $l $ab $ba $c $cw $ra $rb $pk $((s - l))" >> "$DIR/results"
+        read -r s l ab ba c cw ra rb pk sd dur < <(pair "$impl" "$run")
+        echo "$impl $s $l $ab $ba $c $cw $ra $rb $pk $((s - l)) $sd $dur" >> "$DIR/results"
     done
 done
 
@@ -209,6 +223,9 @@ row "wire bytes/flow standby->primary" 5 "$N" "%12.1f"
 row "datagrams primary->standby per 1k flows" 10 "$(awk -v n="$N" 'BEGIN { print n / 1000 }')" "%12.1f"
 row "commit of $N, daemon's log (s)" 6 1 "%12.3f"
 row "commit of $N, client wall (s)" 7 1000 "%12.3f"
+row "-s answered during that commit (ms)" 12 1 "%12.0f"
+during() { awk -v i="$1" '$1 == i { n++; d += $13 } END { printf "%d/%d", d, n }' "$DIR/results"; }
+printf '%-42s %12s %12s\n' "  answers that came before the commit ended" "$(during ctrackd)" "$(during conntrackd)"
 row "RSS primary (MB)" 8 1024 "%12.1f"
 row "RSS standby (MB)" 9 1024 "%12.1f"
 echo "(ratio: conntrackd / ctrackd; above 1 means ctrackd is faster or smaller)"

@@ -1,7 +1,8 @@
 # Sync (issue 4): conntrackd is already in TEST_PKGS (the sync tests pair
 # with it); tcpdump regenerates the captures in tests/data/sync; shellcheck
-# checks the keepalived scripts.
-TEST_PKGS += tcpdump shellcheck
+# checks the keepalived scripts; python3-pyftpdlib is the FTP server of
+# tests/sync_inject.rs (its client is Python's ftplib).
+TEST_PKGS += tcpdump shellcheck python3-pyftpdlib
 
 SYNC_SCRIPTS := init/keepalived/ctrack-notify.sh init/openwrt/keepalived.hotplug
 

@@ -3,6 +3,7 @@
 //! `#[cfg(feature)]` at every step: the features are named only in
 //! `parts.rs` (which parts exist) and where each part's own input arrives.
 
+use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use super::cache::Cache;
@@ -21,6 +22,10 @@ pub struct PartCx<'a> {
     pub log: &'a mut Logger,
     /// A resync of the internal cache the part asks for, and when.
     pub resync: Option<(Instant, Resync)>,
+    /// Where the answer to the control request being handled goes. A
+    /// part that answers later (a commit running on another thread)
+    /// takes it; the reply it returns is then not sent.
+    pub answer: Option<Sender<Reply>>,
 }
 
 /// Where a part's lines go in the `ctrackd -s` summary.

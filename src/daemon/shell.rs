@@ -5,7 +5,7 @@
 //! the parts). Control requests are routed here.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Instant;
 
 use super::config::CacheFilter;
@@ -33,6 +33,9 @@ pub struct Shell {
     ct: Conntrack,
     foreground: bool,
     syslog_socket: Option<PathBuf>,
+    /// The reply channel of the control request being handled, lent to
+    /// the parts (see [`PartCx::answer`]).
+    answer: Option<Sender<Reply>>,
 }
 
 /// What a part may use, borrowed from the core and the log.
@@ -42,6 +45,7 @@ fn part_cx<'a>(core: &'a mut Core, log: &'a mut Logger) -> PartCx<'a> {
         filter: &core.config.general.filter,
         log,
         resync: None,
+        answer: None,
     }
 }
 
@@ -63,6 +67,7 @@ impl Shell {
             ct,
             foreground,
             syslog_socket,
+            answer: None,
         }
     }
 
@@ -77,7 +82,9 @@ impl Shell {
     /// part asked for.
     fn with_parts<R>(&mut self, f: impl FnOnce(&mut Parts, &mut PartCx<'_>) -> R) -> R {
         let mut cx = part_cx(&mut self.core, &mut self.log);
+        cx.answer = self.answer.take();
         let r = f(&mut self.parts, &mut cx);
+        self.answer = cx.answer.take();
         if let Some((at, why)) = cx.resync {
             self.core.schedule_resync(at, why);
         }
@@ -148,8 +155,12 @@ impl Shell {
             Input::Overrun { buffer, grown } => self.core.on_overrun(now, buffer, grown),
             Input::KernelError(e) => self.core.on_event_error(&e),
             Input::Control(p) => {
+                self.answer = Some(p.reply);
                 let reply = self.control(&p.request);
-                let _ = p.reply.send(reply);
+                // unless a part took the channel to answer later
+                if let Some(tx) = self.answer.take() {
+                    let _ = tx.send(reply);
+                }
             }
             Input::Signal(sig) => self.signal(sig),
             Input::StatsJson(tx) => {

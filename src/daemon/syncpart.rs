@@ -1,31 +1,50 @@
 //! Sync inside ctrackd: the sans-I/O [`Engine`] driven by the core loop
 //! as a [`Part`]; one reader thread per link socket forwards datagrams;
-//! the part feeds the engine the cache's changes, carries out the
+//! the part feeds the engine the cache's changes (filled in with what it
+//! remembers of each flow, see [`crate::sync::merge`]), carries out the
 //! engine's actions (send, inject, bulk dump, log) and answers the sync
-//! client commands.
+//! client commands. Commits and `-t` purges run on the commit
+//! [`Worker`]'s thread: the part hands them over and collects the
+//! outcome on its timer, answering `-c` when its commit is done.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use super::cache::Cache;
 use super::config::CacheFilter;
 use super::control::{Format, Reply, Request, Which};
 use super::core::{Replicate, Resync};
 use super::log::Logger;
 use super::part::{Part, PartCx, Slot};
 use crate::flow::{EventKind, Flow, ProtoInfo, json, proto, xml};
+use crate::netlink::Conntrack;
+use crate::netlink::ct::get_request;
 use crate::netlink::events::set_conntrack_groups;
-use crate::sync::commit::{self, CommitOpts, Committer, Injector, PurgeTimer};
+use crate::sync::commit::{
+    CommitOpts, CommitReport, Committer, CtKernel, Finished, Injector, Job, PurgeReport,
+    PurgeTimer, Snapshot, Worker,
+};
 use crate::sync::config::SyncConfig;
 use crate::sync::engine::{Action, Engine, LogLevel, Start};
 use crate::sync::external::FlowKey;
 use crate::sync::keyfile;
 use crate::sync::link::{self, LinkInput, LinkSocket};
+use crate::sync::merge::Remembered;
 use crate::sync::stats;
 
 /// How often link state is checked.
 const LINK_CHECK: Duration = Duration::from_secs(1);
+/// How often the part looks for the outcome of a running commit or purge.
+const WORKER_POLL: Duration = Duration::from_millis(5);
+
+/// A commit the worker is running.
+struct RunningCommit {
+    /// Where `-c`'s answer goes when it is done.
+    answer: Option<Sender<Reply>>,
+    /// Whether the event groups were left for it (joined again after).
+    paused: bool,
+}
 
 /// Sync's state in the core.
 pub struct SyncPart {
@@ -33,12 +52,20 @@ pub struct SyncPart {
     pub cfg: SyncConfig,
     engine: Engine,
     socks: Vec<Arc<LinkSocket>>,
-    committer: Committer,
+    /// Dumps the kernel table for a bulk send.
+    dumper: Conntrack,
+    /// Runs commits and purges.
+    worker: Worker,
+    /// The commit the worker is running, if any.
+    commit: Option<RunningCommit>,
+    /// When to look for the outcome of the worker's jobs while it is busy.
+    next_worker_poll: Instant,
     injector: Option<Injector>,
     purge: PurgeTimer,
     next_link_check: Instant,
-    /// Protocol info the internal cache does not keep (see `on_event`).
-    protoinfo: HashMap<FlowKey, ProtoInfo>,
+    /// What events carry only when it changed, per flow (see `on_event`);
+    /// flows with nothing to remember have no entry.
+    remembered: HashMap<FlowKey, Remembered>,
     /// The daemon's event socket (read by its own thread), to leave the
     /// event groups while committing.
     event_fd: Option<i32>,
@@ -76,17 +103,16 @@ impl SyncPart {
                 engine.set_link_up(i, up);
             }
         }
-        let committer =
-            Committer::open(None).map_err(|e| format!("sync: cannot open ctnetlink: {e}"))?;
-        let opts = CommitOpts {
-            commit_timeout: cfg.commit_timeout,
-            tcp_window_tracking: cfg.tcp_window_tracking,
-        };
+        let netlink =
+            |e: crate::netlink::client::Error| format!("sync: cannot open ctnetlink: {e}");
+        let committer = Committer::open(None).map_err(netlink)?;
+        let portid = committer.portid();
+        let worker = Worker::spawn(committer, portid)
+            .map_err(|e| format!("sync: cannot start the commit thread: {e}"))?;
+        let dumper = Conntrack::open(None).map_err(netlink)?;
+        let opts = commit_opts(&cfg);
         let injector = if cfg.disable_external_cache {
-            Some(
-                Injector::open(None, opts)
-                    .map_err(|e| format!("sync: cannot open ctnetlink: {e}"))?,
-            )
+            Some(Injector::open(None, opts).map_err(netlink)?)
         } else {
             None
         };
@@ -109,19 +135,22 @@ impl SyncPart {
             cfg,
             engine,
             socks,
-            committer,
+            dumper,
+            worker,
+            commit: None,
+            next_worker_poll: Instant::now(),
             injector,
             purge: PurgeTimer::default(),
             next_link_check: Instant::now() + LINK_CHECK,
-            protoinfo: HashMap::new(),
+            remembered: HashMap::new(),
             event_fd,
         })
     }
 
     /// Port ids of our own ctnetlink sockets: events they cause are never
-    /// replicated (commits and injections).
+    /// replicated (commits, purges and injections).
     fn portids(&self) -> Vec<u32> {
-        let mut v = vec![self.committer.portid()];
+        let mut v = vec![self.worker.portid()];
         if let Some(i) = &self.injector {
             v.push(i.portid());
         }
@@ -130,36 +159,92 @@ impl SyncPart {
 
     /// Tells the engine about a change of the internal cache.
     ///
-    /// The internal cache keeps only the TCP state of a flow's protocol
-    /// info, and update events carry it only when it changed (a mark
-    /// change has none): for SCTP and DCCP flows (and TCP with
-    /// `TCPWindowTracking`, whose window scales travel), the last known
-    /// protocol info is kept here, so every message carries it.
+    /// The internal cache keeps a flow's TCP state, status, mark and
+    /// timeout; labels, master, SYN proxy state and helper come with an
+    /// update event only when they changed (and protocol info beyond the
+    /// TCP state likewise). They are remembered here for the flows that
+    /// have them, so every message carries the flow's whole state: a
+    /// receiver that replaces its entry with an update loses nothing.
+    /// Protocol info is remembered only where the cache's TCP state is
+    /// not all of it: SCTP, DCCP, and TCP with `TCPWindowTracking`
+    /// (whose window scales travel).
+    ///
+    /// The NAT sequence adjustment a helper makes (FTP's PORT, SIP) is in
+    /// no event at all: the kernel changes it without telling. It is read
+    /// from the kernel's entry when an event of an adjusted flow (status
+    /// SEQ_ADJUST) comes without it, and a new related flow (the data
+    /// connection a rewritten command announced) has its master read
+    /// again and sent when the adjustment changed.
     pub fn on_event(&mut self, now: Instant, kind: EventKind, f: &Flow) {
-        let keeps = match f.orig.proto {
+        let key = FlowKey::of(f);
+        if kind == EventKind::Destroy {
+            self.remembered.remove(&key);
+            self.engine.on_event(now, kind, f);
+            return;
+        }
+        let mut full = f.clone();
+        if adjusted(f)
+            && f.seq_adj == [None; 2]
+            && let Some(k) = self.kernel_entry(f)
+        {
+            full.seq_adj = k.seq_adj;
+        }
+        self.replicate(now, kind, key, full);
+        if kind == EventKind::New
+            && let Some(m) = f.master
+        {
+            self.refresh_master(now, m, f);
+        }
+    }
+
+    /// Sends `full` (the flow with `key`) after filling it in from what is
+    /// remembered, and remembers what it carries.
+    fn replicate(&mut self, now: Instant, kind: EventKind, key: FlowKey, mut full: Flow) {
+        let keeps_protoinfo = match full.orig.proto {
             proto::SCTP | proto::DCCP => true,
             proto::TCP => self.cfg.tcp_window_tracking,
             _ => false,
         };
-        if !keeps {
-            self.engine.on_event(now, kind, f);
+        let mut known = self.remembered.remove(&key).unwrap_or_default();
+        known.fill(&mut full);
+        if !keeps_protoinfo {
+            known.protoinfo = ProtoInfo::None;
+        }
+        if !known.is_empty() {
+            self.remembered.insert(key, known);
+        }
+        self.engine.on_event(now, kind, &full);
+    }
+
+    /// A related flow appeared: its master's helper has just rewritten a
+    /// command, which may have changed the master's sequence adjustment
+    /// (no event says so). Reads the master and sends it if it did.
+    fn refresh_master(&mut self, now: Instant, master: crate::flow::Tuple, related: &Flow) {
+        let probe = Flow {
+            family: related.family,
+            orig: master,
+            zone: related.zone,
+            ..Flow::default()
+        };
+        let key = FlowKey::of(&probe);
+        // only a master this part replicates (one it remembers: its
+        // helper at least)
+        let Some(known) = self.remembered.get(&key).map(|k| k.seq_adj) else {
             return;
-        }
-        let key = FlowKey::of(f);
-        if kind == EventKind::Destroy {
-            self.protoinfo.remove(&key);
-            self.engine.on_event(now, kind, f);
+        };
+        let Some(m) = self.kernel_entry(&probe) else {
             return;
+        };
+        if adjusted(&m) && m.seq_adj != known {
+            self.replicate(now, EventKind::Update, key, m);
         }
-        let known = self.protoinfo.entry(key).or_default();
-        *known = merge_protoinfo(*known, f.protoinfo);
-        if *known == f.protoinfo {
-            self.engine.on_event(now, kind, f);
-        } else {
-            let mut full = f.clone();
-            full.protoinfo = *known;
-            self.engine.on_event(now, kind, &full);
-        }
+    }
+
+    /// The kernel's current entry with `f`'s original tuple and zone.
+    fn kernel_entry(&mut self, f: &Flow) -> Option<Flow> {
+        CtKernel::get(&mut self.dumper, &get_request(f))
+            .ok()
+            .flatten()
     }
 
     /// Handles what a link's reader delivered.
@@ -175,6 +260,9 @@ impl SyncPart {
     /// When the part next needs [`SyncPart::run_timers`].
     fn deadline(&self) -> Instant {
         let mut d = self.next_link_check;
+        if self.worker.busy() {
+            d = d.min(self.next_worker_poll);
+        }
         for t in [self.engine.next_deadline(), self.purge.deadline()]
             .into_iter()
             .flatten()
@@ -184,27 +272,28 @@ impl SyncPart {
         d
     }
 
-    /// Runs what is due: engine timers, the `-t` purge, link checks.
-    fn run_timers(
-        &mut self,
-        now: Instant,
-        filter: &CacheFilter,
-        internal: &mut Cache,
-        log: &mut Logger,
-    ) {
+    /// Runs what is due: engine timers, the `-t` purge, the outcome of
+    /// the worker's jobs, link checks.
+    fn run_timers(&mut self, now: Instant, cx: &mut PartCx<'_>) {
         if self.engine.next_deadline().is_some_and(|t| t <= now) {
             self.engine.on_timeout(now);
         }
         if self.purge.take_due(now) {
-            log.notice("flushing kernel conntrack table (scheduled)");
-            match commit::purge_kernel_table(&mut self.committer, &|f| !filter.accepts(f)) {
-                Ok((n, failed)) => log.notice(&format!(
-                    "kernel table purged: {n} entries deleted, {failed} failed"
-                )),
-                Err(e) => log.error(&format!("purging the kernel table failed: {e}")),
+            cx.log.notice("flushing kernel conntrack table (scheduled)");
+            let filter = cx.filter.clone();
+            // conntrackd keeps the entries its Filter ignores
+            let keep = Box::new(move |f: &Flow| !filter.accepts(f));
+            self.next_worker_poll = now + WORKER_POLL;
+            if !self.worker.submit(Job::Purge { keep }) {
+                cx.log
+                    .error("purging the kernel table failed: the commit thread is gone");
             }
-            internal.clear();
-            self.flush_internal();
+        }
+        if self.next_worker_poll <= now {
+            self.next_worker_poll = now + WORKER_POLL;
+            while let Some(done) = self.worker.poll() {
+                self.finished(done, cx);
+            }
         }
         if self.next_link_check <= now {
             self.next_link_check = now + LINK_CHECK;
@@ -214,6 +303,34 @@ impl SyncPart {
                 }
             }
         }
+    }
+
+    /// Takes the outcome of a job of the worker.
+    fn finished(&mut self, done: Finished, cx: &mut PartCx<'_>) {
+        match done {
+            Finished::Commit(r) => {
+                let reply = self.commit_done(&r, cx);
+                if let Some(tx) = self.commit.take().and_then(|c| c.answer) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Finished::Purge(r) => self.purge_done(r, cx),
+        }
+    }
+
+    /// The end of a `-t` purge: the internal cache starts over.
+    fn purge_done(&mut self, r: Result<PurgeReport, String>, cx: &mut PartCx<'_>) {
+        match r {
+            Ok(r) => cx.log.notice(&format!(
+                "kernel table purged: {} entries deleted, {} failed",
+                r.deleted, r.failed
+            )),
+            Err(e) => cx
+                .log
+                .error(&format!("purging the kernel table failed: {e}")),
+        }
+        cx.internal.clear();
+        self.flush_internal();
     }
 
     /// Sends what the engine queued and carries out its other actions.
@@ -234,7 +351,15 @@ impl SyncPart {
                         if let Some(inj) = self.injector.as_mut()
                             && let Err(e) = inj.apply(op, &flow)
                         {
-                            log.warning(&format!("sync: inject failed: {e}"));
+                            let what = match op {
+                                EventKind::New => "new",
+                                EventKind::Update => "update",
+                                EventKind::Destroy => "destroy",
+                            };
+                            log.warning(&format!(
+                                "sync: inject ({what}) failed: {e}: {}",
+                                flow_line(&flow)
+                            ));
                         }
                     }
                     Action::DumpKernelForBulk => dump = true,
@@ -249,7 +374,7 @@ impl SyncPart {
                 return;
             }
             let engine = &mut self.engine;
-            if let Err(e) = self.committer.dump(&mut |f| {
+            if let Err(e) = CtKernel::dump(&mut self.dumper, &mut |f| {
                 if filter.accepts(f) {
                     engine.bulk_flow(f);
                 }
@@ -261,35 +386,69 @@ impl SyncPart {
         }
     }
 
-    /// `-c`: commits the external cache into the kernel.
-    fn commit(&mut self, log: &mut Logger) -> Result<Vec<u8>, String> {
+    /// `-c`: hands the external cache as it is now to the worker (the
+    /// answer goes out when the commit is done, see
+    /// [`SyncPart::commit_done`]). With `DisableExternalCache` there is
+    /// nothing to commit.
+    fn start_commit(&mut self, cx: &mut PartCx<'_>) -> Reply {
         if self.cfg.disable_external_cache {
             return Ok(Vec::new());
         }
-        log.notice("committing external cache");
+        if self.commit.is_some() {
+            return Err("a commit is already in progress".into());
+        }
+        cx.log.notice("committing external cache");
         self.purge.cancel();
-        let opts = CommitOpts {
-            commit_timeout: self.cfg.commit_timeout,
-            tcp_window_tracking: self.cfg.tcp_window_tracking,
-        };
-        let r = commit::commit_external(
-            &mut self.committer,
-            self.engine.external(),
-            Instant::now(),
-            &opts,
-        )
-        .map_err(|e| format!("commit failed: {e}"))?;
+        let opts = commit_opts(&self.cfg);
+        let snapshot = Snapshot::of(self.engine.external(), Instant::now());
+        // Our own commit would flood our event socket with one NEW per
+        // entry (and make the kernel build them: ~50% of the commit's
+        // cost). Leave the groups while committing; the resync right
+        // after catches up with everything.
+        let paused = self
+            .event_fd
+            .is_some_and(|fd| set_conntrack_groups(fd, false));
+        self.next_worker_poll = Instant::now() + WORKER_POLL;
+        if !self.worker.submit(Job::Commit { snapshot, opts }) {
+            self.rejoin_events(paused);
+            return Err("commit failed: the commit thread is gone".into());
+        }
+        let answer = cx.answer.take();
+        let later = answer.is_some();
+        self.commit = Some(RunningCommit { answer, paused });
+        if later {
+            // answered by `finished` when the worker is done
+            return Ok(Vec::new());
+        }
+        // nobody to answer later: wait for it here
+        while let Some(done) = self.worker.wait() {
+            if let Finished::Commit(r) = done {
+                let reply = self.commit_done(&r, cx);
+                self.commit = None;
+                return reply;
+            }
+            self.finished(done, cx);
+        }
+        self.commit = None;
+        Err("commit failed: the commit thread is gone".into())
+    }
+
+    /// The end of a commit: its log lines, the event groups joined again
+    /// and a resync to catch up with them, and `-c`'s answer.
+    fn commit_done(&mut self, r: &CommitReport, cx: &mut PartCx<'_>) -> Reply {
         for l in r.log_lines() {
-            log.notice(&l);
+            cx.log.notice(&l);
         }
         for (f, e) in &r.failed {
-            let mut line = Vec::new();
-            crate::flow::text::write_line(&mut line, f, &crate::flow::text::TextOptions::default());
-            log.error(&format!(
+            cx.log.error(&format!(
                 "commit-create: {}: {}",
                 crate::netlink::client::errno_text(*e),
-                String::from_utf8_lossy(&line)
+                flow_line(f)
             ));
+        }
+        let paused = self.commit.as_ref().is_some_and(|c| c.paused);
+        if self.rejoin_events(paused) {
+            cx.resync = Some((Instant::now(), Resync::AfterCommit));
         }
         if r.failed.is_empty() {
             Ok(Vec::new())
@@ -299,6 +458,15 @@ impl SyncPart {
                 r.failed.len()
             ))
         }
+    }
+
+    /// Joins the event groups left for a commit again; true when they
+    /// had been left.
+    fn rejoin_events(&self, paused: bool) -> bool {
+        if paused && let Some(fd) = self.event_fd {
+            set_conntrack_groups(fd, true);
+        }
+        paused
     }
 
     /// `-f external` (and the external half of `-f`).
@@ -312,7 +480,7 @@ impl SyncPart {
     /// `-f internal`: the engine forgets the replicated flows too.
     fn flush_internal(&mut self) {
         self.engine.flush_internal();
-        self.protoinfo.clear();
+        self.remembered.clear();
     }
 
     /// `-n`: asks the peer for a full resync.
@@ -430,14 +598,35 @@ impl SyncPart {
     }
 }
 
+/// True when the kernel adjusts the flow's sequence numbers (a helper
+/// rewrote a command through NAT).
+fn adjusted(f: &Flow) -> bool {
+    f.status
+        .is_some_and(|s| s & crate::flow::status::SEQ_ADJUST != 0)
+}
+
+/// How received flows are created (commit and injection).
+fn commit_opts(cfg: &SyncConfig) -> CommitOpts {
+    CommitOpts {
+        commit_timeout: cfg.commit_timeout,
+        tcp_window_tracking: cfg.tcp_window_tracking,
+    }
+}
+
+/// A flow as conntrack's text line, for the log.
+fn flow_line(f: &Flow) -> String {
+    let mut line = Vec::new();
+    crate::flow::text::write_line(&mut line, f, &crate::flow::text::TextOptions::default());
+    String::from_utf8_lossy(&line).into_owned()
+}
+
 /// The flow sync replicates for an event: the cache's merged state plus
-/// what the cache does not keep (helper, labels, NAT sequence, SYN proxy,
-/// protocol info beyond the TCP state: SCTP/DCCP state, verification
-/// tags, window scales; sync remembers those across events that omit
-/// them).
+/// what the cache does not keep and the event reports (helper, labels,
+/// NAT sequence, SYN proxy, master, protocol info beyond the TCP state;
+/// [`SyncPart::on_event`] fills in what the event leaves out).
 fn sync_view(mut f: Flow, ev: &Flow) -> Flow {
-    f.helper = ev.helper.or(f.helper);
-    f.labels = ev.labels.or(f.labels);
+    f.helper = ev.helper;
+    f.labels = ev.labels;
     f.seq_adj = ev.seq_adj;
     f.synproxy = ev.synproxy;
     f.master = ev.master;
@@ -463,7 +652,7 @@ impl Part for SyncPart {
     }
 
     fn on_timer(&mut self, now: Instant, cx: &mut PartCx<'_>) {
-        self.run_timers(now, cx.filter, cx.internal, cx.log);
+        self.run_timers(now, cx);
         self.transmit(now, cx.filter, cx.log);
     }
 
@@ -489,23 +678,7 @@ impl Part for SyncPart {
     fn control(&mut self, req: &Request, cx: &mut PartCx<'_>) -> Option<Reply> {
         let now = Instant::now();
         let reply = match req {
-            Request::Commit => {
-                // Our own commit would flood our event socket with one NEW
-                // per entry (and make the kernel build them: ~50% of the
-                // commit's cost). Leave the groups while committing; the
-                // resync right after catches up with everything.
-                let paused = self
-                    .event_fd
-                    .is_some_and(|fd| set_conntrack_groups(fd, false));
-                let r = self.commit(cx.log);
-                if paused {
-                    if let Some(fd) = self.event_fd {
-                        set_conntrack_groups(fd, true);
-                    }
-                    cx.resync = Some((Instant::now(), Resync::AfterCommit));
-                }
-                r
-            }
+            Request::Commit => self.start_commit(cx),
             Request::Bulk => {
                 self.send_bulk();
                 Ok(Vec::new())
@@ -555,83 +728,10 @@ impl Part for SyncPart {
     fn to_json(&self) -> Option<serde_json::Value> {
         Some(self.json())
     }
-}
 
-/// Protocol info after an event: what the event reports, over what was
-/// known (fields the event leaves out keep their old values).
-fn merge_protoinfo(known: ProtoInfo, ev: ProtoInfo) -> ProtoInfo {
-    match (known, ev) {
-        (k, ProtoInfo::None) => k,
-        (ProtoInfo::Tcp(k), ProtoInfo::Tcp(e)) => ProtoInfo::Tcp(crate::flow::TcpInfo {
-            state: e.state.or(k.state),
-            wscale: [e.wscale[0].or(k.wscale[0]), e.wscale[1].or(k.wscale[1])],
-            flags: [e.flags[0].or(k.flags[0]), e.flags[1].or(k.flags[1])],
-        }),
-        (
-            ProtoInfo::Sctp {
-                state: ks,
-                vtag: kv,
-            },
-            ProtoInfo::Sctp { state, vtag },
-        ) => ProtoInfo::Sctp {
-            state: state.or(ks),
-            vtag: [vtag[0].or(kv[0]), vtag[1].or(kv[1])],
-        },
-        (
-            ProtoInfo::Dccp {
-                state: ks,
-                role: kr,
-                handshake_seq: kh,
-            },
-            ProtoInfo::Dccp {
-                state,
-                role,
-                handshake_seq,
-            },
-        ) => ProtoInfo::Dccp {
-            state: state.or(ks),
-            role: role.or(kr),
-            handshake_seq: handshake_seq.or(kh),
-        },
-        (_, e) => e,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protoinfo_merges_what_events_leave_out() {
-        let sctp = ProtoInfo::Sctp {
-            state: Some(3),
-            vtag: [Some(0x1122), Some(0x3344)],
-        };
-        // a mark-only update has no protocol info: the known one stays
-        assert_eq!(merge_protoinfo(sctp, ProtoInfo::None), sctp);
-        // a state change without tags keeps the tags
-        let moved = ProtoInfo::Sctp {
-            state: Some(4),
-            vtag: [None, None],
-        };
-        assert_eq!(
-            merge_protoinfo(sctp, moved),
-            ProtoInfo::Sctp {
-                state: Some(4),
-                vtag: [Some(0x1122), Some(0x3344)],
-            }
-        );
-        let tcp = |state, ws| {
-            ProtoInfo::Tcp(crate::flow::TcpInfo {
-                state,
-                wscale: [ws, ws],
-                ..Default::default()
-            })
-        };
-        assert_eq!(
-            merge_protoinfo(tcp(Some(3), Some(7)), tcp(Some(5), None)),
-            tcp(Some(5), Some(7))
-        );
-        assert_eq!(merge_protoinfo(ProtoInfo::None, sctp), sctp);
+    fn stop(&mut self) {
+        // a commit in progress ends first; its client is answered by the
+        // shutdown
+        self.worker.stop();
     }
 }

@@ -5,15 +5,19 @@
 //! the received message's attributes as they came (a validated, compact
 //! byte string, ~60-120 bytes), decoded into a [`Flow`] only when needed
 //! (commit, dump). NEW replaces an entry, UPD updates or creates it, DEL
-//! removes it. In ALARM mode entries expire `CacheTimeout` seconds after
-//! their last refresh.
+//! removes it. An update is merged into what the entry has
+//! ([`merge_update`]): what it leaves out (labels, NAT sequence
+//! adjustment, master, SYN proxy state, mark...) keeps its value. In
+//! ALARM mode entries expire `CacheTimeout` seconds after their last
+//! refresh.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::wire::ct::{self, QuirkOrder};
+use super::merge::merge_update;
+use super::wire::ct::{self, EncodeOpts, QuirkOrder};
 use super::wire::ty;
-use crate::flow::{Flow, Tuple, proto};
+use crate::flow::{Flow, ProtoInfo, Tuple, proto};
 
 /// The identity of a flow for sync: its original tuple and zone, with the
 /// fields that do not travel cleared (so both sides compute the same key).
@@ -118,9 +122,10 @@ impl ExternalCache {
             ty::CT_NEW | ty::CT_UPD => {
                 self.stamp += 1;
                 let stamp = self.stamp;
+                let quirk = self.quirk;
                 match self.map.get_mut(&key) {
                     Some(e) if t == ty::CT_UPD => {
-                        e.body = body.into();
+                        e.body = merged_body(&e.body, f, body, quirk);
                         e.updated = now;
                         e.stamp = stamp;
                         self.stats.updated += 1;
@@ -199,6 +204,19 @@ impl ExternalCache {
             })
     }
 
+    /// Every entry as received (its attributes, undecoded) with the time
+    /// of its last update: what a commit copies on the daemon's core
+    /// thread and decodes on its own ([`super::commit::Snapshot`]).
+    pub fn raw_entries(&self) -> impl Iterator<Item = (&[u8], Instant)> + '_ {
+        self.map.values().map(|e| (&*e.body, e.updated))
+    }
+
+    /// Byte order of the peer's double-swapped fields (to decode
+    /// [`ExternalCache::raw_entries`]).
+    pub fn quirk(&self) -> QuirkOrder {
+        self.quirk
+    }
+
     /// The entry for a key.
     pub fn get(&self, key: &FlowKey) -> Option<ExternalFlow> {
         self.map.get(key).and_then(|e| self.decode(e))
@@ -236,20 +254,46 @@ impl ExternalCache {
     }
 }
 
+/// The body of an entry after the update `f` (received as `body`): the
+/// update merged into the entry's flow, or the update as received when
+/// it leaves nothing out that the entry has.
+fn merged_body(old: &[u8], f: &Flow, body: &[u8], quirk: QuirkOrder) -> Box<[u8]> {
+    let Ok(known) = ct::decode_attrs(old, quirk) else {
+        return body.into();
+    };
+    let mut merged = f.clone();
+    merge_update(&known, &mut merged);
+    if merged == *f {
+        return body.into();
+    }
+    let o = EncodeOpts {
+        omit_timeout: false,
+        // window scales travel when they are known
+        tcp_window_tracking: matches!(merged.protoinfo, ProtoInfo::Tcp(t) if t.wscale != [None; 2]),
+        quirk,
+    };
+    let mut out = Vec::with_capacity(body.len() + 32);
+    match ct::encode_attrs(&merged, &o, &mut out) {
+        Ok(()) => out.into(),
+        Err(_) => body.into(),
+    }
+}
+
 /// The timeout to commit an entry with, as conntrackd computes it:
 /// CommitTimeout if set, else the synced timeout minus the seconds since
-/// the last update (60 if that is negative); None leaves the kernel's
-/// default (no timeout was synced).
-pub fn commit_timeout(e: &ExternalFlow, now: Instant, commit_timeout: Option<u32>) -> Option<u32> {
+/// the last update; [`FALLBACK_TIMEOUT`] when that leaves nothing (no
+/// timeout was synced, or it ran out): the kernel refuses to create an
+/// entry without a timeout.
+///
+/// [`FALLBACK_TIMEOUT`]: super::commit::FALLBACK_TIMEOUT
+pub fn commit_timeout(e: &ExternalFlow, now: Instant, commit_timeout: Option<u32>) -> u32 {
     if let Some(t) = commit_timeout {
-        return Some(t);
+        return t;
     }
-    let elapsed = now.saturating_duration_since(e.updated).as_secs() as i64;
-    let left = e.flow.timeout.unwrap_or(0) as i64 - elapsed;
-    match left {
-        l if l < 0 => Some(60),
-        0 => None,
-        l => Some(l as u32),
+    let elapsed = now.saturating_duration_since(e.updated).as_secs();
+    match u64::from(e.flow.timeout.unwrap_or(0)).checked_sub(elapsed) {
+        Some(left) if left > 0 => left as u32,
+        _ => super::commit::FALLBACK_TIMEOUT,
     }
 }
 
@@ -309,6 +353,45 @@ mod tests {
     }
 
     #[test]
+    fn an_update_is_merged_into_the_entry() {
+        use crate::flow::{Labels, SeqAdj, TcpInfo};
+        let t0 = Instant::now();
+        let mut c = ExternalCache::new(QuirkOrder::Little, None);
+        let mut f = testutil::tcp4();
+        f.labels = Some(Labels {
+            words: [1 << 3, 0, 0, 0],
+            len: 4,
+        });
+        f.seq_adj = [Some(SeqAdj {
+            correction_pos: 7,
+            offset_before: 0,
+            offset_after: 2,
+        }); 2];
+        f.master = Some(testutil::tcp4().orig);
+        c.apply(t0, ty::CT_NEW, &f, &body(&f));
+        // a TCP state change as the kernel reports it, forwarded as it
+        // came (conntrackd with DisableInternalCache)
+        let mut u = testutil::tcp4();
+        u.mark = None;
+        u.protoinfo = ProtoInfo::Tcp(TcpInfo {
+            state: Some(5),
+            ..TcpInfo::default()
+        });
+        c.apply(t0, ty::CT_UPD, &u, &body(&u));
+        let e = c.get(&FlowKey::of(&f)).unwrap().flow;
+        assert_eq!(e.protoinfo.tcp_state(), Some(5));
+        assert_eq!(
+            (e.labels, e.seq_adj, e.master),
+            (f.labels, f.seq_adj, f.master)
+        );
+        assert_eq!(e.mark, f.mark);
+        // NEW replaces
+        c.apply(t0, ty::CT_NEW, &u, &body(&u));
+        let e = c.get(&FlowKey::of(&f)).unwrap().flow;
+        assert_eq!((e.labels, e.master, e.mark), (None, None, None));
+    }
+
+    #[test]
     fn alarm_entries_expire_after_their_last_refresh() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
@@ -339,10 +422,15 @@ mod tests {
             updated: t0,
         };
         let s = Duration::from_secs;
-        assert_eq!(commit_timeout(&e, t0 + s(32), None), Some(268));
-        assert_eq!(commit_timeout(&e, t0 + s(400), None), Some(60));
-        assert_eq!(commit_timeout(&e, t0 + s(300), None), None);
-        assert_eq!(commit_timeout(&e, t0, Some(180)), Some(180));
+        assert_eq!(commit_timeout(&e, t0 + s(32), None), 268);
+        assert_eq!(commit_timeout(&e, t0 + s(299), None), 1);
+        assert_eq!(commit_timeout(&e, t0 + s(400), None), 60);
+        // nothing left, or nothing synced: never a create without one
+        assert_eq!(commit_timeout(&e, t0 + s(300), None), 60);
+        let mut unsynced = e.clone();
+        unsynced.flow.timeout = None;
+        assert_eq!(commit_timeout(&unsynced, t0, None), 60);
+        assert_eq!(commit_timeout(&e, t0, Some(180)), 180);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod external;
 pub mod keyfile;
 pub mod link;
+pub mod merge;
 pub mod stats;
 pub mod wire;
 

@@ -204,10 +204,19 @@ impl HaLab {
 /// (FTFW over UDP unicast). `mode_extra` goes into the `Mode FTFW` block
 /// (e.g. `PurgeTimeout 1`), `blocks` after `Sync` (e.g. `Auth { ... }`).
 pub fn ctrackd_blocks(side: Side, mode_extra: &str, blocks: &str) -> (String, String) {
+    ctrackd_mode_blocks(
+        side,
+        &format!("Mode FTFW {{\n    {mode_extra}\n  }}"),
+        blocks,
+    )
+}
+
+/// The same with a whole `Mode` block (e.g. `Mode NOTRACK { ... }`).
+pub fn ctrackd_mode_blocks(side: Side, mode: &str, blocks: &str) -> (String, String) {
     let (me, peer) = side.addrs();
     let general = "  Filter From Userspace {\n    Address Ignore {\n      IPv4_address 127.0.0.1\n      IPv6_address ::1\n      IPv4_address 10.9.9.0/24\n    }\n  }\n".to_string();
     let sync = format!(
-        "Sync {{\n  Mode FTFW {{\n    {mode_extra}\n  }}\n  UDP Default {{\n    IPv4_address {me}\n    IPv4_Destination_Address {peer}\n    Port {PORT}\n    Interface {SYNC_IF}\n    SndSocketBuffer 1249280\n    RcvSocketBuffer 1249280\n    Checksum on\n  }}\n}}\n{blocks}\n"
+        "Sync {{\n  {mode}\n  UDP Default {{\n    IPv4_address {me}\n    IPv4_Destination_Address {peer}\n    Port {PORT}\n    Interface {SYNC_IF}\n    SndSocketBuffer 1249280\n    RcvSocketBuffer 1249280\n    Checksum on\n  }}\n}}\n{blocks}\n"
     );
     (general, sync)
 }

@@ -11,7 +11,7 @@ use crate::netlink::attr::AttrWriter;
 
 /// `IP_CT_TCP_FLAG_BE_LIBERAL`: no window checks on this connection.
 pub const TCP_FLAG_BE_LIBERAL: u8 = 0x08;
-/// `IPS_NAT_MASK`: the NAT bits the kernel refuses to change.
+/// `IPS_NAT_MASK`: the NAT bits an update leaves out, as conntrackd does.
 const NAT_MASK: u32 = status::SRC_NAT | status::DST_NAT;
 
 /// Which parts of a tuple to put in a request.
@@ -216,22 +216,10 @@ fn nat_parts(f: &Flow) -> (Option<NatSetup>, Option<NatSetup>) {
 
 fn encode_protoinfo(w: &mut AttrWriter, f: &Flow, o: &NewOpts) {
     match f.protoinfo {
-        ProtoInfo::Tcp(t) => {
-            let mut t = TcpInfo {
-                state: t.state,
-                wscale: t.wscale,
-                flags: t.flags,
-            };
-            if !o.tcp_window_tracking {
-                for d in &mut t.flags {
-                    let (fl, m) = d.unwrap_or((0, 0));
-                    *d = Some((fl | TCP_FLAG_BE_LIBERAL, m | TCP_FLAG_BE_LIBERAL));
-                }
-            }
-            if t.state.is_some() {
-                encode_tcp_info(w, &t);
-            }
-        }
+        ProtoInfo::Tcp(t) => encode_tcp(w, t, o),
+        // a TCP flow synced without its state: no state to set, but no
+        // window tracking either (the kernel takes flags without a state)
+        ProtoInfo::None if f.orig.proto == proto::TCP => encode_tcp(w, TcpInfo::default(), o),
         ProtoInfo::Sctp { state, vtag } => {
             let nest = w.begin(cta::PROTOINFO);
             let inner = w.begin(cta::PROTOINFO_SCTP);
@@ -263,11 +251,63 @@ fn encode_protoinfo(w: &mut AttrWriter, f: &Flow, o: &NewOpts) {
     }
 }
 
+/// TCP info as a request sets it: BE_LIBERAL in both directions unless
+/// window tracking is kept; nothing when that leaves nothing to set.
+fn encode_tcp(w: &mut AttrWriter, mut t: TcpInfo, o: &NewOpts) {
+    if !o.tcp_window_tracking {
+        for d in &mut t.flags {
+            let (fl, m) = d.unwrap_or((0, 0));
+            *d = Some((fl | TCP_FLAG_BE_LIBERAL, m | TCP_FLAG_BE_LIBERAL));
+        }
+    }
+    if t != TcpInfo::default() {
+        encode_tcp_info(w, &t);
+    }
+}
+
+/// The attributes a create and an update both set from a synced flow:
+/// timeout, mark, protocol info, sequence adjustments, SYN proxy state
+/// and labels.
+fn encode_state(w: &mut AttrWriter, f: &Flow, o: &NewOpts) {
+    if let Some(t) = o.timeout {
+        w.be32(cta::TIMEOUT, t);
+    }
+    if let Some(m) = f.mark {
+        w.be32(cta::MARK, m);
+    }
+    encode_protoinfo(w, f, o);
+    for (d, kind) in [(0, cta::SEQ_ADJ_ORIG), (1, cta::SEQ_ADJ_REPLY)] {
+        if let Some(s) = f.seq_adj[d] {
+            let nest = w.begin(kind);
+            w.be32(cta::SEQADJ_CORRECTION_POS, s.correction_pos);
+            w.be32(cta::SEQADJ_OFFSET_BEFORE, s.offset_before);
+            w.be32(cta::SEQADJ_OFFSET_AFTER, s.offset_after);
+            w.end(nest);
+        }
+    }
+    if let Some(s) = &f.synproxy {
+        let nest = w.begin(cta::SYNPROXY);
+        w.be32(cta::SYNPROXY_ISN, s.isn);
+        w.be32(cta::SYNPROXY_ITS, s.its);
+        w.be32(cta::SYNPROXY_TSOFF, s.tsoff);
+        w.end(nest);
+    }
+    if let Some(l) = f.labels.filter(|l| !l.is_empty()) {
+        let mut b = Vec::with_capacity(16);
+        for word in &l.words[..(l.len as usize).clamp(1, 4)] {
+            b.extend_from_slice(&word.to_ne_bytes());
+        }
+        w.bytes(cta::LABELS, &b);
+    }
+}
+
 /// The request that creates `f` in the kernel: original tuple, the reply
 /// tuple as its inverse, NAT set up with CTA_NAT_SRC/DST so the kernel
-/// rebuilds the NAT'ed reply, status, timeout, mark, protocol info
-/// (TCP BE_LIBERAL unless window tracking is kept), helper, sequence
-/// adjustments, labels and zone.
+/// rebuilds the NAT'ed reply, the master of a related flow, status
+/// (without EXPECTED: the kernel sets it itself for a flow with a
+/// master), helper, zone, timeout, mark, protocol info, sequence
+/// adjustments, SYN proxy state and labels. The kernel
+/// refuses a new entry without a timeout: `o.timeout` must be set.
 pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
     let mut req = CtRequest::new(msg::NEW, f.family);
     let mut w = req.writer();
@@ -283,13 +323,6 @@ pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
     if let Some(s) = f.status {
         w.be32(cta::STATUS, s & !status::EXPECTED);
     }
-    if let Some(t) = o.timeout {
-        w.be32(cta::TIMEOUT, t);
-    }
-    if let Some(m) = f.mark {
-        w.be32(cta::MARK, m);
-    }
-    encode_protoinfo(&mut w, f, o);
     let (src, dst) = nat_parts(f);
     if let Some(n) = src {
         encode_nat(&mut w, cta::NAT_SRC, &n);
@@ -302,44 +335,42 @@ pub fn create_request(f: &Flow, o: &NewOpts) -> CtRequest {
         w.strz(cta::HELP_NAME, h.as_bytes());
         w.end(nest);
     }
-    for (d, kind) in [(0, cta::SEQ_ADJ_ORIG), (1, cta::SEQ_ADJ_REPLY)] {
-        if let Some(s) = f.seq_adj[d] {
-            let nest = w.begin(kind);
-            w.be32(cta::SEQADJ_CORRECTION_POS, s.correction_pos);
-            w.be32(cta::SEQADJ_OFFSET_BEFORE, s.offset_before);
-            w.be32(cta::SEQADJ_OFFSET_AFTER, s.offset_after);
-            w.end(nest);
-        }
-    }
-    if let Some(l) = f.labels.filter(|l| !l.is_empty()) {
-        let mut b = Vec::with_capacity(16);
-        for word in &l.words[..(l.len as usize).clamp(1, 4)] {
-            b.extend_from_slice(&word.to_ne_bytes());
-        }
-        w.bytes(cta::LABELS, &b);
-    }
+    encode_state(&mut w, f, o);
     if let Some(z) = f.zone {
         w.be16(cta::ZONE, z);
     }
     req
 }
 
-/// The request that updates an existing entry to `f` (NAT, helper and
-/// master left out: the kernel refuses to change them).
+/// The request that updates the existing entry with `f`'s original tuple
+/// and zone in place, with the status and what a create sets from a
+/// synced flow (timeout, mark, protocol info, sequence adjustments, SYN
+/// proxy state, labels).
+/// NAT, helper and master are left out (the kernel refuses to change
+/// them); the status keeps EXPECTED as `f` has it and always has
+/// CONFIRMED (every entry in the table has it), since the kernel refuses
+/// an update that would change either; SRC_NAT and DST_NAT are cleared as
+/// conntrackd does (the kernel ignores every NAT bit of an update).
 pub fn update_request(f: &Flow, o: &NewOpts) -> CtRequest {
     let mut req = CtRequest::new(msg::NEW, f.family);
     let mut w = req.writer();
     encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
     if let Some(s) = f.status {
-        w.be32(cta::STATUS, s & !(NAT_MASK | status::EXPECTED));
+        w.be32(cta::STATUS, (s & !NAT_MASK) | status::CONFIRMED);
     }
-    if let Some(t) = o.timeout {
-        w.be32(cta::TIMEOUT, t);
+    encode_state(&mut w, f, o);
+    if let Some(z) = f.zone {
+        w.be16(cta::ZONE, z);
     }
-    if let Some(m) = f.mark {
-        w.be32(cta::MARK, m);
-    }
-    encode_protoinfo(&mut w, f, o);
+    req
+}
+
+/// A request naming the entry with `f`'s original tuple and zone: `kind`
+/// is [`msg::GET`] or [`msg::DELETE`].
+fn identity_request(kind: u8, f: &Flow) -> CtRequest {
+    let mut req = CtRequest::new(kind, f.family);
+    let mut w = req.writer();
+    encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
     if let Some(z) = f.zone {
         w.be16(cta::ZONE, z);
     }
@@ -348,13 +379,12 @@ pub fn update_request(f: &Flow, o: &NewOpts) -> CtRequest {
 
 /// The request that deletes the entry with `f`'s original tuple and zone.
 pub fn delete_request(f: &Flow) -> CtRequest {
-    let mut req = CtRequest::new(msg::DELETE, f.family);
-    let mut w = req.writer();
-    encode_tuple(&mut w, cta::TUPLE_ORIG, &TupleParts::full(&f.orig, None));
-    if let Some(z) = f.zone {
-        w.be16(cta::ZONE, z);
-    }
-    req
+    identity_request(msg::DELETE, f)
+}
+
+/// The request that gets the entry with `f`'s original tuple and zone.
+pub fn get_request(f: &Flow) -> CtRequest {
+    identity_request(msg::GET, f)
 }
 
 #[cfg(test)]
@@ -416,5 +446,82 @@ mod tests {
             panic!()
         };
         assert_eq!(t.flags, [None; 2]);
+        // a TCP flow synced without its state: BE_LIBERAL all the same
+        let mut f2 = f.clone();
+        f2.protoinfo = ProtoInfo::None;
+        let back = roundtrip(&create_request(&f2, &o));
+        let ProtoInfo::Tcp(t) = back.protoinfo else {
+            panic!("{:?}", back.protoinfo)
+        };
+        assert_eq!((t.state, t.flags), (None, [Some((8, 8)); 2]));
+    }
+
+    #[test]
+    fn update_request_carries_the_state_but_not_what_the_kernel_refuses() {
+        use crate::flow::{HelperName, Labels, SeqAdj, Synproxy};
+        let mut f = testutil::tcp4();
+        f.status = Some(status::SEEN_REPLY | status::EXPECTED | status::SRC_NAT_DONE);
+        f.reply.dst = "100.64.0.5".parse().unwrap();
+        f.master = Some(testutil::tcp4().orig);
+        f.helper = Some(HelperName::from_bytes(b"ftp"));
+        f.labels = Some(Labels {
+            words: [1 << 3, 0, 0, 0],
+            len: 4,
+        });
+        f.seq_adj = [Some(SeqAdj {
+            correction_pos: 1,
+            offset_before: 2,
+            offset_after: 3,
+        }); 2];
+        f.synproxy = Some(Synproxy {
+            isn: 4,
+            its: 5,
+            tsoff: 6,
+        });
+        let o = NewOpts {
+            timeout: Some(77),
+            ..NewOpts::default()
+        };
+        let back = roundtrip(&update_request(&f, &o));
+        assert_eq!(back.timeout, Some(77));
+        assert_eq!(back.mark, f.mark);
+        assert_eq!(
+            (back.labels, back.seq_adj, back.synproxy),
+            (f.labels, f.seq_adj, f.synproxy)
+        );
+        // the kernel refuses to change NAT, helper and master, and the
+        // EXPECTED and CONFIRMED bits (every entry in the table has the
+        // latter); SRC_NAT and DST_NAT are left out as conntrackd does
+        assert_eq!(
+            (back.master, back.helper, back.has_reply),
+            (None, None, false)
+        );
+        assert_eq!(
+            back.status,
+            Some(status::SEEN_REPLY | status::EXPECTED | status::CONFIRMED | status::SRC_NAT_DONE)
+        );
+        // no timeout to refresh: none sent
+        let back = roundtrip(&update_request(&f, &NewOpts::default()));
+        assert_eq!(back.timeout, None);
+        // create carries what the update leaves out, without EXPECTED
+        let back = roundtrip(&create_request(&f, &o));
+        assert_eq!((back.master, back.helper), (f.master, f.helper));
+        assert_eq!(
+            (back.labels, back.seq_adj, back.synproxy),
+            (f.labels, f.seq_adj, f.synproxy)
+        );
+        assert_eq!(back.status, Some(status::SEEN_REPLY | status::SRC_NAT_DONE));
+        // get and delete name the entry by its original tuple and zone
+        f.zone = Some(5);
+        for req in [get_request(&f), delete_request(&f)] {
+            let back = roundtrip(&req);
+            assert_eq!(
+                (back.orig, back.zone, back.has_reply),
+                (f.orig, Some(5), false)
+            );
+            assert_eq!((back.timeout, back.status), (None, None));
+        }
+        assert_eq!(get_request(&f).msg, msg::GET);
+        assert_eq!(delete_request(&f).msg, msg::DELETE);
     }
 }

@@ -18,7 +18,7 @@ pub mod encode;
 pub use decode::{decode_flow, decode_flow_into};
 pub use encode::{
     NatSetup, NewOpts, TCP_FLAG_BE_LIBERAL, TupleParts, create_request, delete_request,
-    encode_identity, encode_nat, encode_tcp_info, encode_tuple, update_request,
+    encode_identity, encode_nat, encode_tcp_info, encode_tuple, get_request, update_request,
 };
 
 use netlink_packet_core::{

@@ -25,7 +25,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::auth::{Auth, AuthError};
+use super::auth::{Auth, AuthError, Opened};
 use super::config::{ModeKind, SyncConfig};
 use super::external::{ExternalCache, FlowKey};
 use super::wire::ct::{self, EncodeOpts};
@@ -119,8 +119,9 @@ pub struct Start {
     pub mtus: Vec<usize>,
     /// The `Auth` key, when configured.
     pub auth_key: Option<Vec<u8>>,
-    /// First auth counter: the wall clock in microseconds.
-    pub auth_counter: u64,
+    /// Random bits for the auth sender id and challenge nonces (must
+    /// differ from one start to the next).
+    pub auth_seed: u64,
     /// Seed of the ALARM refresh jitter.
     pub seed: u64,
 }
@@ -136,10 +137,20 @@ impl Start {
             seq: scramble(wall.as_nanos() as u64 ^ u64::from(std::process::id())) as u32,
             mtus,
             auth_key,
-            auth_counter: wall.as_micros() as u64,
+            auth_seed: random_u64(wall.as_nanos()),
             seed: wall.as_nanos() as u64 | 1,
         }
     }
+}
+
+/// 64 random bits: std's randomly keyed SipHash (keys from the OS's
+/// generator) over the clock and the pid.
+fn random_u64(clock: u128) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(clock);
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// A well-mixed 64-bit value from `x` (splitmix64's finalizer).
@@ -191,6 +202,11 @@ pub struct NetStats {
     pub auth_bad_mac: u64,
     /// Replayed datagrams (Auth on).
     pub auth_replay: u64,
+    /// Our own datagrams sent back to us (Auth on).
+    pub auth_reflected: u64,
+    /// Datagrams of a sender instance not verified yet (Auth on): a
+    /// restarted peer's first ones, or a recording.
+    pub auth_unverified: u64,
     /// Datagrams from another source than the peer (CheckSourceAddress).
     pub wrong_source: u64,
 }
@@ -546,7 +562,7 @@ impl Engine {
             auth: start
                 .auth_key
                 .as_deref()
-                .map(|k| Auth::new(k, start.auth_counter)),
+                .map(|k| Auth::new(k, start.auth_seed)),
             last_auth_log: None,
             external: ExternalCache::new(cfg.peer_endianness, lifetime),
             actions: VecDeque::new(),
@@ -1486,11 +1502,29 @@ impl Engine {
         }
     }
 
+    /// Sends the auth exchange's datagrams (challenges, answers) on the
+    /// link the datagram that caused them came from.
+    fn auth_replies(&mut self, link: usize) {
+        while let Some(d) = self.auth.as_mut().and_then(Auth::take_reply) {
+            if let Some(l) = self.links.get_mut(link) {
+                l.stats.bytes_sent += d.len() as u64;
+                l.stats.pkts_sent += 1;
+            }
+            self.actions.push_back(Action::Send { link, datagram: d });
+        }
+    }
+
     fn auth_log(&mut self, now: Instant, e: AuthError, link: usize) {
         match e {
             AuthError::Missing => self.stats.auth_missing += 1,
             AuthError::BadMac => self.stats.auth_bad_mac += 1,
             AuthError::Replay => self.stats.auth_replay += 1,
+            AuthError::Reflected => self.stats.auth_reflected += 1,
+            AuthError::Unverified => {
+                // every start of a peer goes through this: counted only
+                self.stats.auth_unverified += 1;
+                return;
+            }
         }
         // at most one line every 10 s
         if self
@@ -1504,6 +1538,8 @@ impl Engine {
             AuthError::Missing => "without authentication (peer without Auth, or conntrackd?)",
             AuthError::BadMac => "with a bad MAC (wrong key or altered)",
             AuthError::Replay => "replayed",
+            AuthError::Reflected => "that we sent (sent back to us)",
+            AuthError::Unverified => "from a sender not verified yet",
         };
         let name = self
             .links
@@ -1536,9 +1572,31 @@ impl Engine {
             self.stats.wrong_source += 1;
             return;
         }
-        let msgs = match self.auth.as_mut().map(|a| a.open(datagram)) {
+        let opened = self.auth.as_mut().map(|a| a.open(now, datagram));
+        self.auth_replies(link);
+        let msgs = match opened {
             None => datagram,
-            Some(Ok(m)) => m,
+            Some(Ok(Opened::Messages(m))) => m,
+            Some(Ok(Opened::Verified(id))) => {
+                self.log(
+                    LogLevel::Notice,
+                    format!("sync: peer instance {id:016x} authenticated"),
+                );
+                return;
+            }
+            Some(Ok(Opened::Answered)) => {
+                // the peer dropped what we sent before our answer: send
+                // again what it has not acknowledged (it takes up our
+                // sequence from what it accepts first)
+                if self.mode == ModeKind::Ftfw
+                    && let (Some(first), Some(last)) = (self.rs.front(), self.rs.back())
+                {
+                    let (first, last) = (first.seq(), last.seq());
+                    self.resend(now, first, last);
+                }
+                return;
+            }
+            Some(Ok(Opened::Handled)) => return,
             Some(Err(e)) => {
                 self.auth_log(now, e, link);
                 return;

@@ -101,7 +101,12 @@ pub fn network(out: &mut String, e: &Engine) {
         n.lost,
         n.before
     );
-    let extra = n.auth_missing + n.auth_bad_mac + n.auth_replay + n.wrong_source;
+    let extra = n.auth_missing
+        + n.auth_bad_mac
+        + n.auth_replay
+        + n.auth_reflected
+        + n.auth_unverified
+        + n.wrong_source;
     if extra > 0 {
         let _ = write!(
             out,
@@ -110,8 +115,15 @@ pub fn network(out: &mut String, e: &Engine) {
              \t\tNot authenticated:\t{:>20}\n\
              \t\tBad MAC:\t\t{:>20}\n\
              \t\tReplayed:\t\t{:>20}\n\
+             \t\tReflected:\t\t{:>20}\n\
+             \t\tNot verified yet:\t{:>20}\n\
              \t\tWrong source:\t\t{:>20}\n\n",
-            n.auth_missing, n.auth_bad_mac, n.auth_replay, n.wrong_source
+            n.auth_missing,
+            n.auth_bad_mac,
+            n.auth_replay,
+            n.auth_reflected,
+            n.auth_unverified,
+            n.wrong_source
         );
     }
     active_traffic(out, e);
@@ -190,7 +202,7 @@ mod tests {
                 seq: 1,
                 mtus: vec![1500],
                 auth_key: None,
-                auth_counter: 0,
+                auth_seed: 0,
                 seed: 1,
             },
         );

@@ -26,7 +26,7 @@ fn start(t0: Instant, seq: u32) -> Start {
         seq,
         mtus: vec![1500],
         auth_key: None,
-        auth_counter: seq as u64 * 1_000_000,
+        auth_seed: seq as u64 * 1_000_003,
         seed: seq as u64,
     }
 }
@@ -694,51 +694,148 @@ fn with_auth_forged_replayed_and_truncated_datagrams_change_nothing() {
     let mut b = auth_cfg(key, 2, t0);
     let mut mallory = auth_cfg(b"another key, also 32 bytes long!", 3, t0);
     let mut plain = Engine::new(&cfg(ModeKind::Ftfw), start(t0, 4));
+    // b verifies a: a's first datagram is challenged, a answers
     a.on_event(t0, EventKind::New, &flow(1));
     a.transmit(t0);
-    let Some(Action::Send { datagram: good, .. }) = a.poll_action() else {
-        panic!()
-    };
+    let first = datagrams(&mut a);
+    for d in &first {
+        b.on_datagram(t0, 0, d, None);
+    }
+    assert_eq!(b.external().len(), 0);
+    assert_eq!(b.net_stats().auth_unverified, 1);
+    exchange(&mut b, &mut a, t0);
+    // answering, a sent again what the challenge had dropped
+    assert_eq!(b.external().len(), 1);
+    assert!(b.drain_actions().contains(&Action::Log {
+        level: LogLevel::Notice,
+        text: format!(
+            "sync: peer instance {:016x} authenticated",
+            a.auth.as_ref().unwrap().id()
+        )
+    }));
+    a.on_event(t0, EventKind::New, &flow(3));
+    a.transmit(t0);
+    let good = datagrams(&mut a).pop().unwrap();
     for e in [&mut mallory, &mut plain] {
         e.on_event(t0, EventKind::New, &flow(2));
         e.transmit(t0);
     }
-    let Some(Action::Send {
-        datagram: forged, ..
-    }) = mallory.poll_action()
-    else {
-        panic!()
-    };
-    let Some(Action::Send {
-        datagram: unauthenticated,
-        ..
-    }) = plain.poll_action()
-    else {
-        panic!()
-    };
+    let forged = datagrams(&mut mallory).pop().unwrap();
+    let unauthenticated = datagrams(&mut plain).pop().unwrap();
     b.on_datagram(t0, 0, &forged, None);
     b.on_datagram(t0, 0, &unauthenticated, None);
     b.on_datagram(t0, 0, &good[..good.len() - 3], None);
-    assert_eq!(b.external().len(), 0);
-    b.on_datagram(t0, 0, &good, None);
     assert_eq!(b.external().len(), 1);
+    b.on_datagram(t0, 0, &good, None);
+    assert_eq!(b.external().len(), 2);
     b.external_mut().flush();
     b.on_datagram(t0, 0, &good, None); // replay
     assert_eq!(b.external().len(), 0);
+    // one warning, rate-limited
+    let warnings = b
+        .drain_actions()
+        .into_iter()
+        .filter(|x| {
+            matches!(
+                x,
+                Action::Log {
+                    level: LogLevel::Warning,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(warnings, 1);
+    // b's own datagrams sent back to it
+    b.on_timeout(t0 + ALIVE_INTERVAL);
+    b.transmit(t0 + ALIVE_INTERVAL);
+    for d in datagrams(&mut b) {
+        b.on_datagram(t0, 0, &d, None);
+    }
     let n = b.net_stats();
-    assert_eq!((n.auth_bad_mac, n.auth_missing, n.auth_replay), (2, 1, 1));
+    assert_eq!(
+        (
+            n.auth_bad_mac,
+            n.auth_missing,
+            n.auth_replay,
+            n.auth_reflected
+        ),
+        (2, 1, 1, 1)
+    );
     // a conntrackd (or a peer without Auth) drops the whole datagram: the
     // auth block reads as a zero-length message
     plain.on_datagram(t0, 0, &good, None);
     assert_eq!(plain.external().len(), 0);
     assert_eq!(plain.net_stats().bad_size, 1);
-    // one warning, rate-limited
-    let warnings = b
-        .drain_actions()
-        .into_iter()
-        .filter(|x| matches!(x, Action::Log { .. }))
-        .count();
-    assert_eq!(warnings, 1);
+}
+
+/// Passes `from`'s pending datagrams to `to`, and `to`'s answers back,
+/// until neither has anything more to say; other actions stay queued.
+fn exchange(from: &mut Engine, to: &mut Engine, now: Instant) {
+    let (mut x, mut y) = (from, to);
+    for _ in 0..6 {
+        x.transmit(now);
+        let mut sent = Vec::new();
+        let mut kept = VecDeque::new();
+        while let Some(a) = x.poll_action() {
+            match a {
+                Action::Send { datagram, .. } => sent.push(datagram),
+                other => kept.push_back(other),
+            }
+        }
+        x.actions = kept;
+        for d in &sent {
+            y.on_datagram(now, 0, d, None);
+        }
+        std::mem::swap(&mut x, &mut y);
+    }
+}
+
+#[test]
+fn with_auth_a_restarted_peer_and_a_recording_are_told_apart() {
+    let t0 = Instant::now();
+    let key = b"0123456789abcdef0123456789abcdef";
+    let mut s = Sim::new(auth_cfg(key, 1, t0), auth_cfg(key, 2, t0), t0, 41);
+    let mut want = HashMap::new();
+    for i in 0..50 {
+        let f = flow(i);
+        s.event(EventKind::New, &f);
+        want.insert(FlowKey::of(&f), f);
+    }
+    // the handshake costs the first datagrams; FTFW sends them again
+    s.run(2000);
+    assert_converged(&s.e[1], &want);
+    // a recording of the primary's datagrams
+    let mut recorded = Vec::new();
+    s.e[0].on_event(s.now, EventKind::New, &flow(60));
+    s.e[0].transmit(s.now);
+    for d in datagrams(&mut s.e[0]) {
+        recorded.push(d.clone());
+        s.e[1].on_datagram(s.now, 0, &d, None);
+    }
+    want.insert(FlowKey::of(&flow(60)), flow(60));
+    s.run(500);
+    assert_converged(&s.e[1], &want);
+    // the standby restarts (and asks for everything); the recording
+    // played to it changes nothing, the live primary gets through
+    s.e[1] = auth_cfg(key, 9, s.now);
+    for d in &recorded {
+        s.e[1].on_datagram(s.now, 0, d, None);
+    }
+    assert_eq!(s.e[1].external().len(), 0);
+    s.e[1].request_resync();
+    s.run(2000);
+    assert_converged(&s.e[1], &want);
+    // the primary restarts with counters from 1 (and any clock): its
+    // table comes through again after one challenge
+    s.e[0] = auth_cfg(key, 3, s.now);
+    for f in want.values() {
+        s.event(EventKind::New, f);
+    }
+    s.e[1].external_mut().flush();
+    s.run(2000);
+    assert_converged(&s.e[1], &want);
+    assert!(s.e[1].net_stats().auth_replay > 0 || s.e[1].net_stats().auth_unverified > 0);
 }
 
 #[test]

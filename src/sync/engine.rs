@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::auth::{Auth, AuthError, Opened};
-use super::config::{ModeKind, SyncConfig};
+use super::config::{LinkKind, ModeKind, SyncConfig};
 use super::external::{ExternalCache, FlowKey};
 use super::wire::ct::{self, EncodeOpts};
 use super::wire::{self, Header, Messages, Packer, RecvError, flag, ty};
@@ -226,6 +226,9 @@ pub struct LinkStats {
     pub errors_send: u64,
     /// Receive errors the daemon reported.
     pub errors_recv: u64,
+    /// Datagrams received but dropped because the daemon had not taken
+    /// the earlier ones yet (see `link::MAX_QUEUED_BYTES`).
+    pub dropped: u64,
 }
 
 /// One link as the engine sees it.
@@ -474,6 +477,10 @@ pub struct Engine {
     packer: Packer,
     auth: Option<Auth>,
     last_auth_log: Option<Instant>,
+    /// When "external cache full" was last logged.
+    last_full_log: Option<Instant>,
+    /// When dropped datagrams were last logged.
+    last_drop_log: Option<Instant>,
     external: ExternalCache,
     actions: VecDeque<Action>,
     stats: NetStats,
@@ -499,10 +506,14 @@ impl Engine {
                 } else {
                     0
                 };
+                let headers = match l.kind {
+                    LinkKind::Udp { peer, .. } if peer.is_ipv6() => wire::UDP_IP6_OVERHEAD,
+                    _ => wire::UDP_IP_OVERHEAD,
+                };
                 LinkRt {
                     name: l.interface.clone(),
                     kind: l.kind_name(),
-                    limit: mtu - wire::UDP_IP_OVERHEAD - auth,
+                    limit: mtu - headers - auth,
                     expected: l.expected_source(),
                     up: true,
                     stats: LinkStats::default(),
@@ -564,7 +575,9 @@ impl Engine {
                 .as_deref()
                 .map(|k| Auth::new(k, start.auth_seed)),
             last_auth_log: None,
-            external: ExternalCache::new(cfg.peer_endianness, lifetime),
+            last_full_log: None,
+            last_drop_log: None,
+            external: ExternalCache::new(cfg.peer_endianness, lifetime, cfg.external_limit),
             actions: VecDeque::new(),
             stats: NetStats::default(),
         };
@@ -1311,25 +1324,29 @@ impl Engine {
         }
     }
 
-    /// The peer asked for everything (RESYNC), or restarted: a bulk send,
-    /// at most one per [`PEER_BULK_INTERVAL`] (one asked for sooner is
-    /// sent when the interval ends).
-    fn peer_bulk(&mut self, now: Instant) {
+    /// The peer asked for everything (RESYNC), or restarted (`why` says
+    /// which, for the log): a bulk send, at most one per
+    /// [`PEER_BULK_INTERVAL`] (one asked for sooner is sent when the
+    /// interval ends; requests while one waits add nothing, not even a
+    /// log line).
+    fn peer_bulk(&mut self, now: Instant, why: &str) {
+        if self.peer_bulk_due.is_some() {
+            return;
+        }
+        self.log(LogLevel::Notice, why.into());
         match self.peer_bulk_at {
             Some(at) if now < at + PEER_BULK_INTERVAL => {
                 self.peer_bulk_due = Some(at + PEER_BULK_INTERVAL);
             }
             _ => {
                 self.peer_bulk_at = Some(now);
-                self.peer_bulk_due = None;
                 self.send_bulk();
             }
         }
     }
 
     fn bulk_on_request(&mut self, now: Instant) {
-        self.log(LogLevel::Notice, "resync requested by other node".into());
-        self.peer_bulk(now);
+        self.peer_bulk(now, "resync requested by other node");
     }
 
     fn ftfw_digest(&mut self, now: Instant, h: &Header) -> Class {
@@ -1408,8 +1425,7 @@ impl Engine {
                 if restarted {
                     // a restarted peer lost what we had sent it before:
                     // send it everything, as if it had asked (`-n`)
-                    self.log(LogLevel::Notice, "the other node restarted".into());
-                    self.peer_bulk(now);
+                    self.peer_bulk(now, "the other node restarted");
                 }
             }
         }
@@ -1659,7 +1675,20 @@ impl Engine {
                 flow: Box::new(flow),
             });
         } else {
+            let full = self.external.stats().full;
             self.external.apply(now, h.ty, &flow, body);
+            if self.external.stats().full > full
+                && self
+                    .last_full_log
+                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
+            {
+                self.last_full_log = Some(now);
+                let n = self.external.len();
+                self.log(
+                    LogLevel::Warning,
+                    format!("sync: external cache full ({n} flows, HashLimit): new flows of the peer dropped"),
+                );
+            }
         }
     }
 
@@ -1716,6 +1745,51 @@ impl Engine {
         }
     }
 
+    fn link_name(&self, link: usize) -> String {
+        self.links
+            .get(link)
+            .map_or_else(|| link.to_string(), |l| l.name.clone())
+    }
+
+    /// The reader of `link` keeps failing to receive (`error`): logged.
+    pub fn note_link_failing(&mut self, link: usize, error: &str) {
+        let name = self.link_name(link);
+        self.log(
+            LogLevel::Error,
+            format!("sync: cannot receive on {name}: {error} (trying again every second)"),
+        );
+    }
+
+    /// The reader of `link` receives again after failing.
+    pub fn note_link_recovered(&mut self, link: usize) {
+        let name = self.link_name(link);
+        self.log(LogLevel::Notice, format!("sync: receiving on {name} again"));
+    }
+
+    /// `n` datagrams of `link` were dropped before the daemon could take
+    /// them: counted, and logged at most once every 10 s.
+    pub fn note_recv_dropped(&mut self, now: Instant, link: usize, n: usize) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.stats.dropped += n as u64;
+        let total = l.stats.dropped;
+        if self
+            .last_drop_log
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_drop_log = Some(now);
+        let name = self.link_name(link);
+        self.log(
+            LogLevel::Warning,
+            format!(
+                "sync: {total} datagrams dropped on {name} so far: the daemon could not keep up"
+            ),
+        );
+    }
+
     /// Index of the active link.
     pub fn active_link(&self) -> usize {
         self.active
@@ -1731,6 +1805,14 @@ impl Engine {
             self.pack();
         }
         self.actions.pop_front()
+    }
+
+    /// Puts actions taken with [`Engine::poll_action`] back in front, in
+    /// their order (a daemon that only wanted the datagrams for now).
+    pub fn requeue_actions(&mut self, actions: Vec<Action>) {
+        for a in actions.into_iter().rev() {
+            self.actions.push_front(a);
+        }
     }
 
     /// Every pending action (a whole transmission included).

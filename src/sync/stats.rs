@@ -101,12 +101,14 @@ pub fn network(out: &mut String, e: &Engine) {
         n.lost,
         n.before
     );
+    let dropped: u64 = e.links().iter().map(|l| l.stats.dropped).sum();
     let extra = n.auth_missing
         + n.auth_bad_mac
         + n.auth_replay
         + n.auth_reflected
         + n.auth_unverified
-        + n.wrong_source;
+        + n.wrong_source
+        + dropped;
     if extra > 0 {
         let _ = write!(
             out,
@@ -117,13 +119,15 @@ pub fn network(out: &mut String, e: &Engine) {
              \t\tReplayed:\t\t{:>20}\n\
              \t\tReflected:\t\t{:>20}\n\
              \t\tNot verified yet:\t{:>20}\n\
-             \t\tWrong source:\t\t{:>20}\n\n",
+             \t\tWrong source:\t\t{:>20}\n\
+             \t\tDropped (busy):\t\t{:>20}\n\n",
             n.auth_missing,
             n.auth_bad_mac,
             n.auth_replay,
             n.auth_reflected,
             n.auth_unverified,
-            n.wrong_source
+            n.wrong_source,
+            dropped
         );
     }
     active_traffic(out, e);

@@ -680,6 +680,85 @@ fn big_mtu_packs_more_messages() {
     assert!(sizes.iter().all(|&n| n < 9000 - 28));
 }
 
+#[test]
+fn ipv6_links_leave_room_for_the_ipv6_header() {
+    let t0 = Instant::now();
+    let mut c = cfg(ModeKind::Notrack);
+    c.links[0] = LinkConfig::udp(None, "fd00::2".parse().unwrap(), 3780, "sync0");
+    let mut a = Engine::new(&c, start(t0, 1));
+    for i in 0..200 {
+        a.on_event(t0, EventKind::New, &flow(i));
+    }
+    a.transmit(t0);
+    let sizes: Vec<usize> = datagrams(&mut a).iter().map(Vec::len).collect();
+    // 1500 - 40 (IPv6) - 8 (UDP): no fragments; full ones are near it
+    assert!(sizes.iter().all(|&n| n < 1452), "{sizes:?}");
+    assert!(sizes.iter().any(|&n| n > 1452 - 90), "{sizes:?}");
+}
+
+#[test]
+fn link_troubles_are_logged_through_the_engine() {
+    let t0 = Instant::now();
+    let mut a = Engine::new(&cfg(ModeKind::Ftfw), start(t0, 1));
+    a.note_link_failing(0, "Cannot allocate memory");
+    a.note_link_recovered(0);
+    a.note_recv_dropped(t0, 0, 5);
+    a.note_recv_dropped(t0 + Duration::from_secs(1), 0, 7);
+    a.note_recv_dropped(t0 + Duration::from_secs(10), 0, 1);
+    let logs: Vec<(LogLevel, String)> = a
+        .drain_actions()
+        .into_iter()
+        .filter_map(|x| match x {
+            Action::Log { level, text } => Some((level, text)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            (
+                LogLevel::Error,
+                "sync: cannot receive on sync0: Cannot allocate memory (trying again every second)"
+                    .to_string()
+            ),
+            (LogLevel::Notice, "sync: receiving on sync0 again".into()),
+            (
+                LogLevel::Warning,
+                "sync: 5 datagrams dropped on sync0 so far: the daemon could not keep up".into()
+            ),
+            (
+                LogLevel::Warning,
+                "sync: 13 datagrams dropped on sync0 so far: the daemon could not keep up".into()
+            ),
+        ]
+    );
+    assert_eq!(a.links()[0].stats.dropped, 13);
+}
+
+#[test]
+fn a_full_external_cache_refuses_new_flows_and_says_so_once() {
+    let t0 = Instant::now();
+    let mut c = cfg(ModeKind::Notrack);
+    c.external_limit = 50;
+    let mut b = Engine::new(&c, start(t0, 2));
+    let mut a = Engine::new(&cfg(ModeKind::Notrack), start(t0, 1));
+    for i in 0..200 {
+        a.on_event(t0, EventKind::New, &flow(i));
+    }
+    a.transmit(t0);
+    for d in datagrams(&mut a) {
+        b.on_datagram(t0, 0, &d, None);
+    }
+    assert_eq!(b.external().len(), 50);
+    assert_eq!(b.external().stats().full, 150);
+    let warnings = b
+        .drain_actions()
+        .into_iter()
+        .filter(|x| matches!(x, Action::Log { text, .. } if text.contains("external cache full")))
+        .count();
+    assert_eq!(warnings, 1);
+}
+
 fn auth_cfg(key: &[u8], seq: u32, t0: Instant) -> Engine {
     let mut st = start(t0, seq);
     st.auth_key = Some(key.to_vec());
@@ -1176,18 +1255,31 @@ fn resync_requests_of_the_peer_make_one_bulk_a_second() {
     }
     a.transmit(t0);
     datagrams(&mut a);
+    // (state messages sent, lines logged) for a resync request
     let bulk = |a: &mut Engine, at: Instant, seq: u32| {
         a.on_datagram(at, 0, &ctl(flag::RESYNC, seq, 0, 0), None);
         a.transmit(at);
-        headers(&datagrams(a))
+        let acts = a.drain_actions();
+        let logs = acts
             .iter()
-            .filter(|h| h.is_data())
-            .count()
+            .filter(|x| matches!(x, Action::Log { .. }))
+            .count();
+        let sent: Vec<Vec<u8>> = acts
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::Send { datagram, .. } => Some(datagram),
+                _ => None,
+            })
+            .collect();
+        (headers(&sent).iter().filter(|h| h.is_data()).count(), logs)
     };
-    assert_eq!(bulk(&mut a, t0, 10), 100);
+    assert_eq!(bulk(&mut a, t0, 10), (100, 2));
     let soon = t0 + Duration::from_millis(300);
-    assert_eq!(bulk(&mut a, soon, 11), 0, "not twice within a second");
-    assert_eq!(bulk(&mut a, soon, 12), 0);
+    assert_eq!(bulk(&mut a, soon, 11), (0, 1), "not twice within a second");
+    // more requests meanwhile add nothing, not even a log line
+    for seq in 12..100 {
+        assert_eq!(bulk(&mut a, soon, seq), (0, 0));
+    }
     // the request is served when the second is over, once
     assert_eq!(a.next_deadline(), Some(t0 + PEER_BULK_INTERVAL));
     let due = t0 + PEER_BULK_INTERVAL;

@@ -80,6 +80,12 @@ fn snat_reconnect_stays_broken_without_ctrackd_and_recovers_with_it() {
     );
     let logged = wait_until(Duration::from_secs(3), || d.log().contains("wan: flushed"));
     assert!(logged, "{}", d.log());
+    assert!(
+        d.log()
+            .contains("wan: watching wan0 (Flush stale, Debounce 300 ms)"),
+        "{}",
+        d.log()
+    );
     let wan = stdout(&d.client(&["-s", "wan"]));
     assert!(wan.contains("wan0"), "{wan}");
     let all = stdout(&d.client(&["-s"]));

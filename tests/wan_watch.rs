@@ -82,6 +82,14 @@ fn start_with(router: &Netns, ifaces: &[&str], flush: FlushMode, debounce_ms: u6
             }
         }
         reader.stop();
+        // the reader is gone, and with it the only sender
+        loop {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("the reader outlived stop()"),
+            }
+        }
         w
     });
     Running {

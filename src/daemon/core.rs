@@ -539,6 +539,13 @@ mod tests {
     }
 
     #[test]
+    fn cache_time_is_the_wall_clock() {
+        let before = crate::flow::now_secs();
+        let t = now_u32() as i64;
+        assert!(t >= before && t <= crate::flow::now_secs(), "{t}");
+    }
+
+    #[test]
     fn events_drive_the_cache_through_the_filter() {
         let mut cache = Cache::new("internal", 16, 100);
         let mut stats = RuntimeStats::default();
@@ -736,6 +743,18 @@ mod tests {
         // a periodic resync that found nothing is quiet
         resync_announces(&mut core, Resync::Periodic, vec![tcp4()]);
         assert!(core.take_log().is_empty());
+        // one that removed a stale flow says so
+        let extra = other_port(tcp4(), 8);
+        resync_announces(&mut core, Resync::Periodic, vec![tcp4(), extra]);
+        core.take_log();
+        resync_announces(&mut core, Resync::Periodic, vec![tcp4()]);
+        let log = core.take_log();
+        assert!(
+            log[0].1.contains(
+                "(periodic): 1 flows in the table, 1 cached, 1 stale removed, 0 missing added"
+            ),
+            "{log:?}"
+        );
         // one that found a missing flow says so
         resync_announces(
             &mut core,
@@ -864,7 +883,8 @@ mod tests {
     #[test]
     fn reload_drops_what_the_new_filter_rejects() {
         let mut core = Core::new(config(CacheFilter::default(), 0), 0);
-        resync_announces(&mut core, Resync::Startup, vec![tcp4(), udp4()]);
+        let tcp2 = other_port(tcp4(), 7);
+        resync_announces(&mut core, Resync::Startup, vec![tcp4(), tcp2, udp4()]);
         core.take_log();
         let mut new = config(
             CacheFilter {
@@ -876,7 +896,8 @@ mod tests {
         new.general.unix_path = "/elsewhere.ctl".into();
         new.warnings.push("key `Nice' is ignored".into());
         core.reload(new);
-        assert_eq!(core.internal.len(), 1);
+        assert_eq!(core.internal.len(), 2);
+        assert!(core.internal.get(&tcp4()).is_some());
         let log: Vec<String> = core.take_log().into_iter().map(|(_, l)| l).collect();
         assert_eq!(log[0], "key `Nice' is ignored");
         assert_eq!(
@@ -888,6 +909,13 @@ mod tests {
             "{log:?}"
         );
         assert_eq!(core.filter().protocols, Some((true, vec![proto::TCP])));
+        // the same paths again: nothing to restart for
+        let mut same = core.config.clone();
+        same.warnings.clear();
+        core.reload(same);
+        let log: Vec<String> = core.take_log().into_iter().map(|(_, l)| l).collect();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].ends_with("(0 flows dropped by the new filter)"));
     }
 
     #[test]
@@ -912,6 +940,9 @@ mod tests {
         resync_announces(&mut core, Resync::Startup, vec![tcp4()]);
         let text = String::from_utf8(core.dump_cache(Format::Text)).unwrap();
         assert!(text.contains("[active since "), "{text}");
+        // conntrackd's -i shows no timeout (the cached one is stale)
+        assert_eq!(tcp4().timeout, Some(119));
+        assert!(!text.contains(" 119 "), "{text}");
         assert_eq!(text.lines().count(), 1);
         let xml = String::from_utf8(core.dump_cache(Format::Xml)).unwrap();
         assert!(xml.starts_with(xml::HEADER) && xml.ends_with(xml::FOOTER));

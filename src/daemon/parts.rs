@@ -1,11 +1,13 @@
 //! The configured parts, and each step of the shell's applied to all of
 //! them: the one place that names the cargo features of the parts.
 
+use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use super::config::Config;
 use super::control::{Reply, Request};
 use super::core::Replicate;
+use super::input::Input;
 use super::log::Logger;
 use super::part::{Part, PartCx, Slot};
 
@@ -23,7 +25,73 @@ pub struct Parts {
     pub web: Option<super::webpart::WebPart>,
 }
 
+/// What the event reader shows each kernel event to as it arrives, before
+/// the core sees it: the web's event streams, when the web part runs.
+pub struct EventTap {
+    #[cfg(feature = "web")]
+    hub: Option<crate::web::Hub>,
+}
+
+impl EventTap {
+    /// Shows one event to whoever listens.
+    pub fn publish(&self, _ev: &crate::netlink::Event) {
+        #[cfg(feature = "web")]
+        if let Some(h) = &self.hub {
+            h.publish(_ev);
+        }
+    }
+}
+
 impl Parts {
+    /// Starts the parts `config` asks for (web, sync, WAN, in this
+    /// order). Their threads send to the loop through `tx`; `event_fd` is
+    /// the daemon's event socket (sync leaves its groups while it
+    /// commits).
+    pub fn start(
+        config: &Config,
+        tx: &Sender<Input>,
+        event_fd: i32,
+        log: &mut Logger,
+    ) -> Result<Parts, String> {
+        #[allow(unused_mut)] // without features there is nothing to start
+        let mut parts = Parts::default();
+        // each is used only by the parts this build has
+        let _ = (tx, event_fd, &log);
+        #[cfg(feature = "web")]
+        if let Some(cfg) = config.web_config.clone() {
+            let addr = cfg.socket_addr();
+            parts.web = Some(super::webpart::WebPart::start(cfg, tx.clone())?);
+            log.notice(&format!("web: listening on http://{addr}/"));
+        }
+        #[cfg(feature = "sync")]
+        if let Some(cfg) = config.sync_config.clone() {
+            let stx = tx.clone();
+            let deliver = move |l| stx.send(Input::Sync(l)).is_ok();
+            parts.sync = Some(super::syncpart::SyncPart::start(
+                cfg,
+                Some(event_fd),
+                deliver,
+                log,
+            )?);
+        }
+        #[cfg(feature = "wan")]
+        if let Some(cfg) = config.wan_config.clone() {
+            let wtx = tx.clone();
+            let deliver = move |i| wtx.send(Input::Wan(i)).is_ok();
+            parts.wan = Some(super::wanpart::WanPart::start(cfg, deliver, log)?);
+        }
+        let _ = config; // likewise
+        Ok(parts)
+    }
+
+    /// The tap for the event reader.
+    pub fn event_tap(&self) -> EventTap {
+        EventTap {
+            #[cfg(feature = "web")]
+            hub: self.web.as_ref().map(|w| w.hub.clone()),
+        }
+    }
+
     /// Every configured part, in a fixed order (sync, wan, web: the order
     /// of their lines in `-s`).
     pub fn iter(&self) -> impl Iterator<Item = &dyn Part> {

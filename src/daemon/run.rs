@@ -13,6 +13,7 @@ use super::control;
 use super::core::{Core, Resync};
 use super::input::Input;
 use super::log::Logger;
+use super::parts::{EventTap, Parts};
 use super::shell::Shell;
 use crate::netlink::events::{Received, group};
 use crate::netlink::{Conntrack, EventSocket};
@@ -276,64 +277,16 @@ fn start_parts(
     }
 
     let (tx, rx) = mpsc::channel::<Input>();
-
-    #[cfg(feature = "web")]
-    let hub = match shell.core.config.web_config.clone() {
-        Some(wcfg) => {
-            let addr = wcfg.socket_addr();
-            let w = super::webpart::WebPart::start(wcfg, tx.clone()).map_err(StartError::Part)?;
-            let hub = w.hub.clone();
-            shell.parts.web = Some(w);
-            shell
-                .log
-                .notice(&format!("web: listening on http://{addr}/"));
-            Some(hub)
-        }
-        None => None,
-    };
-    #[cfg(not(feature = "web"))]
-    let hub: EventHub = None;
-
-    let event_fd = es.socket().fd();
+    let parts = Parts::start(&shell.core.config, &tx, es.socket().fd(), &mut shell.log)
+        .map_err(StartError::Part)?;
+    shell.parts = parts;
+    let tap = shell.parts.event_tap();
     let (ktx, max) = (tx.clone(), g.netlink_buffer_max);
     std::thread::Builder::new()
         .name("events".into())
-        .spawn(move || event_reader(es, ktx, max, hub))
+        .spawn(move || event_reader(es, ktx, max, tap))
         .map_err(|e| StartError::Thread("event thread", e))?;
-
-    #[cfg(feature = "sync")]
-    if let Some(scfg) = shell.core.config.sync_config.clone() {
-        let stx = std::sync::Mutex::new(tx.clone());
-        let deliver = std::sync::Arc::new(move |l| {
-            stx.lock()
-                .map(|t| t.send(Input::Sync(l)).is_ok())
-                .unwrap_or(false)
-        });
-        let s = super::syncpart::SyncPart::start(
-            scfg,
-            Some(event_fd),
-            move |l| deliver(l),
-            &mut shell.log,
-        )
-        .map_err(StartError::Part)?;
-        shell.parts.sync = Some(s);
-    }
-    #[cfg(not(feature = "sync"))]
-    let _ = event_fd;
-
     shell.resync(Resync::Startup);
-
-    #[cfg(feature = "wan")]
-    if let Some(wcfg) = shell.core.config.wan_config.clone() {
-        let wtx = tx.clone();
-        let w = super::wanpart::WanPart::start(
-            wcfg,
-            move |i| wtx.send(Input::Wan(i)).is_ok(),
-            &mut shell.log,
-        )
-        .map_err(StartError::Part)?;
-        shell.parts.wan = Some(w);
-    }
 
     let ctx = tx.clone();
     std::thread::Builder::new()
@@ -366,15 +319,10 @@ fn start_parts(
     Ok(rx)
 }
 
-#[cfg(feature = "web")]
-type EventHub = Option<crate::web::Hub>;
-#[cfg(not(feature = "web"))]
-type EventHub = Option<()>;
-
 /// The event thread: reads and decodes kernel events, shows them to the
-/// web's event streams and forwards them to the core; on an overrun
-/// doubles the buffer up to `max` and tells the core.
-fn event_reader(mut es: EventSocket, tx: mpsc::Sender<Input>, max: usize, hub: EventHub) {
+/// parts' tap (the web's event streams) and forwards them to the core; on
+/// an overrun doubles the buffer up to `max` and tells the core.
+fn event_reader(mut es: EventSocket, tx: mpsc::Sender<Input>, max: usize, tap: EventTap) {
     let mut failures = 0u32;
     loop {
         let mut batch = Vec::new();
@@ -384,14 +332,9 @@ fn event_reader(mut es: EventSocket, tx: mpsc::Sender<Input>, max: usize, hub: E
                 if batch.is_empty() {
                     continue;
                 }
-                #[cfg(feature = "web")]
-                if let Some(h) = &hub {
-                    for ev in &batch {
-                        h.publish(ev);
-                    }
+                for ev in &batch {
+                    tap.publish(ev);
                 }
-                #[cfg(not(feature = "web"))]
-                let _ = &hub;
                 Input::Kernel(batch)
             }
             Ok(Received::Overrun) => {

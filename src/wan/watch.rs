@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use super::config::WanConfig;
 use super::flush::{Executor, FlushOptions, FlushReport};
+use super::rule::Rule;
 use super::stats::WanStats;
 use super::tracker::{Action, Change, FlushOrder, IfaceStatus, Input, Tracker};
 use crate::netlink::Error;
@@ -127,23 +128,48 @@ impl Note {
 /// misbehaving kernel from spinning the owner's thread.
 const MAX_ROUNDS: usize = 16;
 
-/// The WAN watch: tracker, executor and counters, in this or a named
-/// network namespace.
-#[derive(Debug)]
+/// The two things the watch asks of the kernel, behind a trait so its
+/// action loop is unit-tested without sockets.
+pub trait WanKernel: Send {
+    /// Dumps links and addresses again (after an overrun or a new device).
+    fn addresses(&mut self) -> Result<Vec<RtMsg>, Error>;
+    /// Deletes the flows `rule` selects.
+    fn flush(&mut self, rule: &Rule) -> Result<FlushReport, Error>;
+}
+
+/// The real kernel of a network namespace: a fresh rtnetlink socket per
+/// re-read (the watch socket belongs to the reader thread) and the flush
+/// executor.
+struct NetnsKernel {
+    exec: Executor,
+    netns: Option<String>,
+}
+
+impl WanKernel for NetnsKernel {
+    fn addresses(&mut self) -> Result<Vec<RtMsg>, Error> {
+        rtnl::dump(self.netns.as_deref())
+    }
+
+    fn flush(&mut self, rule: &Rule) -> Result<FlushReport, Error> {
+        self.exec
+            .run(rule, &FlushOptions::default(), &mut |_, _, _| {})
+    }
+}
+
+/// The WAN watch: tracker, kernel and counters.
 pub struct WanWatch {
     tracker: Tracker,
-    exec: Executor,
-    opts: FlushOptions,
-    netns: Option<String>,
+    kernel: Box<dyn WanKernel>,
     /// The counters (for `ctrackd -s wan` and the JSON API).
     pub stats: WanStats,
 }
 
 impl WanWatch {
-    /// Subscribes to link and address changes, then dumps them as the
-    /// baseline (in this order, so no change falls in between), and opens
-    /// ctnetlink for the flushes. Returns the watch, the subscribed socket
-    /// for [`spawn_reader`], and the notes of the baseline.
+    /// Subscribes to link and address changes in this or the named
+    /// network namespace, then dumps them as the baseline (in this order,
+    /// so no change falls in between), and opens ctnetlink for the
+    /// flushes. Returns the watch, the subscribed socket for
+    /// [`spawn_reader`], and the notes of the baseline.
     pub fn open(
         cfg: WanConfig,
         netns: Option<&str>,
@@ -151,23 +177,30 @@ impl WanWatch {
         let mut socket = RtnlWatch::open(netns)?;
         let mut snap = Vec::new();
         socket.dump(&mut snap)?;
-        let exec = Executor::open(netns)?;
-        let mut watch = WanWatch {
-            tracker: Tracker::new(cfg),
-            exec,
-            opts: FlushOptions::default(),
+        let kernel = NetnsKernel {
+            exec: Executor::open(netns)?,
             netns: netns.map(str::to_string),
-            stats: WanStats::default(),
         };
-        let now = Instant::now();
-        let actions = watch.tracker.handle(now, Input::Snapshot(&snap));
-        let notes = watch.run_actions(now, actions);
+        let (watch, notes) = WanWatch::with_kernel(cfg, Box::new(kernel), &snap);
         Ok((watch, socket, notes))
     }
 
-    /// Changes how flushes run (dry run, kernel-side filtering).
-    pub fn set_options(&mut self, opts: FlushOptions) {
-        self.opts = opts;
+    /// A watch acting through `kernel`, whose links and addresses are
+    /// `baseline` now; returns it with the notes of the baseline.
+    pub fn with_kernel(
+        cfg: WanConfig,
+        kernel: Box<dyn WanKernel>,
+        baseline: &[RtMsg],
+    ) -> (WanWatch, Vec<Note>) {
+        let mut watch = WanWatch {
+            tracker: Tracker::new(cfg),
+            kernel,
+            stats: WanStats::default(),
+        };
+        let now = Instant::now();
+        let actions = watch.tracker.handle(now, Input::Snapshot(baseline));
+        let notes = watch.run_actions(now, actions);
+        (watch, notes)
     }
 
     /// The configuration in effect.
@@ -239,7 +272,7 @@ impl WanWatch {
                     }
                     Action::Resync => {
                         self.stats.record_resync();
-                        match rtnl::dump(self.netns.as_deref()) {
+                        match self.kernel.addresses() {
                             Ok(snap) => {
                                 notes.push(Note::Resynced);
                                 more.extend(self.tracker.handle(now, Input::Snapshot(&snap)));
@@ -248,7 +281,7 @@ impl WanWatch {
                         }
                     }
                     Action::Flush(order) => {
-                        let result = self.exec.run(&order.rule, &self.opts, &mut |_, _, _| {});
+                        let result = self.kernel.flush(&order.rule);
                         let ok = result.is_ok();
                         match result {
                             Ok(report) => {
@@ -347,4 +380,285 @@ fn receive(socket: &mut RtnlWatch) -> io::Result<Option<WatchInput>> {
         Recv::Overrun => Some(WatchInput::Overrun),
         Recv::Messages | Recv::Empty => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::route::{AddrMsg, LinkMsg, iff};
+    use crate::wan::config::FlushMode;
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// What the scripted kernel was asked, and what it answers.
+    #[derive(Default)]
+    struct Script {
+        addresses: Vec<Result<Vec<RtMsg>, i32>>,
+        flushes: Vec<Result<FlushReport, i32>>,
+        asked_addresses: usize,
+        flushed: Vec<Rule>,
+    }
+
+    /// A kernel that answers from a script shared with the test.
+    struct Scripted(Arc<Mutex<Script>>);
+
+    impl WanKernel for Scripted {
+        fn addresses(&mut self) -> Result<Vec<RtMsg>, Error> {
+            let mut s = self.0.lock().unwrap();
+            s.asked_addresses += 1;
+            s.addresses.remove(0).map_err(Error::Kernel)
+        }
+
+        fn flush(&mut self, rule: &Rule) -> Result<FlushReport, Error> {
+            let mut s = self.0.lock().unwrap();
+            s.flushed.push(rule.clone());
+            s.flushes.remove(0).map_err(Error::Kernel)
+        }
+    }
+
+    fn link(index: u32, name: &str) -> RtMsg {
+        RtMsg::Link(LinkMsg {
+            new: true,
+            index,
+            flags: iff::UP | iff::RUNNING,
+            name: Some(name.to_string()),
+        })
+    }
+
+    fn addr(new: bool, index: u32, a: &str) -> RtMsg {
+        RtMsg::Addr(AddrMsg {
+            new,
+            index,
+            addr: a.parse().unwrap(),
+            peer: None,
+            prefix_len: 24,
+            flags: 0,
+            scope: 0,
+            label: None,
+        })
+    }
+
+    /// A watch on wan0 (index 2, 10.9.2.1) over a scripted kernel.
+    fn watch(interfaces: &[&str]) -> (WanWatch, Arc<Mutex<Script>>) {
+        let script = Arc::new(Mutex::new(Script::default()));
+        let cfg = WanConfig {
+            interfaces: interfaces.iter().map(|s| s.to_string()).collect(),
+            flush: FlushMode::Stale,
+            debounce: Duration::from_millis(100),
+            ..WanConfig::default()
+        };
+        let baseline = [link(2, "wan0"), addr(true, 2, "10.9.2.1")];
+        let (w, notes) = WanWatch::with_kernel(cfg, Box::new(Scripted(script.clone())), &baseline);
+        assert!(notes.is_empty(), "the baseline is silent: {notes:?}");
+        (w, script)
+    }
+
+    /// wan0 moves from 10.9.2.1 to 10.9.2.3; returns when the flush is due.
+    fn reconnect(w: &mut WanWatch, now: Instant) -> Instant {
+        let notes = w.handle(
+            now,
+            WatchInput::Messages(vec![addr(true, 2, "10.9.2.3"), addr(false, 2, "10.9.2.1")]),
+        );
+        assert!(matches!(notes[..], [Note::Changed(_), ..]), "{notes:?}");
+        w.next_deadline().expect("a debounced flush")
+    }
+
+    #[test]
+    fn a_reconnect_flushes_the_old_address_once_settled() {
+        let (mut w, script) = watch(&["wan0"]);
+        let t0 = Instant::now();
+        let due = reconnect(&mut w, t0);
+        assert!(w.on_timer(due - Duration::from_millis(1)).is_empty());
+        script.lock().unwrap().flushes.push(Ok(FlushReport {
+            deleted: 3,
+            ..FlushReport::default()
+        }));
+        let notes = w.on_timer(due);
+        assert!(
+            matches!(&notes[..], [Note::Flushed(o, r)] if r.deleted == 3 && o.interfaces == ["wan0"]),
+            "{notes:?}"
+        );
+        let s = script.lock().unwrap();
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            s.flushed,
+            vec![Rule::new(
+                FlushMode::Stale,
+                &[ip("10.9.2.1")],
+                &[ip("10.9.2.3")]
+            )]
+        );
+        assert_eq!((w.stats.flushes, w.stats.flows_deleted), (1, 3));
+        assert!(w.stats.changes >= 1);
+        assert_eq!(w.next_deadline(), None);
+        assert_eq!(
+            w.status()[0].addrs,
+            vec!["10.9.2.3".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_failed_flush_is_noted_counted_and_retried() {
+        let (mut w, script) = watch(&["wan0"]);
+        let due = reconnect(&mut w, Instant::now());
+        script.lock().unwrap().flushes.push(Err(libc::EPERM));
+        let notes = w.on_timer(due);
+        assert!(
+            matches!(&notes[..], [Note::FlushFailed(_, e)] if e.contains("not permitted")),
+            "{notes:?}"
+        );
+        assert_eq!(w.stats.failed_flushes, 1);
+        let retry = w.next_deadline().expect("a retry");
+        script
+            .lock()
+            .unwrap()
+            .flushes
+            .push(Ok(FlushReport::default()));
+        assert!(matches!(w.on_timer(retry)[..], [Note::Flushed(..)]));
+        assert_eq!(script.lock().unwrap().flushed.len(), 2);
+    }
+
+    #[test]
+    fn a_new_device_under_the_watched_name_is_read_again() {
+        let (mut w, script) = watch(&["wan0"]);
+        // PPP redial: a new wan0 (index 7) whose address predates the message
+        script
+            .lock()
+            .unwrap()
+            .addresses
+            .push(Ok(vec![link(7, "wan0"), addr(true, 7, "10.9.2.9")]));
+        let notes = w.handle(Instant::now(), WatchInput::Messages(vec![link(7, "wan0")]));
+        assert!(notes.contains(&Note::Resynced), "{notes:?}");
+        assert_eq!(script.lock().unwrap().asked_addresses, 1);
+        assert_eq!(w.stats.resyncs, 1);
+        assert_eq!(
+            w.status()[0].addrs,
+            vec!["10.9.2.9".parse::<IpAddr>().unwrap()]
+        );
+        // a re-read that fails is an error note, and nothing else happens
+        script.lock().unwrap().addresses.push(Err(libc::ENOBUFS));
+        let notes = w.handle(Instant::now(), WatchInput::Overrun);
+        assert_eq!(notes[0], Note::Overrun);
+        assert!(matches!(&notes[1], Note::ResyncFailed(_)), "{notes:?}");
+    }
+
+    #[test]
+    fn reader_failures_are_passed_on_as_notes() {
+        let (mut w, _script) = watch(&["wan0"]);
+        let notes = w.handle(
+            Instant::now(),
+            WatchInput::Failed {
+                error: "EIO".into(),
+                fatal: true,
+            },
+        );
+        assert_eq!(
+            notes,
+            vec![Note::ReaderFailed {
+                error: "EIO".into(),
+                fatal: true
+            }]
+        );
+    }
+
+    #[test]
+    fn reconfigure_reads_the_baseline_of_a_new_interface() {
+        let (mut w, script) = watch(&["wan0"]);
+        script.lock().unwrap().addresses.push(Ok(vec![
+            link(2, "wan0"),
+            addr(true, 2, "10.9.2.1"),
+            link(3, "wan1"),
+        ]));
+        let cfg = WanConfig {
+            interfaces: vec!["wan0".into(), "wan1".into()],
+            ..w.config().clone()
+        };
+        let notes = w.reconfigure(Instant::now(), cfg);
+        assert_eq!(notes, vec![Note::Resynced]);
+        assert_eq!(w.config().interfaces, ["wan0", "wan1"]);
+        assert_eq!(w.status().len(), 2);
+        assert_eq!(w.status()[1].index, Some(3));
+        // nothing changed, nothing to flush
+        assert_eq!(w.next_deadline(), None);
+    }
+
+    fn order() -> FlushOrder {
+        FlushOrder {
+            rule: Rule::stale(&["10.9.2.1".parse().unwrap()]),
+            interfaces: vec!["wan0".into()],
+            retry: false,
+        }
+    }
+
+    #[test]
+    fn notes_say_what_happened_in_one_line() {
+        let changed = Note::Changed(Change {
+            interface: "pppoe-wan".into(),
+            added: vec!["10.9.2.3".parse().unwrap()],
+            removed: vec!["100.64.0.5".parse().unwrap()],
+            link: Some(false),
+        });
+        assert_eq!(
+            changed.log_line(),
+            "wan: pppoe-wan link down +10.9.2.3 -100.64.0.5"
+        );
+        let up = Note::Changed(Change {
+            interface: "wan0".into(),
+            added: vec![],
+            removed: vec![],
+            link: Some(true),
+        });
+        assert_eq!(up.log_line(), "wan: wan0 link up");
+        let mut report = FlushReport {
+            deleted: 2,
+            already_gone: 1,
+            errors: 0,
+            elapsed: Duration::from_millis(81),
+            ..FlushReport::default()
+        };
+        let rule = order().rule.to_string();
+        assert_eq!(
+            Note::Flushed(order(), report.clone()).log_line(),
+            format!("wan: flushed {rule}: 2 deleted, 1 already gone, 0 errors in 81 ms")
+        );
+        report.by_reason[0] = 2;
+        let with_reasons = Note::Flushed(order(), report.clone()).log_line();
+        assert!(
+            with_reasons.ends_with(&format!(" ({})", report.reasons_text())),
+            "{with_reasons}"
+        );
+        assert_eq!(
+            Note::FlushFailed(order(), "Operation not permitted".into()).log_line(),
+            format!("wan: flush of {rule} failed: Operation not permitted")
+        );
+        assert_eq!(
+            Note::ResyncFailed("EPERM".into()).log_line(),
+            "wan: cannot re-read addresses: EPERM"
+        );
+        let failed = |fatal| Note::ReaderFailed {
+            error: "EIO".into(),
+            fatal,
+        };
+        assert_eq!(failed(false).log_line(), "wan: rtnetlink: EIO");
+        assert_eq!(failed(true).log_line(), "wan: rtnetlink: EIO; giving up");
+    }
+
+    #[test]
+    fn failures_are_errors_and_overruns_warnings() {
+        assert_eq!(Note::Resynced.severity(), Severity::Notice);
+        assert_eq!(Note::Overrun.severity(), Severity::Warning);
+        assert_eq!(
+            Note::FlushFailed(order(), String::new()).severity(),
+            Severity::Error
+        );
+        assert_eq!(
+            Note::Flushed(order(), FlushReport::default()).severity(),
+            Severity::Notice
+        );
+        assert_eq!(
+            Note::ResyncFailed(String::new()).severity(),
+            Severity::Error
+        );
+    }
 }

@@ -371,9 +371,10 @@ impl ResendBudget {
         }
     }
 
-    /// When the next token is earned.
-    fn next_token(&self) -> Instant {
-        let ms = 1000u64.div_ceil(self.cap.max(1) as u64).max(1);
+    /// When waiting requests are next served: when a token is earned, at
+    /// most 100 times a second.
+    fn next_serving(&self) -> Instant {
+        let ms = 1000u64.div_ceil(self.cap.max(1) as u64).max(10);
         self.refilled + Duration::from_millis(ms)
     }
 }
@@ -1113,7 +1114,7 @@ impl Engine {
             self.refresh.peek().map(|r| r.0.0),
             self.external.next_expiry(),
             self.peer_bulk_due,
-            (!self.resend_pending.is_empty()).then(|| self.resend_budget.next_token()),
+            (!self.resend_pending.is_empty()).then(|| self.resend_budget.next_serving()),
         ]
         .into_iter()
         .flatten()

@@ -1439,3 +1439,37 @@ fn forty_percent_loss_each_way_converges_within_seconds() {
         assert_converged(&s.e[1], &want);
     }
 }
+
+#[test]
+fn the_resend_budget_refills_at_one_queue_a_second() {
+    let t0 = Instant::now();
+    let mut b = ResendBudget::new(1000, t0);
+    assert_eq!(b.tokens, 1000);
+    b.tokens = 0;
+    b.refill(t0 + MS * 250);
+    assert_eq!((b.tokens, b.refilled), (250, t0 + MS * 250));
+    // less than a token's worth: nothing earned, nothing lost
+    b.refill(t0 + MS * 250 + Duration::from_micros(500));
+    assert_eq!((b.tokens, b.refilled), (250, t0 + MS * 250));
+    b.refill(t0 + MS * 251);
+    assert_eq!(b.tokens, 251);
+    b.refill(t0 + Duration::from_secs(5));
+    assert_eq!(b.tokens, 1000, "never more than one queue");
+    // served when a token comes, at most 100 times a second
+    assert_eq!(b.next_serving(), t0 + Duration::from_secs(5) + MS * 10);
+    let slow = ResendBudget::new(20, t0);
+    assert_eq!(slow.next_serving(), t0 + MS * 50);
+}
+
+#[test]
+fn each_start_numbers_and_keys_itself_anew() {
+    let a = Start::now(vec![1500], None);
+    let b = Start::now(vec![1500], None);
+    // a restarted instance must not continue in its predecessor's range
+    // of sequence numbers, nor reuse its auth sender id
+    assert_ne!(a.seq, b.seq);
+    assert_ne!(a.auth_seed, b.auth_seed);
+    assert_ne!(a.auth_seed & 0xffff_ffff, 0);
+    assert_ne!(scramble(1), scramble(2));
+    assert_eq!(a.seed & 1, 1);
+}

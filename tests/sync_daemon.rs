@@ -874,7 +874,8 @@ fn authenticated_pair_survives_reflection_restarts_and_recordings() {
     assert_eq!(db.wait_exit(), Some(0));
     db.spawn();
     wait_same("restarted standby", LONG, &|| table(&a), &|| ext(&db), &ctx);
-    assert!(da.log().contains("the other node restarted"), "{}", ctx());
+    let ok = wait_until(LONG, || da.log().contains("the other node restarted"));
+    assert!(ok, "{}", ctx());
     // flows the primary deleted since do not come back when the recording
     // of their NEW messages is played to the new standby
     a.must(&["conntrack", "-D", "-p", "tcp", "-s", "172.16.0.0/26"]);

@@ -1473,3 +1473,122 @@ fn each_start_numbers_and_keys_itself_anew() {
     assert_ne!(scramble(1), scramble(2));
     assert_eq!(a.seed & 1, 1);
 }
+
+#[test]
+fn an_acknowledged_destroy_forgets_the_flow_and_its_slot_is_reused() {
+    let (mut s, mut want) = ftfw_pair_with_200_flows(51);
+    assert_eq!(s.e[0].internal_len(), 200);
+    for i in 0..10 {
+        s.event(EventKind::Destroy, &flow(i));
+        want.remove(&FlowKey::of(&flow(i)));
+    }
+    s.run(2000);
+    assert_converged(&s.e[1], &want);
+    // acknowledged: gone from the index and the slots
+    assert_eq!(s.e[0].internal_len(), 190);
+    assert_eq!(s.e[0].queue_stats().objects, 190);
+    // the freed slots serve new flows, and a destroyed flow can come back
+    for i in 0..10 {
+        let f = flow(1000 + i);
+        s.event(EventKind::New, &f);
+        want.insert(FlowKey::of(&f), f);
+    }
+    let mut again = flow(3);
+    again.mark = Some(33);
+    s.event(EventKind::New, &again);
+    want.insert(FlowKey::of(&again), again);
+    s.run(2000);
+    assert_converged(&s.e[1], &want);
+    assert_eq!(s.e[0].internal_len(), 201);
+    assert_eq!(s.e[0].slots.len(), 201);
+}
+
+#[test]
+fn alarm_refreshes_are_spread_over_refresh_time() {
+    let t0 = Instant::now();
+    let mut c = cfg(ModeKind::Alarm);
+    c.refresh_time = 10;
+    let mut a = Engine::new(&c, start(t0, 1));
+    for i in 0..200 {
+        a.on_event(t0, EventKind::New, &flow(i));
+    }
+    // conntrackd: random() % RefreshTime + 1 seconds, plus 200 ms x 1..5
+    let waits: Vec<Duration> = a.refresh.iter().map(|r| r.0.0 - t0).collect();
+    assert_eq!(waits.len(), 200);
+    assert!(waits.iter().all(|w| *w > MS * 1190 && *w < MS * 11_000), "{waits:?}");
+    let seconds: std::collections::BTreeSet<u64> = waits.iter().map(|w| w.as_secs()).collect();
+    assert!(seconds.len() >= 8, "{seconds:?}");
+    let jitter: std::collections::BTreeSet<u32> = waits.iter().map(|w| w.subsec_millis() / 200).collect();
+    assert_eq!(jitter.len(), 5, "{jitter:?}");
+}
+
+#[test]
+fn a_flow_that_cannot_be_encoded_is_counted_not_sent() {
+    let t0 = Instant::now();
+    let mut a = Engine::new(&cfg(ModeKind::Ftfw), start(t0, 1));
+    let mut bad = flow(1);
+    bad.orig.dst = "2001:db8::1".parse().unwrap(); // no address pair
+    a.on_event(t0, EventKind::New, &bad);
+    a.on_event(t0, EventKind::Update, &bad);
+    assert_eq!(a.net_stats().send_malformed, 2);
+    assert_eq!(a.internal_len(), 0);
+    a.transmit(t0);
+    assert!(datagrams(&mut a).is_empty());
+}
+
+#[test]
+fn a_flow_seen_new_again_goes_out_as_new_and_an_update_revives_a_dead_one() {
+    let t0 = Instant::now();
+    let mut a = Engine::new(&cfg(ModeKind::Notrack), start(t0, 1));
+    let types = |a: &mut Engine| -> Vec<u8> {
+        a.transmit(t0);
+        headers(&datagrams(a))
+            .iter()
+            .filter(|h| h.is_data())
+            .map(|h| h.ty)
+            .collect()
+    };
+    a.on_event(t0, EventKind::New, &flow(1));
+    assert_eq!(types(&mut a), [ty::CT_NEW]);
+    a.on_event(t0, EventKind::Update, &flow(1));
+    assert_eq!(types(&mut a), [ty::CT_UPD]);
+    // the kernel reports it NEW again (it died unseen and came back)
+    a.on_event(t0, EventKind::New, &flow(1));
+    assert_eq!(types(&mut a), [ty::CT_NEW]);
+    // destroyed, then an update before the DEL went out: a new flow
+    let mut c = cfg(ModeKind::Ftfw);
+    c.resend_queue_size = 100;
+    let mut b = Engine::new(&c, start(t0, 1));
+    b.on_event(t0, EventKind::New, &flow(2));
+    assert_eq!(types(&mut b), [ty::CT_NEW]);
+    b.on_event(t0, EventKind::Destroy, &flow(2));
+    b.on_event(t0, EventKind::Update, &flow(2));
+    assert_eq!(types(&mut b), [ty::CT_NEW]);
+    assert_eq!(b.internal_len(), 1);
+}
+
+#[test]
+fn flushing_the_internal_cache_forgets_every_flow_and_sends_nothing() {
+    let t0 = Instant::now();
+    let (mut s, _) = ftfw_pair_with_200_flows(61);
+    // unacknowledged data and control messages in flight
+    for i in 0..20 {
+        s.event(EventKind::Update, &flow(i));
+    }
+    s.drop_next[0] = 10;
+    s.run(20);
+    // the peer restarts: our ACKs and NACKs of its old session go stale
+    s.e[1] = Engine::new(&cfg(ModeKind::Ftfw), start(s.now, 9_000_000));
+    s.run(1500);
+    s.e[0].flush_internal();
+    let a = &mut s.e[0];
+    assert_eq!(a.internal_len(), 0);
+    let q = a.queue_stats();
+    assert_eq!((q.objects, q.tx_len), (0, 0));
+    assert!(!a.rsqueue_text().contains("object"));
+    // what is left of the resend queue are live control messages
+    let live = a.rs.iter().filter(|r| a.rs_entry_live(r)).count();
+    assert_eq!((q.rs_len, a.rs.len()), (live, live));
+    a.on_event(t0, EventKind::New, &flow(7));
+    assert_eq!(a.internal_len(), 1);
+}

@@ -16,11 +16,20 @@
 #     (asked 50 ms after `-c`; whether the commit was still running when
 #     the answer came is counted);
 #   - RSS of both daemons once synced.
+# With LOSS="0 40" (percent, default 0) each run is repeated with that
+# share of the sync datagrams dropped in each direction (an nft
+# `numgen random` rule on both ends of the link); the loss table gives,
+# per implementation, how many runs converged within LIMIT seconds
+# (default 60) and their times. The first table is of the runs without
+# loss (or of the lowest loss given).
 #   usage: bench/sync.sh [flows]      (default 50000; RUNS=1 repeats)
+#   e.g.   N=20000 LOSS="0 40" RUNS=5 bench/sync.sh 20000
 set -eu
 cd "$(dirname "$0")/.."
 N=${1:-50000}
 RUNS=${RUNS:-1}
+LOSS=${LOSS:-0}
+LIMIT=${LIMIT:-60}
 BIN=$PWD/target/release/ctrack
 DIR=$(mktemp -d /tmp/ctbench-s.XXXXXX)
 
@@ -104,10 +113,11 @@ external_count() { # impl tag
 }
 
 # one pair: prints "sync_ms load_ms ab_bytes ba_bytes commit_s commit_wall_ms
-# rss_primary rss_standby ab_datagrams stats_during_commit_ms answered_during"
-pair() { # impl run
-    local impl=$1 run=$2
-    local a=ctbench-s-$$-$impl-$run-a b=ctbench-s-$$-$impl-$run-b
+# rss_primary rss_standby ab_datagrams converged(0|1) stats_during_commit_ms
+# answered_during"
+pair() { # impl run loss(percent)
+    local impl=$1 run=$2 loss=$3
+    local a=ctbench-s-$$-$impl-$run-$loss-a b=ctbench-s-$$-$impl-$run-$loss-b
     ip netns add "$a"
     ip netns add "$b"
     echo "$a $b" >> "$DIR/nss"
@@ -120,6 +130,12 @@ pair() { # impl run
     ip -n "$b" addr add 10.9.9.2/24 dev sync0
     ip -n "$a" link set sync0 up
     ip -n "$b" link set sync0 up
+    if [ "$loss" -gt 0 ]; then
+        for ns in "$a" "$b"; do
+            printf 'table inet loss {\n chain out { type filter hook output priority 0; oifname "sync0" udp dport 3780 numgen random mod 100 < %d counter drop; }\n}\n' "$loss" |
+                ip netns exec "$ns" nft -f -
+        done
+    fi
     conf "$impl" "$impl-a" 10.9.9.1 10.9.9.2 > "$DIR/$impl-a.conf"
     conf "$impl" "$impl-b" 10.9.9.2 10.9.9.1 > "$DIR/$impl-b.conf"
     local pa pb
@@ -147,14 +163,19 @@ pair() { # impl run
     ip netns exec "$a" conntrack -R "$DIR/flows.txt" >/dev/null 2>&1
     t1=$(now_ms)
     n=0
-    for _ in $(seq 1 2400); do
+    local converged=1
+    while :; do
         n=$(external_count "$impl" "$impl-b" || echo 0)
         [ "${n:-0}" -ge "$N" ] && break
+        if [ $(( $(now_ms) - t0 )) -gt $((LIMIT * 1000)) ]; then
+            converged=0
+            break
+        fi
         sleep 0.05
     done
     t2=$(now_ms)
-    if [ "${n:-0}" -lt "$N" ]; then
-        echo "$impl: the standby has $n of $N flows after 120 s" >&2
+    if [ "$converged" = 0 ]; then
+        echo "$impl at $loss% loss: the standby has $n of $N flows after $LIMIT s" >&2
     fi
     sleep 1.5 # the last ACKs
     local ab ba pk
@@ -190,22 +211,26 @@ pair() { # impl run
     ip netns del "$b"
     [ -n "${KEEP_LOGS:-}" ] && cat "$DIR/$impl-b.log" >&2
     rm -f "$DIR"/*.lock "$DIR"/*.ctl "$DIR"/*.log
-    echo "$((t2 - t0)) $((t1 - t0)) $ab $ba ${commit:-0} $((c1 - c0)) $ra $rb $pk $((s1 - s0)) $during"
+    echo "$((t2 - t0)) $((t1 - t0)) $ab $ba ${commit:-0} $((c1 - c0)) $ra $rb $pk $converged $((s1 - s0)) $during"
 }
 
-echo "sync of $N new flows, FTFW over UDP, loaded with conntrack -R on the primary ($RUNS run(s))"
+echo "sync of $N new flows, FTFW over UDP, loaded with conntrack -R on the primary ($RUNS run(s), loss: $LOSS%)"
 for run in $(seq 1 "$RUNS"); do
     # alternate the order so neither pair always runs first
     if [ $((run % 2)) -eq 1 ]; then order="ctrackd conntrackd"; else order="conntrackd ctrackd"; fi
-    for impl in $order; do
-        read -r s l ab ba c cw ra rb pk sd dur < <(pair "$impl" "$run")
-        echo "$impl $s $l $ab $ba $c $cw $ra $rb $pk $((s - l)) $sd $dur" >> "$DIR/results"
+    for loss in $LOSS; do
+        for impl in $order; do
+            read -r s l ab ba c cw ra rb pk ok sd dur < <(pair "$impl" "$run" "$loss")
+            # impl s l ab ba c cw ra rb pk after-load loss converged -s-during answered-during
+            echo "$impl $s $l $ab $ba $c $cw $ra $rb $pk $((s - l)) $loss $ok $sd $dur" >> "$DIR/results"
+        done
     done
 done
 
-# medians per implementation
+# medians per implementation, over the runs of the lowest loss given
+BASE=$(printf '%s\n' $LOSS | sort -n | head -1)
 med() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-col() { awk -v i="$1" -v k="$2" '$1 == i { print $k }' "$DIR/results" | med; }
+col() { awk -v i="$1" -v k="$2" -v b="$BASE" '$1 == i && $12 == b { print $k }' "$DIR/results" | med; }
 printf '\n%-42s %12s %12s %8s\n' "" ctrackd conntrackd "ratio"
 row() { # label column scale unit(printf fmt)
     local c d
@@ -223,9 +248,27 @@ row "wire bytes/flow standby->primary" 5 "$N" "%12.1f"
 row "datagrams primary->standby per 1k flows" 10 "$(awk -v n="$N" 'BEGIN { print n / 1000 }')" "%12.1f"
 row "commit of $N, daemon's log (s)" 6 1 "%12.3f"
 row "commit of $N, client wall (s)" 7 1000 "%12.3f"
-row "-s answered during that commit (ms)" 12 1 "%12.0f"
-during() { awk -v i="$1" '$1 == i { n++; d += $13 } END { printf "%d/%d", d, n }' "$DIR/results"; }
+row "-s answered during that commit (ms)" 14 1 "%12.0f"
+during() { awk -v i="$1" -v b="$BASE" '$1 == i && $12 == b { n++; d += $15 } END { printf "%d/%d", d, n }' "$DIR/results"; }
 printf '%-42s %12s %12s\n' "  answers that came before the commit ended" "$(during ctrackd)" "$(during conntrackd)"
 row "RSS primary (MB)" 8 1024 "%12.1f"
 row "RSS standby (MB)" 9 1024 "%12.1f"
-echo "(ratio: conntrackd / ctrackd; above 1 means ctrackd is faster or smaller)"
+echo "(ratio: conntrackd / ctrackd; above 1 means ctrackd is faster or smaller; loss $BASE%)"
+
+# convergence under loss: runs that converged within LIMIT, and their times
+lossrow() { # impl loss
+    awk -v i="$1" -v x="$2" -v lim="$LIMIT" '$1 == i && $12 == x {
+            runs++; if ($13 == 1) { ok++; t[ok] = $2 / 1000 } }
+        END {
+            if (!runs) exit
+            n = ok; for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (t[b] < t[a]) { x = t[a]; t[a] = t[b]; t[b] = x }
+            if (n) printf "%d/%d in %.1f-%.1f s, median %.1f s", ok, runs, t[1], t[n], t[int((n + 1) / 2)]
+            else printf "0/%d (none within %d s)", runs, lim }' "$DIR/results"
+}
+printf '\n%-8s %-44s %-44s\n' loss ctrackd conntrackd
+for loss in $LOSS; do
+    printf '%-8s %-44s %-44s\n' "$loss%" "$(lossrow ctrackd "$loss")" "$(lossrow conntrackd "$loss")"
+done
+echo "(all $N flows in the standby's external cache, counted from the start of the load; each way loses that share of the sync datagrams)"
+[ -n "${RESULTS:-}" ] && cp "$DIR/results" "$RESULTS"
+exit 0

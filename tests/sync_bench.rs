@@ -109,7 +109,7 @@ fn commit_speed_against_conntrackd() {
         seq,
         mtus: vec![1500],
         auth_key: None,
-        auth_counter: 0,
+        auth_seed: 0,
         seed: 1,
     };
     let mut a = Engine::new(&cfg, start(1));

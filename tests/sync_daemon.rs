@@ -665,3 +665,235 @@ fn authenticated_pair_refuses_forged_replayed_and_truncated_datagrams() {
         &ctx,
     );
 }
+
+/// The `cache external:` block of plain `-s`: (current active
+/// connections, connections created, of which failed).
+fn external_counts(d: &Daemon) -> (u64, u64, u64) {
+    let o = d.client(&["-s"]);
+    assert!(o.status.success(), "-s: {}", lab::stderr(&o));
+    let text = stdout(&o);
+    let block = text.split("cache external:").nth(1).unwrap_or("");
+    let numbers = |line: &str| -> Vec<u64> {
+        line.split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    let line = |label: &str| {
+        block
+            .lines()
+            .find(|l| l.starts_with(label))
+            .map(numbers)
+            .unwrap_or_default()
+    };
+    let active = line("current active connections:");
+    let created = line("connections created:");
+    (
+        active.first().copied().unwrap_or(0),
+        created.first().copied().unwrap_or(0),
+        created.get(1).copied().unwrap_or(0),
+    )
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A NEW message for flow number `i` (a TCP flow from 172.16.x.y), with
+/// sequence number `seq`, followed by `padding` bytes of an attribute no
+/// conntrackd version knows.
+fn flood_message(i: u32, seq: u32, padding: usize) -> Vec<u8> {
+    use ctrack::flow::{Flow, Tuple, proto};
+    use ctrack::sync::wire::{self, ct, ty};
+    let orig = Tuple {
+        src: std::net::Ipv4Addr::from(0xac10_0000 | i).into(),
+        dst: "198.51.100.1".parse().unwrap(),
+        proto: proto::TCP,
+        sport: 40000,
+        dport: 80,
+        ..Tuple::default()
+    };
+    let f = Flow {
+        family: libc::AF_INET as u8,
+        orig,
+        reply: orig.inverted(),
+        has_orig: true,
+        has_reply: true,
+        timeout: Some(300),
+        ..Flow::default()
+    };
+    let mut m = Vec::new();
+    ct::encode_msg(ty::CT_NEW, &f, &Default::default(), &mut m).unwrap();
+    if padding > 0 {
+        m.extend_from_slice(&((padding + 4) as u16).to_be_bytes());
+        m.extend_from_slice(&99u16.to_be_bytes());
+        m.resize(m.len() + padding.next_multiple_of(4), 0);
+        let len = m.len() as u16;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+    }
+    wire::stamp(&mut m, 0, seq);
+    m
+}
+
+#[test]
+fn a_flooded_standby_stays_within_its_memory_bounds() {
+    if !lab::can_run() {
+        return;
+    }
+    let (a, b) = pair("fl");
+    let (g, s) = halab::ctrackd_blocks(Side::Standby, "", "");
+    let db = Daemon::start_with(&b, "fl-b", &format!("{g}  HashLimit 10000\n"), &s);
+    let pid = db.child.as_ref().unwrap().id();
+    synclab::settle(500);
+    let base = rss_kib(pid);
+    let sock =
+        ctrack::netlink::socket::in_netns(&a.name, || std::net::UdpSocket::bind("10.9.9.1:0"))
+            .unwrap();
+    let mut seq = 1;
+    let send = |d: &[u8]| {
+        // the socket buffer may be full: what is lost is lost
+        let _ = sock.send_to(d, "10.9.9.2:3780");
+    };
+    // 3000 flows whose messages carry 60 KB of attributes nobody knows
+    // (kept whole, that was 180 MB), then 200k flows for a HashLimit of
+    // 10k, 16 messages a datagram
+    for i in 0..3000 {
+        send(&flood_message(i, seq, 60_000));
+        seq += 1;
+    }
+    for n in 0..12_500 {
+        let mut d = Vec::new();
+        for k in 0..16 {
+            d.extend_from_slice(&flood_message(3000 + n * 16 + k, seq, 0));
+            seq += 1;
+        }
+        send(&d);
+    }
+    // wait until the standby has taken everything in
+    let mut last = (0, 0, 0);
+    let mut peak = 0;
+    let ok = wait_until(LONG, || {
+        peak = peak.max(rss_kib(pid));
+        let now = external_counts(&db);
+        let still = now == last;
+        last = now;
+        synclab::settle(300);
+        still && now.1 > 0
+    });
+    assert!(ok, "the standby did not settle: {last:?}");
+    peak = peak.max(rss_kib(pid));
+    let (held, _, refused) = last;
+    eprintln!(
+        "flood: standby RSS {base} KiB -> peak {peak} KiB; {held} flows held, {refused} refused"
+    );
+    assert!(held <= 10_000, "{held} flows for a HashLimit of 10000");
+    assert!(refused > 0, "nothing refused?");
+    assert!(
+        db.log().contains("external cache full"),
+        "no log line:\n{}",
+        db.log()
+    );
+    // 10k entries of at most 512 bytes of attributes, 4 MiB of datagrams
+    // waiting for the core: well under 32 MiB more than at rest
+    assert!(
+        peak < base + 32 * 1024,
+        "RSS grew from {base} to {peak} KiB"
+    );
+}
+
+#[test]
+fn authenticated_pair_survives_reflection_restarts_and_recordings() {
+    if !lab::can_run() {
+        return;
+    }
+    let (a, b) = pair("ar");
+    let dir = TempDir::new("ar");
+    let key = dir.join("sync.key");
+    std::fs::write(&key, "c2VjcmV0IHNoYXJlZCBieSB0aGUgdHdvIHJvdXRlcnM=\n").unwrap();
+    let auth = format!("Auth {{ KeyFile {} }}", key.display());
+    let mut da = start_ctrackd(&a, "ar-a", Side::Primary, "", &auth);
+    let mut db = start_ctrackd(&b, "ar-b", Side::Standby, "", &auth);
+    let pcap = dir.join("sync.pcap");
+    let cap = synclab::capture(&b, &pcap);
+    load(&a, &dir, 0, 50);
+    let logs_at = [da.dir.join("log"), db.dir.join("log")];
+    let ctx = || {
+        logs_at
+            .iter()
+            .map(|p| {
+                format!(
+                    "--- {}:\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect::<String>()
+    };
+    wait_same("authenticated", LONG, &|| table(&a), &|| ext(&db), &ctx);
+    let mut from_a = Vec::new();
+    let mut from_b = Vec::new();
+    let ok = wait_until(LONG, || {
+        let p = std::fs::read(&pcap).unwrap();
+        from_a = udp_payloads(&p, [10, 9, 9, 1]);
+        from_b = udp_payloads(&p, [10, 9, 9, 2]);
+        from_a.iter().any(|d| d.len() > 500) && !from_b.is_empty()
+    });
+    synclab::stop_capture(cap);
+    assert!(ok, "nothing captured");
+    let sock =
+        ctrack::netlink::socket::in_netns(&a.name, || std::net::UdpSocket::bind("10.9.9.1:0"))
+            .unwrap();
+    let play = |ds: &[Vec<u8>]| {
+        for d in ds {
+            sock.send_to(d, "10.9.9.2:3780").unwrap();
+        }
+    };
+
+    // the standby's own datagrams sent back to it: refused, and the
+    // primary's still get through (they were taken for replays before)
+    play(&from_b);
+    let ok = wait_until(LONG, || stat(&db, "network", "Reflected:") >= 1);
+    assert!(ok, "{}", stdout(&db.client(&["-s", "network"])));
+    load(&a, &dir, 100, 10);
+    wait_same(
+        "after a reflection",
+        LONG,
+        &|| table(&a),
+        &|| ext(&db),
+        &ctx,
+    );
+
+    // the standby restarts, nobody runs -n: the primary sees a new
+    // session and sends it everything
+    db.signal("-TERM");
+    assert_eq!(db.wait_exit(), Some(0));
+    db.spawn();
+    wait_same("restarted standby", LONG, &|| table(&a), &|| ext(&db), &ctx);
+    let ok = wait_until(LONG, || da.log().contains("the other node restarted"));
+    assert!(ok, "{}", ctx());
+    // flows the primary deleted since do not come back when the recording
+    // of their NEW messages is played to the new standby
+    a.must(&["conntrack", "-D", "-p", "tcp", "-s", "172.16.0.0/26"]);
+    wait_same("deletes", LONG, &|| table(&a), &|| ext(&db), &ctx);
+    play(&from_a);
+    let ok = wait_until(LONG, || {
+        stat(&db, "network", "Replayed:") + stat(&db, "network", "Not verified yet:") >= 1
+    });
+    assert!(ok, "{}", stdout(&db.client(&["-s", "network"])));
+    synclab::settle(500);
+    assert_eq!(ext(&db), table(&a), "a recording changed the standby");
+
+    // the primary restarts: a new instance, counting from 1; it is
+    // verified again and its table comes through
+    da.signal("-TERM");
+    assert_eq!(da.wait_exit(), Some(0));
+    da.spawn();
+    load(&a, &dir, 200, 10);
+    wait_same("restarted primary", LONG, &|| table(&a), &|| ext(&db), &ctx);
+    assert!(db.log().matches("authenticated").count() >= 2, "{}", ctx());
+}

@@ -4,8 +4,10 @@
 //! requests a commit would build from what was received.
 //!
 //! Input: one config byte, then datagrams framed as a big-endian u16
-//! length and that many bytes. With auth on, each datagram is fed as is
-//! (refused: missing or bad MAC), then sealed with the shared key (so the
+//! length and that many bytes. With auth on, the peer is verified first
+//! (challenge and answer); each datagram is then fed as is (refused:
+//! missing or bad MAC, or read as a challenge or an answer if it parses as
+//! one), also to the peer's side, then sealed with the shared key (so the
 //! decoder and engine see it), then sealed again and replayed.
 #![no_main]
 use std::time::{Duration, Instant};
@@ -114,11 +116,23 @@ fuzz_target!(|data: &[u8]| {
             seq: SEQ,
             mtus: vec![1500],
             auth_key: auth.then(|| KEY.to_vec()),
-            auth_counter: 1,
+            auth_seed: 1,
             seed: 1,
         },
     );
     let mut peer = Auth::new(KEY, 1 << 20);
+    if auth {
+        // the engine verifies the peer: challenge, answer
+        engine.on_datagram(t0, 0, &peer.seal(&[]), None);
+        for a in engine.drain_actions() {
+            if let Action::Send { datagram, .. } = a {
+                let _ = peer.open(t0, &datagram);
+            }
+        }
+        while let Some(answer) = peer.take_reply() {
+            engine.on_datagram(t0, 0, &answer, None);
+        }
+    }
     for i in 0..4 {
         engine.on_event(t0, EventKind::New, &own_flow(i));
     }
@@ -134,6 +148,8 @@ fuzz_target!(|data: &[u8]| {
         now += Duration::from_millis(50);
         engine.on_datagram(now, 0, datagram, None);
         if auth {
+            let _ = peer.open(now, datagram);
+            while peer.take_reply().is_some() {}
             let sealed = peer.seal(datagram);
             engine.on_datagram(now, 0, &sealed, None);
             engine.on_datagram(now, 0, &sealed, None);

@@ -515,11 +515,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         require(&c, sync, cfg!(feature = "sync"), "sync", "sync")?;
         #[cfg(feature = "sync")]
         {
-            cfg.sync_config = Some(crate::sync::config::SyncConfig::from_block(
-                &mut c,
-                sync,
-                cfg.auth.as_ref(),
-            )?);
+            let mut s =
+                crate::sync::config::SyncConfig::from_block(&mut c, sync, cfg.auth.as_ref())?;
+            s.external_limit = cfg.general.hash_limit as usize;
+            cfg.sync_config = Some(s);
         }
     } else if let Some(a) = &cfg.auth {
         return Err(c.err(

@@ -46,6 +46,28 @@ struct RunningCommit {
     paused: bool,
 }
 
+/// Flows of a kernel dump for a bulk send queued before they are sent.
+const BULK_CHUNK: usize = 1024;
+
+/// Sends one datagram of the engine's on link `link`.
+fn send_one(engine: &mut Engine, socks: &[Arc<LinkSocket>], link: usize, datagram: &[u8]) {
+    if !matches!(socks.get(link).map(|s| s.send(datagram)), Some(Ok(()))) {
+        engine.note_send_error(link);
+    }
+}
+
+/// Sends the datagrams the engine has ready; its other actions wait.
+fn send_datagrams(engine: &mut Engine, socks: &[Arc<LinkSocket>]) {
+    let mut other = Vec::new();
+    while let Some(a) = engine.poll_action() {
+        match a {
+            Action::Send { link, datagram } => send_one(engine, socks, link, &datagram),
+            a => other.push(a),
+        }
+    }
+    engine.requeue_actions(other);
+}
+
 /// Sync's state in the core.
 pub struct SyncPart {
     /// The configuration in effect.
@@ -251,9 +273,14 @@ impl SyncPart {
     pub fn on_input(&mut self, now: Instant, input: LinkInput) {
         match input {
             LinkInput::Datagram { link, bytes, src } => {
+                if let Some(s) = self.socks.get(link) {
+                    s.queue().taken(bytes.len());
+                }
                 self.engine.on_datagram(now, link, &bytes, src)
             }
             LinkInput::RecvError(link) => self.engine.note_recv_error(link),
+            LinkInput::Failing { link, error } => self.engine.note_link_failing(link, &error),
+            LinkInput::Recovered(link) => self.engine.note_link_recovered(link),
         }
     }
 
@@ -302,6 +329,12 @@ impl SyncPart {
                     self.engine.set_link_up(i, up);
                 }
             }
+            for (i, s) in self.socks.iter().enumerate() {
+                let dropped = s.queue().take_dropped();
+                if dropped > 0 {
+                    self.engine.note_recv_dropped(now, i, dropped);
+                }
+            }
         }
     }
 
@@ -342,10 +375,7 @@ impl SyncPart {
             while let Some(a) = self.engine.poll_action() {
                 match a {
                     Action::Send { link, datagram } => {
-                        let sent = self.socks.get(link).map(|s| s.send(&datagram));
-                        if !matches!(sent, Some(Ok(()))) {
-                            self.engine.note_send_error(link);
-                        }
+                        send_one(&mut self.engine, &self.socks, link, &datagram)
                     }
                     Action::Inject { op, flow } => {
                         if let Some(inj) = self.injector.as_mut()
@@ -373,10 +403,19 @@ impl SyncPart {
             if !dump {
                 return;
             }
-            let engine = &mut self.engine;
+            // sent as it is dumped, a chunk at a time: a big table is
+            // never held whole as messages
+            let (engine, socks) = (&mut self.engine, &self.socks);
+            let mut queued = 0;
             if let Err(e) = CtKernel::dump(&mut self.dumper, &mut |f| {
                 if filter.accepts(f) {
                     engine.bulk_flow(f);
+                    queued += 1;
+                    if queued == BULK_CHUNK {
+                        queued = 0;
+                        engine.transmit(now);
+                        send_datagrams(engine, socks);
+                    }
                 }
                 Ok(())
             }) {

@@ -1,34 +1,53 @@
 //! Authenticated datagrams (ctrack extension, off by default): SHA-256
-//! (FIPS 180-4), HMAC-SHA256 (RFC 2104), and the 32-byte auth block that
+//! (FIPS 180-4), HMAC-SHA256 (RFC 2104), and the 40-byte auth block that
 //! `Auth { KeyFile ... }` puts in front of every datagram, with a replay
-//! guard.
+//! guard per sender instance.
 //!
 //! ```text
-//!  0      1      2    4          8                16                 32
-//! +------+------+----+----------+----------------+------------------+----------
-//! | 0xF1 | 0x00 | 0  | "CTA1"   | counter (be64) | HMAC-SHA256/128  | messages
-//! +------+------+----+----------+----------------+------------------+----------
+//!  0      1      2    4        8             16             24               40
+//! +------+------+----+--------+-------------+--------------+----------------+---------
+//! | 0xF1 | kind | 0  | "CTA2" | sender (64) | counter (64) | HMAC-SHA256/128 | payload
+//! +------+------+----+--------+-------------+--------------+----------------+---------
 //! ```
 //!
 //! The block looks like a message with length 0, which conntrackd treats
 //! as "bad message size" and which makes it discard the rest of the
 //! datagram: a peer without the key (conntrackd, or ctrack without
 //! `Auth`) applies nothing from an authenticated sender. The MAC covers
-//! bytes 0..16 and every message, truncated to 128 bits (RFC 4868). The
-//! counter starts at the sender's clock in microseconds and grows by one
-//! per datagram; the receiver accepts each counter once, within a window
-//! of 64 behind the highest seen (UDP may reorder), so captured datagrams
-//! cannot be replayed. A receiver's window starts empty when it starts.
+//! bytes 0..24 and the payload, truncated to 128 bits (RFC 4868).
+//!
+//! Each instance (each start of the daemon) picks a random 64-bit sender
+//! id and counts its datagrams from 1, whatever its clock says. A
+//! receiver:
+//! - drops datagrams carrying its own id (reflected back at it);
+//! - keeps a replay window per sender id it verified: each counter is
+//!   accepted once, within 64 behind the highest seen (UDP may reorder);
+//! - verifies a sender id it does not know with a challenge: kind 1
+//!   carries the sender's id and a fresh random nonce, the sender answers
+//!   with kind 2 carrying our id and the nonce, and only datagrams it
+//!   counts after that answer are accepted. Until then its datagrams are
+//!   dropped (the sync protocol sends again what they carried).
+//!
+//! So a restarted peer (new id, counters from 1, clock behind or not) is
+//! verified in one round trip; a recording of an old instance, or of the
+//! current one played to a receiver that restarted, never is; and a
+//! datagram sent back to its sender is refused rather than moving a
+//! window that the real peer's datagrams would then fall behind.
 //!
 //! Hand-written because it is ~150 lines and a crypto crate would cost
 //! more bytes than the whole sync module; checked against the FIPS 180-2
 //! and RFC 4231 vectors below.
 
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
 /// Length of the auth block.
-pub const AUTH_LEN: usize = 32;
+pub const AUTH_LEN: usize = 40;
 /// First byte of the auth block (version 15, type 1).
 pub const AUTH_MAGIC: u8 = 0xf1;
-const TAG: &[u8; 4] = b"CTA1";
+const TAG: &[u8; 4] = b"CTA2";
+/// The signed part of the block: magic, kind, tag, sender, counter.
+const SIGNED_HEAD: usize = 24;
 const MAC_LEN: usize = 16;
 const WINDOW: u64 = 64;
 
@@ -210,95 +229,334 @@ pub enum AuthError {
     BadMac,
     /// A counter already seen or too old: a replay.
     Replay,
+    /// Our own datagram, sent back to us.
+    Reflected,
+    /// From a sender instance not verified yet: it was challenged (a
+    /// restarted peer answers at once; a recording cannot).
+    Unverified,
 }
 
-/// Signs outgoing and checks incoming datagrams for one shared key.
+/// What [`Auth::open`] made of a datagram it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened<'a> {
+    /// Sync messages from a verified sender instance.
+    Messages(&'a [u8]),
+    /// A sender instance answered our challenge: its datagrams count from
+    /// now on (the id, for the log).
+    Verified(u64),
+    /// We answered a challenge: the peer dropped what we sent before it
+    /// (and will accept what we send from now on).
+    Answered,
+    /// Part of the exchange, handled (a challenge answered, a late or
+    /// repeated answer ignored).
+    Handled,
+}
+
+/// Kinds of auth block (byte 1).
+mod kind {
+    /// Sync messages follow.
+    pub const MESSAGES: u8 = 0;
+    /// A challenge: the target's id and a nonce follow.
+    pub const CHALLENGE: u8 = 1;
+    /// The answer: the challenger's id and its nonce follow.
+    pub const RESPONSE: u8 = 2;
+}
+
+/// Most sender instances whose counters are tracked at once (a pair has
+/// one; a restarted peer briefly two).
+const MAX_SENDERS: usize = 4;
+
+/// A sender that is not verified yet is challenged at most this often.
+pub const CHALLENGE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Most challenges answered per second (recorded ones can be replayed at
+/// us; each is answered once anyway).
+const MAX_ANSWERS_PER_SECOND: usize = 20;
+
+/// The replay window of one verified sender instance.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    id: u64,
+    highest: u64,
+    /// Bit i: counter `highest - i` was seen (or is too old to accept).
+    seen: u64,
+    /// When it last sent something valid (for eviction), in datagrams.
+    used: u64,
+}
+
+impl Window {
+    fn accept(&mut self, c: u64) -> Result<(), AuthError> {
+        if c > self.highest {
+            let shift = c - self.highest;
+            self.seen = if shift >= WINDOW {
+                1
+            } else {
+                (self.seen << shift) | 1
+            };
+            self.highest = c;
+            return Ok(());
+        }
+        let back = self.highest - c;
+        if back >= WINDOW || self.seen & (1 << back) != 0 {
+            return Err(AuthError::Replay);
+        }
+        self.seen |= 1 << back;
+        Ok(())
+    }
+}
+
+/// A challenge we sent and wait an answer for.
+#[derive(Clone, Copy, Debug)]
+struct Challenge {
+    target: u64,
+    nonce: u64,
+    sent: Instant,
+}
+
+/// Signs outgoing and checks incoming datagrams for one shared key, for
+/// one instance (see the module documentation).
 #[derive(Clone, Debug)]
 pub struct Auth {
     hmac: HmacSha256,
+    id: u64,
     send_counter: u64,
-    highest: Option<u64>,
-    seen: u64,
+    rng: u64,
+    senders: Vec<Window>,
+    challenges: Vec<Challenge>,
+    /// (sender, nonce) of the challenges answered lately.
+    answered: VecDeque<(u64, u64)>,
+    /// When the challenges of the last second were answered.
+    answers_at: VecDeque<Instant>,
+    replies: VecDeque<Vec<u8>>,
+    received: u64,
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+fn be64(b: &[u8]) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(x)
+}
+
+/// splitmix64: the id and nonces of an instance from its random seed.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut x = *state;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 impl Auth {
-    /// A signer/verifier; `start_counter` should be the clock in
-    /// microseconds, so a restarted sender continues above its old
-    /// counters.
-    pub fn new(key: &[u8], start_counter: u64) -> Auth {
+    /// A signer/verifier for one instance; `seed` must be random (the
+    /// instance id and the challenge nonces come from it).
+    pub fn new(key: &[u8], seed: u64) -> Auth {
+        let mut rng = seed;
+        let mut id = next_random(&mut rng);
+        if id == 0 {
+            id = 1;
+        }
         Auth {
             hmac: HmacSha256::new(key),
-            send_counter: start_counter,
-            highest: None,
-            seen: 0,
+            id,
+            send_counter: 0,
+            rng,
+            senders: Vec::new(),
+            challenges: Vec::new(),
+            answered: VecDeque::new(),
+            answers_at: VecDeque::new(),
+            replies: VecDeque::new(),
+            received: 0,
         }
     }
 
-    fn mac16(&self, head: &[u8], msgs: &[u8]) -> [u8; MAC_LEN] {
-        let m = self.hmac.mac(&[head, msgs]);
+    /// This instance's sender id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn mac16(&self, head: &[u8], payload: &[u8]) -> [u8; MAC_LEN] {
+        let m = self.hmac.mac(&[head, payload]);
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(&m[..MAC_LEN]);
         out
     }
 
-    /// Returns `messages` with the auth block in front.
-    pub fn seal(&mut self, messages: &[u8]) -> Vec<u8> {
+    fn seal_kind(&mut self, k: u8, payload: &[u8]) -> Vec<u8> {
         self.send_counter = self.send_counter.wrapping_add(1);
-        let mut out = Vec::with_capacity(AUTH_LEN + messages.len());
-        out.extend_from_slice(&[AUTH_MAGIC, 0, 0, 0]);
+        let mut out = Vec::with_capacity(AUTH_LEN + payload.len());
+        out.extend_from_slice(&[AUTH_MAGIC, k, 0, 0]);
         out.extend_from_slice(TAG);
+        out.extend_from_slice(&self.id.to_be_bytes());
         out.extend_from_slice(&self.send_counter.to_be_bytes());
-        let mac = self.mac16(&out[..16], messages);
+        let mac = self.mac16(&out[..SIGNED_HEAD], payload);
         out.extend_from_slice(&mac);
-        out.extend_from_slice(messages);
+        out.extend_from_slice(payload);
         out
     }
 
-    /// Checks a datagram; on success returns its messages and remembers
-    /// the counter.
-    pub fn open<'a>(&mut self, datagram: &'a [u8]) -> Result<&'a [u8], AuthError> {
-        if datagram.len() < AUTH_LEN || datagram[0] != AUTH_MAGIC || &datagram[4..8] != TAG {
-            return Err(AuthError::Missing);
-        }
-        let (head, rest) = datagram.split_at(AUTH_LEN);
-        let msgs = rest;
-        if !ct_eq(&self.mac16(&head[..16], msgs), &head[16..32]) {
-            return Err(AuthError::BadMac);
-        }
-        let mut c = [0u8; 8];
-        c.copy_from_slice(&head[8..16]);
-        self.accept_counter(u64::from_be_bytes(c))?;
-        Ok(msgs)
+    /// Returns `messages` with the auth block in front.
+    pub fn seal(&mut self, messages: &[u8]) -> Vec<u8> {
+        self.seal_kind(kind::MESSAGES, messages)
     }
 
-    fn accept_counter(&mut self, c: u64) -> Result<(), AuthError> {
-        match self.highest {
-            None => {
-                self.highest = Some(c);
-                self.seen = 1;
-            }
-            Some(h) if c > h => {
-                let shift = c - h;
-                self.seen = if shift >= WINDOW {
-                    1
-                } else {
-                    (self.seen << shift) | 1
-                };
-                self.highest = Some(c);
-            }
-            Some(h) => {
-                let back = h - c;
-                if back >= WINDOW || self.seen & (1 << back) != 0 {
-                    return Err(AuthError::Replay);
+    /// A datagram of the exchange to send to the peer (a challenge or an
+    /// answer), if any: take them after each [`Auth::open`].
+    pub fn take_reply(&mut self) -> Option<Vec<u8>> {
+        self.replies.pop_front()
+    }
+
+    /// Checks a datagram received at `now`: returns its messages when it
+    /// comes from a verified sender instance and was not seen before;
+    /// handles the challenge exchange (see [`Auth::take_reply`]).
+    pub fn open<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Result<Opened<'a>, AuthError> {
+        if datagram.len() < AUTH_LEN
+            || datagram[0] != AUTH_MAGIC
+            || datagram[1] > kind::RESPONSE
+            || datagram[2..4] != [0, 0]
+            || &datagram[4..8] != TAG
+        {
+            return Err(AuthError::Missing);
+        }
+        let (head, payload) = datagram.split_at(AUTH_LEN);
+        if !ct_eq(
+            &self.mac16(&head[..SIGNED_HEAD], payload),
+            &head[SIGNED_HEAD..],
+        ) {
+            return Err(AuthError::BadMac);
+        }
+        let sender = be64(&head[8..16]);
+        let counter = be64(&head[16..24]);
+        if sender == self.id {
+            return Err(AuthError::Reflected);
+        }
+        self.received += 1;
+        let exchange = (payload.len() == 16).then(|| (be64(payload), be64(&payload[8..])));
+        match head[1] {
+            kind::MESSAGES => match self.senders.iter().position(|w| w.id == sender) {
+                Some(i) => {
+                    self.senders[i].accept(counter)?;
+                    self.senders[i].used = self.received;
+                    Ok(Opened::Messages(payload))
                 }
-                self.seen |= 1 << back;
+                None => {
+                    self.challenge(now, sender);
+                    Err(AuthError::Unverified)
+                }
+            },
+            kind::CHALLENGE => match exchange {
+                Some((target, nonce)) if target == self.id && self.answer(now, sender, nonce) => {
+                    Ok(Opened::Answered)
+                }
+                _ => Ok(Opened::Handled),
+            },
+            _ => {
+                let open = self.challenges.iter().position(|c| {
+                    exchange.is_some_and(|(target, nonce)| {
+                        target == self.id && c.target == sender && c.nonce == nonce
+                    })
+                });
+                match open {
+                    Some(i) => {
+                        self.challenges.swap_remove(i);
+                        self.verified(sender, counter);
+                        Ok(Opened::Verified(sender))
+                    }
+                    None => Ok(Opened::Handled),
+                }
             }
         }
-        Ok(())
+    }
+
+    /// Challenges `sender` (at most every [`CHALLENGE_INTERVAL`]), with a
+    /// fresh nonce each time.
+    fn challenge(&mut self, now: Instant, sender: u64) {
+        let i = match self.challenges.iter().position(|c| c.target == sender) {
+            Some(i) if now < self.challenges[i].sent + CHALLENGE_INTERVAL => return,
+            Some(i) => i,
+            None => {
+                if self.challenges.len() >= MAX_SENDERS {
+                    let oldest = (0..self.challenges.len())
+                        .min_by_key(|&i| self.challenges[i].sent)
+                        .unwrap_or(0);
+                    self.challenges.swap_remove(oldest);
+                }
+                self.challenges.push(Challenge {
+                    target: sender,
+                    nonce: 0,
+                    sent: now,
+                });
+                self.challenges.len() - 1
+            }
+        };
+        let nonce = next_random(&mut self.rng);
+        self.challenges[i].nonce = nonce;
+        self.challenges[i].sent = now;
+        let mut payload = [0u8; 16];
+        payload[..8].copy_from_slice(&sender.to_be_bytes());
+        payload[8..].copy_from_slice(&nonce.to_be_bytes());
+        let d = self.seal_kind(kind::CHALLENGE, &payload);
+        self.replies.push_back(d);
+    }
+
+    /// Answers a challenge once, within [`MAX_ANSWERS_PER_SECOND`];
+    /// returns whether it did.
+    fn answer(&mut self, now: Instant, sender: u64, nonce: u64) -> bool {
+        if self.answered.contains(&(sender, nonce)) {
+            return false;
+        }
+        while self
+            .answers_at
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.answers_at.pop_front();
+        }
+        if self.answers_at.len() >= MAX_ANSWERS_PER_SECOND {
+            return false;
+        }
+        self.answers_at.push_back(now);
+        if self.answered.len() >= 2 * MAX_SENDERS {
+            self.answered.pop_front();
+        }
+        self.answered.push_back((sender, nonce));
+        let mut payload = [0u8; 16];
+        payload[..8].copy_from_slice(&sender.to_be_bytes());
+        payload[8..].copy_from_slice(&nonce.to_be_bytes());
+        let d = self.seal_kind(kind::RESPONSE, &payload);
+        self.replies.push_back(d);
+        true
+    }
+
+    /// `sender` answered a fresh challenge with `counter`: only what it
+    /// sends after that answer is accepted.
+    fn verified(&mut self, sender: u64, counter: u64) {
+        let w = Window {
+            id: sender,
+            highest: counter,
+            seen: u64::MAX,
+            used: self.received,
+        };
+        match self.senders.iter().position(|w| w.id == sender) {
+            Some(i) => {
+                let old = self.senders[i];
+                if old.highest < counter {
+                    self.senders[i] = w;
+                }
+            }
+            None => {
+                if self.senders.len() >= MAX_SENDERS {
+                    let lru = (0..self.senders.len())
+                        .min_by_key(|&i| self.senders[i].used)
+                        .unwrap_or(0);
+                    self.senders.swap_remove(lru);
+                }
+                self.senders.push(w);
+            }
+        }
     }
 }
 
@@ -396,45 +654,187 @@ mod tests {
         );
     }
 
+    const KEY: &[u8] = b"0123456789abcdef";
+
+    /// `b` verifies `a` (challenge and answer passed by hand); returns
+    /// the challenge and the answer.
+    fn verify(a: &mut Auth, b: &mut Auth, now: Instant) -> (Vec<u8>, Vec<u8>) {
+        let hello = a.seal(b"m");
+        assert_eq!(b.open(now, &hello), Err(AuthError::Unverified));
+        let challenge = b.take_reply().expect("a challenge");
+        assert_eq!(a.open(now, &challenge), Ok(Opened::Answered));
+        let answer = a.take_reply().expect("an answer");
+        assert_eq!(b.open(now, &answer), Ok(Opened::Verified(a.id())));
+        (challenge, answer)
+    }
+
     #[test]
     fn sealed_datagrams_open_once() {
-        let key = b"0123456789abcdef";
-        let mut a = Auth::new(key, 1000);
-        let mut b = Auth::new(key, 5);
+        let t0 = Instant::now();
+        let mut a = Auth::new(KEY, 1000);
+        let mut b = Auth::new(KEY, 5);
+        verify(&mut a, &mut b, t0);
         let d1 = a.seal(b"hello");
         let d2 = a.seal(b"world");
-        assert_eq!(&d1[..4], [0xf1, 0, 0, 0]);
-        assert_eq!(b.open(&d2).unwrap(), b"world");
+        assert_eq!(&d1[..8], [0xf1, 0, 0, 0, b'C', b'T', b'A', b'2']);
+        assert_eq!(b.open(t0, &d2), Ok(Opened::Messages(b"world")));
         // reordered but fresh: accepted; replayed: refused
-        assert_eq!(b.open(&d1).unwrap(), b"hello");
-        assert_eq!(b.open(&d1), Err(AuthError::Replay));
-        assert_eq!(b.open(&d2), Err(AuthError::Replay));
+        assert_eq!(b.open(t0, &d1), Ok(Opened::Messages(b"hello")));
+        assert_eq!(b.open(t0, &d1), Err(AuthError::Replay));
+        assert_eq!(b.open(t0, &d2), Err(AuthError::Replay));
         // forged, altered, truncated, unauthenticated, wrong key
         let mut bad = a.seal(b"x");
         bad[AUTH_LEN] ^= 1;
-        assert_eq!(b.open(&bad), Err(AuthError::BadMac));
+        assert_eq!(b.open(t0, &bad), Err(AuthError::BadMac));
+        let mut bad = a.seal(b"x");
+        bad[9] ^= 1; // the sender id is signed
+        assert_eq!(b.open(t0, &bad), Err(AuthError::BadMac));
         let ok = a.seal(b"abc");
-        assert_eq!(b.open(&ok[..ok.len() - 1]), Err(AuthError::BadMac));
-        assert_eq!(b.open(&ok[..20]), Err(AuthError::Missing));
+        assert_eq!(b.open(t0, &ok[..ok.len() - 1]), Err(AuthError::BadMac));
+        assert_eq!(b.open(t0, &ok[..20]), Err(AuthError::Missing));
         assert_eq!(
-            b.open(b"\x1a\x10\x00\x08\0\0\0\x01"),
+            b.open(t0, b"\x1a\x10\x00\x08\0\0\0\x01"),
             Err(AuthError::Missing)
         );
         let mut other = Auth::new(b"another key 16 bytes", 99999);
-        assert_eq!(b.open(&other.seal(b"abc")), Err(AuthError::BadMac));
-        assert_eq!(b.open(&ok).unwrap(), b"abc");
+        assert_eq!(b.open(t0, &other.seal(b"abc")), Err(AuthError::BadMac));
+        assert_eq!(b.open(t0, &ok), Ok(Opened::Messages(b"abc")));
+        assert!(b.take_reply().is_none());
     }
 
     #[test]
     fn replay_window_slides() {
-        let mut a = Auth::new(b"0123456789abcdef", 0);
+        let t0 = Instant::now();
+        let mut a = Auth::new(KEY, 0);
+        let mut b = Auth::new(KEY, 1);
+        verify(&mut a, &mut b, t0);
         let sealed: Vec<Vec<u8>> = (0..200).map(|_| a.seal(b"m")).collect();
-        let mut b = Auth::new(b"0123456789abcdef", 0);
-        assert!(b.open(&sealed[100]).is_ok());
-        assert!(b.open(&sealed[40]).is_ok()); // 60 behind: inside
-        assert_eq!(b.open(&sealed[30]), Err(AuthError::Replay)); // 70 behind
-        assert!(b.open(&sealed[199]).is_ok()); // far ahead: window reset
-        assert_eq!(b.open(&sealed[100]), Err(AuthError::Replay));
-        assert!(b.open(&sealed[150]).is_ok());
+        assert!(b.open(t0, &sealed[100]).is_ok());
+        assert!(b.open(t0, &sealed[40]).is_ok()); // 60 behind: inside
+        assert_eq!(b.open(t0, &sealed[30]), Err(AuthError::Replay)); // 70 behind
+        assert!(b.open(t0, &sealed[199]).is_ok()); // far ahead: window reset
+        assert_eq!(b.open(t0, &sealed[100]), Err(AuthError::Replay));
+        assert!(b.open(t0, &sealed[150]).is_ok());
+    }
+
+    #[test]
+    fn a_datagram_sent_back_to_its_sender_is_refused_and_locks_nothing_out() {
+        // b started after a: it has sent more than a (the old counters
+        // came from the clock, so b's were far above a's). An attacker
+        // sends b's own datagrams back at it: once accepted, b took a's
+        // real datagrams for replays until it restarted.
+        let t0 = Instant::now();
+        let mut a = Auth::new(KEY, 7);
+        let mut b = Auth::new(KEY, 8);
+        verify(&mut a, &mut b, t0);
+        for _ in 0..1000 {
+            b.seal(b"b's own");
+        }
+        let own = b.seal(b"b's own");
+        assert_eq!(b.open(t0, &own), Err(AuthError::Reflected));
+        let mut challenge = Vec::new();
+        while let Some(c) = b.take_reply() {
+            challenge = c;
+        }
+        assert!(challenge.is_empty(), "no challenge to itself");
+        assert_eq!(b.open(t0, &a.seal(b"a")), Ok(Opened::Messages(b"a")));
+        // b's challenges and answers sent back are refused too
+        let (challenge, answer) = verify(&mut b, &mut a, t0);
+        assert_eq!(a.open(t0, &challenge), Err(AuthError::Reflected));
+        assert_eq!(b.open(t0, &answer), Err(AuthError::Reflected));
+        assert_eq!(b.open(t0, &a.seal(b"a2")), Ok(Opened::Messages(b"a2")));
+    }
+
+    #[test]
+    fn a_restarted_sender_is_verified_again_whatever_its_clock() {
+        let t0 = Instant::now();
+        let mut a = Auth::new(KEY, 11);
+        let mut b = Auth::new(KEY, 12);
+        verify(&mut a, &mut b, t0);
+        for _ in 0..10_000 {
+            a.seal(b"traffic");
+        }
+        assert!(b.open(t0, &a.seal(b"x")).is_ok());
+        // a restarts: a new instance, counting from 1 again (its clock
+        // may be hours behind: it plays no part)
+        let mut a2 = Auth::new(KEY, 13);
+        assert_ne!(a2.id(), a.id());
+        verify(&mut a2, &mut b, t0);
+        assert_eq!(b.open(t0, &a2.seal(b"y")), Ok(Opened::Messages(b"y")));
+    }
+
+    #[test]
+    fn a_fresh_receiver_accepts_no_recorded_datagram() {
+        let t0 = Instant::now();
+        let mut a = Auth::new(KEY, 21);
+        let mut b = Auth::new(KEY, 22);
+        let (_, old_answer) = verify(&mut a, &mut b, t0);
+        let recorded: Vec<Vec<u8>> = (0..10).map(|i| a.seal(&[i])).collect();
+        for d in &recorded {
+            assert!(b.open(t0, d).is_ok());
+        }
+        // b restarts; the recording is played to it: all of it waits for
+        // a verification, and the old answer does not verify anything
+        let mut b2 = Auth::new(KEY, 23);
+        for d in &recorded {
+            assert_eq!(b2.open(t0, d), Err(AuthError::Unverified));
+        }
+        assert_eq!(b2.open(t0, &old_answer), Ok(Opened::Handled));
+        // the live a answers b2's challenge: the recording is older than
+        // that answer, so it stays refused
+        let challenge = b2.take_reply().expect("challenged");
+        a.open(t0, &challenge).unwrap();
+        let answer = a.take_reply().unwrap();
+        assert_eq!(b2.open(t0, &answer), Ok(Opened::Verified(a.id())));
+        for d in &recorded {
+            assert_eq!(b2.open(t0, d), Err(AuthError::Replay));
+        }
+        // the answer itself cannot be played again
+        assert_eq!(b2.open(t0, &answer), Ok(Opened::Handled));
+        // a recording of an instance that is gone is never accepted
+        let mut gone = Auth::new(KEY, 24);
+        let ghost = gone.seal(b"ghost");
+        let later = t0 + CHALLENGE_INTERVAL;
+        assert_eq!(b2.open(later, &ghost), Err(AuthError::Unverified));
+        assert_eq!(b2.open(later, &ghost), Err(AuthError::Unverified));
+    }
+
+    #[test]
+    fn challenges_and_answers_are_limited() {
+        let t0 = Instant::now();
+        let mut a = Auth::new(KEY, 31);
+        let mut b = Auth::new(KEY, 32);
+        // a stream from an unverified sender: one challenge per interval
+        for _ in 0..50 {
+            assert_eq!(b.open(t0, &a.seal(b"m")), Err(AuthError::Unverified));
+        }
+        let c1 = b.take_reply().expect("challenged");
+        assert!(b.take_reply().is_none());
+        let later = t0 + CHALLENGE_INTERVAL;
+        assert_eq!(b.open(later, &a.seal(b"m")), Err(AuthError::Unverified));
+        let c2 = b.take_reply().expect("challenged again");
+        assert_ne!(c1[AUTH_LEN..], c2[AUTH_LEN..], "a new nonce");
+        // each challenge is answered once, however often it is replayed
+        for _ in 0..5 {
+            a.open(later, &c2).unwrap();
+        }
+        let answer = a.take_reply().expect("answered");
+        assert!(a.take_reply().is_none());
+        // the first challenge's nonce was replaced: its answer is stale
+        a.open(later, &c1).unwrap();
+        let stale = a.take_reply().unwrap();
+        assert_eq!(b.open(later, &stale), Ok(Opened::Handled));
+        assert_eq!(b.open(later, &answer), Ok(Opened::Verified(a.id())));
+        // at most MAX_ANSWERS_PER_SECOND answers a second
+        let mut c = Auth::new(KEY, 33);
+        let mut answered = 0;
+        for i in 0..100 {
+            let mut d = Auth::new(KEY, 100 + i);
+            d.open(t0, &c.seal(b"m")).unwrap_err();
+            let ch = d.take_reply().unwrap();
+            c.open(t0, &ch).unwrap();
+            answered += usize::from(c.take_reply().is_some());
+        }
+        assert_eq!(answered, MAX_ANSWERS_PER_SECOND);
     }
 }

@@ -433,7 +433,7 @@ fn external_dump_lines_match_conntrackd_e() {
         let lifetime = name
             .starts_with("alarm")
             .then(|| std::time::Duration::from_secs(10));
-        let mut cache = super::external::ExternalCache::new(QuirkOrder::Little, lifetime);
+        let mut cache = super::external::ExternalCache::new(QuirkOrder::Little, lifetime, 1 << 20);
         for d in pcap_udp(c.pcap) {
             for m in Messages::new(&d.payload).flatten() {
                 if m.header.is_data() {

@@ -183,6 +183,9 @@ pub struct SyncConfig {
     /// ctrack `Auth { KeyFile }`: authenticate datagrams (conntrackd
     /// cannot talk to a peer that has this on).
     pub auth: Option<AuthConfig>,
+    /// Most flows of the external cache: General's `HashLimit`, as in
+    /// conntrackd (set by the daemon's config reader).
+    pub external_limit: usize,
 }
 
 impl Default for SyncConfig {
@@ -203,6 +206,7 @@ impl Default for SyncConfig {
             links: Vec::new(),
             peer_endianness: QuirkOrder::Little,
             auth: None,
+            external_limit: 262_144,
         }
     }
 }

@@ -10,7 +10,13 @@
 //! adjustment, master, SYN proxy state, mark...) keeps its value. In
 //! ALARM mode entries expire `CacheTimeout` seconds after their last
 //! refresh.
+//!
+//! Bounded whatever the peer sends: at most `HashLimit` entries (a new
+//! flow beyond that is refused and counted, as in conntrackd), each
+//! holding at most [`MAX_STORED_BODY`] bytes of attributes, and (ALARM)
+//! at most two expiry records per entry.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -53,6 +59,12 @@ impl FlowKey {
     }
 }
 
+/// Attributes of a received message are kept as they came up to this
+/// size (what conntrackd sends is at most ~350 bytes); a bigger message
+/// (only unknown attributes or padding make one) is kept re-encoded from
+/// what was understood of it, which is never bigger.
+pub const MAX_STORED_BODY: usize = 512;
+
 /// Counters of the external cache, as `conntrackd -s` shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExternalStats {
@@ -64,8 +76,11 @@ pub struct ExternalStats {
     pub destroyed: u64,
     /// Entries expired (ALARM CacheTimeout).
     pub expired: u64,
-    /// Messages that could not be applied (undecodable body).
+    /// Messages that could not be applied (undecodable body, or a new
+    /// flow when the cache is full).
     pub failed: u64,
+    /// New flows refused because the cache held its limit (HashLimit).
+    pub full: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -93,19 +108,22 @@ pub struct ExternalCache {
     map: HashMap<FlowKey, Entry>,
     quirk: QuirkOrder,
     lifetime: Option<Duration>,
+    /// Most entries (HashLimit).
+    limit: usize,
     expiry: VecDeque<(Instant, u64, FlowKey)>,
     stamp: u64,
     stats: ExternalStats,
 }
 
 impl ExternalCache {
-    /// An empty cache; `lifetime` is ALARM's CacheTimeout (None: entries
-    /// live until deleted or flushed).
-    pub fn new(quirk: QuirkOrder, lifetime: Option<Duration>) -> ExternalCache {
+    /// An empty cache of at most `limit` entries; `lifetime` is ALARM's
+    /// CacheTimeout (None: entries live until deleted or flushed).
+    pub fn new(quirk: QuirkOrder, lifetime: Option<Duration>, limit: usize) -> ExternalCache {
         ExternalCache {
             map: HashMap::new(),
             quirk,
             lifetime,
+            limit: limit.max(1),
             expiry: VecDeque::new(),
             stamp: 0,
             stats: ExternalStats::default(),
@@ -120,6 +138,16 @@ impl ExternalCache {
             ty::CT_DEL if self.map.remove(&key).is_some() => self.stats.destroyed += 1,
             ty::CT_DEL => {}
             ty::CT_NEW | ty::CT_UPD => {
+                if self.map.len() >= self.limit && !self.map.contains_key(&key) {
+                    self.stats.failed += 1;
+                    self.stats.full += 1;
+                    return;
+                }
+                let Some(body) = stored_body(f, body, self.quirk) else {
+                    self.stats.failed += 1;
+                    return;
+                };
+                let body = body.as_ref();
                 self.stamp += 1;
                 let stamp = self.stamp;
                 let quirk = self.quirk;
@@ -145,10 +173,23 @@ impl ExternalCache {
                 }
                 if let Some(l) = self.lifetime {
                     self.expiry.push_back((now + l, stamp, key));
+                    // each refresh leaves the entry's older record behind:
+                    // drop them before they outnumber the entries
+                    if self.expiry.len() > 2 * self.map.len() + 64 {
+                        let map = &self.map;
+                        self.expiry.retain(|(_, stamp, key)| {
+                            map.get(key).is_some_and(|e| e.stamp == *stamp)
+                        });
+                    }
                 }
             }
             _ => {}
         }
+    }
+
+    /// Records of the expiry queue (ALARM), stale ones included.
+    pub fn expiry_records(&self) -> usize {
+        self.expiry.len()
     }
 
     /// Removes entries whose CacheTimeout passed; returns how many.
@@ -279,6 +320,23 @@ fn merged_body(old: &[u8], f: &Flow, body: &[u8], quirk: QuirkOrder) -> Box<[u8]
     }
 }
 
+/// The attributes to keep of a received message: as they came, or
+/// re-encoded from the decoded flow when they are bigger than
+/// [`MAX_STORED_BODY`] (None: the flow cannot be encoded).
+fn stored_body<'a>(f: &Flow, body: &'a [u8], quirk: QuirkOrder) -> Option<Cow<'a, [u8]>> {
+    if body.len() <= MAX_STORED_BODY {
+        return Some(Cow::Borrowed(body));
+    }
+    let opts = ct::EncodeOpts {
+        omit_timeout: false,
+        tcp_window_tracking: matches!(f.protoinfo, crate::flow::ProtoInfo::Tcp(t) if t.wscale[0].is_some()),
+        quirk,
+    };
+    let mut out = Vec::with_capacity(256);
+    ct::encode_attrs(f, &opts, &mut out).ok()?;
+    Some(Cow::Owned(out))
+}
+
 /// The timeout to commit an entry with, as conntrackd computes it:
 /// CommitTimeout if set, else the synced timeout minus the seconds since
 /// the last update; [`FALLBACK_TIMEOUT`] when that leaves nothing (no
@@ -312,7 +370,7 @@ mod tests {
     #[test]
     fn new_update_delete() {
         let t0 = Instant::now();
-        let mut c = ExternalCache::new(QuirkOrder::Little, None);
+        let mut c = ExternalCache::new(QuirkOrder::Little, None, 1000);
         let mut f = testutil::tcp4();
         c.apply(t0, ty::CT_UPD, &f, &body(&f)); // UPD of unknown creates
         assert_eq!(c.len(), 1);
@@ -356,7 +414,7 @@ mod tests {
     fn an_update_is_merged_into_the_entry() {
         use crate::flow::{Labels, SeqAdj, TcpInfo};
         let t0 = Instant::now();
-        let mut c = ExternalCache::new(QuirkOrder::Little, None);
+        let mut c = ExternalCache::new(QuirkOrder::Little, None, 1000);
         let mut f = testutil::tcp4();
         f.labels = Some(Labels {
             words: [1 << 3, 0, 0, 0],
@@ -395,7 +453,7 @@ mod tests {
     fn alarm_entries_expire_after_their_last_refresh() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut c = ExternalCache::new(QuirkOrder::Little, Some(s(10)));
+        let mut c = ExternalCache::new(QuirkOrder::Little, Some(s(10)), 1000);
         let a = testutil::tcp4();
         let mut b = testutil::tcp4();
         b.orig.sport = 999;
@@ -444,5 +502,57 @@ mod tests {
         let mut f = testutil::tcp4();
         f.zone = Some(0);
         assert_eq!(FlowKey::of(&f), FlowKey::of(&testutil::tcp4()));
+    }
+
+    #[test]
+    fn a_peer_cannot_grow_the_cache_beyond_its_bounds() {
+        let t0 = Instant::now();
+        let mut c = ExternalCache::new(QuirkOrder::Little, Some(Duration::from_secs(180)), 100);
+        let flow = |i: u16| {
+            let mut f = testutil::tcp4();
+            f.orig.sport = 1000 + i;
+            f
+        };
+        // HashLimit: new flows beyond it are refused and counted; known
+        // ones are still updated
+        for i in 0..150 {
+            c.apply(t0, ty::CT_NEW, &flow(i), &body(&flow(i)));
+        }
+        assert_eq!(c.len(), 100);
+        let s = c.stats();
+        assert_eq!((s.created, s.full, s.failed), (100, 50, 50));
+        let mut f = flow(7);
+        f.mark = Some(77);
+        c.apply(t0, ty::CT_UPD, &f, &body(&f));
+        assert_eq!(c.get(&FlowKey::of(&f)).unwrap().flow.mark, Some(77));
+        // a message padded with 60 KB of attributes nobody knows is kept
+        // at the size of what it says
+        let mut big = body(&f);
+        big.extend_from_slice(&60_004u16.to_be_bytes());
+        big.extend_from_slice(&99u16.to_be_bytes());
+        big.resize(big.len() + 60_000, 0);
+        let before = c.memory();
+        c.apply(t0, ty::CT_UPD, &f, &big);
+        assert!(
+            c.memory() - before < MAX_STORED_BODY,
+            "{}",
+            c.memory() - before
+        );
+        assert_eq!(c.get(&FlowKey::of(&f)).unwrap().flow.mark, Some(77));
+        // ALARM: refreshing one flow 10000 times keeps a bounded number
+        // of expiry records
+        for k in 0..10_000u64 {
+            c.apply(t0 + Duration::from_millis(k), ty::CT_UPD, &f, &body(&f));
+        }
+        assert!(
+            c.expiry_records() <= 2 * c.len() + 65,
+            "{}",
+            c.expiry_records()
+        );
+        // and the records left still expire what they should, when they should
+        assert_eq!(c.expire(t0 + Duration::from_secs(180)), 99);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.expire(t0 + Duration::from_millis(189_999)), 1);
+        assert!(c.is_empty());
     }
 }

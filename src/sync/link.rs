@@ -17,6 +17,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::config::{LinkConfig, LinkKind};
@@ -169,6 +170,55 @@ pub fn interface_up(ifname: &str) -> io::Result<bool> {
     Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
 }
 
+/// Most bytes of received datagrams a link's reader hands to the core
+/// before the core has taken them. What arrives beyond is dropped and
+/// counted: the core is busy (a commit, a purge) or the peer floods us.
+pub const MAX_QUEUED_BYTES: usize = 4 << 20;
+
+/// What a link's reader has handed to the core and not been taken yet,
+/// and what it dropped because that was too much.
+#[derive(Debug, Default)]
+pub struct RecvQueue {
+    bytes: AtomicUsize,
+    dropped: AtomicUsize,
+}
+
+impl RecvQueue {
+    /// Makes room for a datagram of `n` bytes (false: no room, counted
+    /// as dropped).
+    fn admit(&self, n: usize) -> bool {
+        let ok = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + n <= MAX_QUEUED_BYTES).then_some(q + n)
+            })
+            .is_ok();
+        if !ok {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// The core took a datagram of `n` bytes.
+    pub fn taken(&self, n: usize) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(n))
+            });
+    }
+
+    /// Bytes handed over and not taken yet.
+    pub fn queued(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Datagrams dropped since the last call.
+    pub fn take_dropped(&self) -> usize {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+}
+
 /// The two sockets of one link.
 #[derive(Debug)]
 pub struct LinkSocket {
@@ -177,6 +227,7 @@ pub struct LinkSocket {
     dest: SocketAddr,
     mtu: usize,
     interface: String,
+    queue: RecvQueue,
 }
 
 impl LinkSocket {
@@ -270,10 +321,19 @@ impl LinkSocket {
             dest,
             mtu,
             interface: cfg.interface.clone(),
+            queue: RecvQueue::default(),
         })
     }
 
-    /// The interface MTU (datagrams are MTU - 28 bytes at most).
+    /// What the link's reader handed to the core (see
+    /// [`MAX_QUEUED_BYTES`]): call [`RecvQueue::taken`] for each datagram
+    /// the core takes.
+    pub fn queue(&self) -> &RecvQueue {
+        &self.queue
+    }
+
+    /// The interface MTU (datagrams are MTU - 28 bytes at most on IPv4,
+    /// MTU - 48 on IPv6).
     pub fn mtu(&self) -> usize {
         self.mtu
     }
@@ -318,49 +378,97 @@ pub enum LinkInput {
     },
     /// The link's socket failed to receive.
     RecvError(usize),
+    /// Receiving has failed [`MAX_RECV_FAILURES`] times in a row: the
+    /// reader goes on trying, once a second.
+    Failing {
+        /// Index of the link.
+        link: usize,
+        /// The last error.
+        error: String,
+    },
+    /// Receiving works again after [`LinkInput::Failing`].
+    Recovered(usize),
 }
 
-/// Receive failures in a row after which a reader gives up.
-const MAX_RECV_FAILURES: u32 = 1000;
+/// Receive failures in a row after which a reader reports the link as
+/// failing and slows down to one attempt a second.
+pub const MAX_RECV_FAILURES: u32 = 1000;
 
 /// Starts the thread that reads link `link`'s socket and passes what it
-/// receives to `deliver`, until `deliver` returns false or receives failed
-/// [`MAX_RECV_FAILURES`] times in a row.
+/// receives to `deliver` (see [`read_loop`]), until `deliver` returns
+/// false.
 pub fn spawn_reader(
     link: usize,
     sock: Arc<LinkSocket>,
-    mut deliver: impl FnMut(LinkInput) -> bool + Send + 'static,
+    deliver: impl FnMut(LinkInput) -> bool + Send + 'static,
 ) -> io::Result<()> {
     std::thread::Builder::new()
         .name(format!("sync-link{link}"))
         .spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            let mut failures = 0u32;
-            loop {
-                let input = match sock.recv(&mut buf) {
-                    Ok((n, src)) => {
-                        failures = 0;
-                        LinkInput::Datagram {
-                            link,
-                            bytes: buf[..n].to_vec(),
-                            src: Some(src),
-                        }
-                    }
-                    Err(_) => {
-                        failures += 1;
-                        if failures > MAX_RECV_FAILURES {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                        LinkInput::RecvError(link)
-                    }
-                };
-                if !deliver(input) {
-                    return;
-                }
-            }
+            read_loop(
+                link,
+                |buf| sock.recv(buf),
+                sock.queue(),
+                deliver,
+                std::thread::sleep,
+            )
         })
         .map(|_| ())
+}
+
+/// A reader's loop: receives with `recv` and passes datagrams to
+/// `deliver` while `queue` has room for them (dropping and counting the
+/// rest), reports each receive failure, and after
+/// [`MAX_RECV_FAILURES`] in a row reports the link as failing and tries
+/// once a second (`pause`) until it works again. Returns when `deliver`
+/// returns false.
+pub fn read_loop(
+    link: usize,
+    mut recv: impl FnMut(&mut [u8]) -> io::Result<(usize, IpAddr)>,
+    queue: &RecvQueue,
+    mut deliver: impl FnMut(LinkInput) -> bool,
+    mut pause: impl FnMut(Duration),
+) {
+    let mut buf = vec![0u8; 65536];
+    let mut failures = 0u32;
+    loop {
+        let input = match recv(&mut buf) {
+            Ok((n, src)) => {
+                if failures >= MAX_RECV_FAILURES && !deliver(LinkInput::Recovered(link)) {
+                    return;
+                }
+                failures = 0;
+                if !queue.admit(n) {
+                    continue;
+                }
+                LinkInput::Datagram {
+                    link,
+                    bytes: buf[..n].to_vec(),
+                    src: Some(src),
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if failures == MAX_RECV_FAILURES
+                    && !deliver(LinkInput::Failing {
+                        link,
+                        error: e.to_string(),
+                    })
+                {
+                    return;
+                }
+                pause(if failures >= MAX_RECV_FAILURES {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(10)
+                });
+                LinkInput::RecvError(link)
+            }
+        };
+        if !deliver(input) {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -379,5 +487,93 @@ mod tests {
     fn loopback_has_an_mtu() {
         // every namespace has lo
         assert!(interface_mtu("lo").unwrap() >= 1500);
+    }
+
+    #[test]
+    fn a_failing_socket_is_reported_and_retried_not_abandoned() {
+        let mut calls = 0u32;
+        let recv = |buf: &mut [u8]| {
+            calls += 1;
+            if calls <= 1500 {
+                Err(io::Error::from_raw_os_error(libc::ENOMEM))
+            } else {
+                buf[..3].copy_from_slice(b"abc");
+                Ok((3, IpAddr::from([10, 9, 9, 2])))
+            }
+        };
+        let queue = RecvQueue::default();
+        let mut got = Vec::new();
+        let mut pauses = Vec::new();
+        read_loop(
+            2,
+            recv,
+            &queue,
+            |i| {
+                let more = !matches!(i, LinkInput::Datagram { .. });
+                got.push(i);
+                more
+            },
+            |d| pauses.push(d),
+        );
+        let failing: Vec<_> = got
+            .iter()
+            .filter(|i| matches!(i, LinkInput::Failing { .. }))
+            .collect();
+        assert_eq!(failing.len(), 1);
+        assert!(
+            matches!(failing[0], LinkInput::Failing { link: 2, error } if error.contains("memory"))
+        );
+        assert_eq!(
+            got.iter()
+                .filter(|i| **i == LinkInput::RecvError(2))
+                .count(),
+            1500
+        );
+        // fast retries first, then one a second
+        assert_eq!(pauses[998], Duration::from_millis(10));
+        assert_eq!(pauses[999], Duration::from_secs(1));
+        assert_eq!(got[got.len() - 2], LinkInput::Recovered(2));
+        assert!(
+            matches!(&got[got.len() - 1], LinkInput::Datagram { bytes, .. } if bytes == b"abc")
+        );
+        assert_eq!(queue.queued(), 3);
+    }
+
+    #[test]
+    fn datagrams_the_core_has_not_taken_are_bounded() {
+        let queue = RecvQueue::default();
+        let mut calls = 0;
+        let recv = |_: &mut [u8]| {
+            calls += 1;
+            if calls <= 200 {
+                Ok((60_000, IpAddr::from([10, 9, 9, 2])))
+            } else {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            }
+        };
+        let mut datagrams = 0;
+        read_loop(
+            0,
+            recv,
+            &queue,
+            |i| match i {
+                LinkInput::Datagram { .. } => {
+                    datagrams += 1;
+                    true
+                }
+                _ => false,
+            },
+            |_| {},
+        );
+        // the core took nothing meanwhile: 4 MiB went to it, the rest
+        // was dropped and counted
+        assert_eq!(datagrams, MAX_QUEUED_BYTES / 60_000);
+        assert_eq!(queue.take_dropped(), 200 - datagrams);
+        assert_eq!(queue.take_dropped(), 0);
+        for _ in 0..datagrams {
+            queue.taken(60_000);
+        }
+        assert_eq!(queue.queued(), 0);
+        assert!(queue.admit(60_000));
     }
 }

@@ -101,7 +101,14 @@ pub fn network(out: &mut String, e: &Engine) {
         n.lost,
         n.before
     );
-    let extra = n.auth_missing + n.auth_bad_mac + n.auth_replay + n.wrong_source;
+    let dropped: u64 = e.links().iter().map(|l| l.stats.dropped).sum();
+    let extra = n.auth_missing
+        + n.auth_bad_mac
+        + n.auth_replay
+        + n.auth_reflected
+        + n.auth_unverified
+        + n.wrong_source
+        + dropped;
     if extra > 0 {
         let _ = write!(
             out,
@@ -110,8 +117,17 @@ pub fn network(out: &mut String, e: &Engine) {
              \t\tNot authenticated:\t{:>20}\n\
              \t\tBad MAC:\t\t{:>20}\n\
              \t\tReplayed:\t\t{:>20}\n\
-             \t\tWrong source:\t\t{:>20}\n\n",
-            n.auth_missing, n.auth_bad_mac, n.auth_replay, n.wrong_source
+             \t\tReflected:\t\t{:>20}\n\
+             \t\tNot verified yet:\t{:>20}\n\
+             \t\tWrong source:\t\t{:>20}\n\
+             \t\tDropped (busy):\t\t{:>20}\n\n",
+            n.auth_missing,
+            n.auth_bad_mac,
+            n.auth_replay,
+            n.auth_reflected,
+            n.auth_unverified,
+            n.wrong_source,
+            dropped
         );
     }
     active_traffic(out, e);
@@ -190,7 +206,7 @@ mod tests {
                 seq: 1,
                 mtus: vec![1500],
                 auth_key: None,
-                auth_counter: 0,
+                auth_seed: 0,
                 seed: 1,
             },
         );

@@ -828,7 +828,7 @@ fn purge_deletes_what_is_not_kept_and_counts_failures() {
 /// An external cache holding `flows` as received.
 fn cache_of(flows: &[Flow]) -> ExternalCache {
     use crate::sync::wire::{ct::EncodeOpts, ty};
-    let mut c = ExternalCache::new(QuirkOrder::Little, None);
+    let mut c = ExternalCache::new(QuirkOrder::Little, None, 1 << 20);
     for f in flows {
         let mut body = Vec::new();
         ct::encode_attrs(f, &EncodeOpts::default(), &mut body).unwrap();

@@ -81,5 +81,14 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(decode_events(&data[..data.len() - 3], &mut out), 1);
         assert_eq!(out.len(), 3);
+        // whole messages whose attributes do not decode: each one counted
+        let mut bad = Vec::new();
+        for seq in [6, 7] {
+            crate::netlink::message::push_header(&mut bad, 0x202, 0, seq, 5);
+            bad.extend_from_slice(&[2, 0, 0, 0, 9, 0, 0, 0]);
+        }
+        let mut out = Vec::new();
+        assert_eq!(decode_events(&bad, &mut out), 2);
+        assert!(out.is_empty());
     }
 }

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::conf::{Checker, Key, Kind, flag, parse_bool, parse_items, path, single, uint};
+use crate::conf::{Checker, Key, Kind, flag, parse_bool, parse_items, path, shown, single, uint};
 pub use crate::conf::{ConfigError, Item};
 use crate::flow::filter::Prefix;
 use crate::flow::{names, proto};
@@ -277,7 +277,7 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
                         let num = names::l4_by_name(name)
                             .or_else(|| crate::protocols::number(name))
                             .ok_or_else(|| {
-                                c.err(p, format!("unknown protocol `{name}' in Filter"))
+                                c.err(p, format!("unknown protocol `{}' in Filter", shown(name)))
                             })?;
                         list.push(num);
                     }
@@ -289,12 +289,14 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
                 let mut list = Vec::new();
                 for a in x.items() {
                     if a.key != "IPv4_address" && a.key != "IPv6_address" {
-                        return Err(c.err(a, format!("unknown key `{}' in Address", a.key)));
+                        return Err(c.err(a, format!("unknown key `{}' in Address", shown(&a.key))));
                     }
                     let v = single(c, a)?;
                     let p = Prefix::parse(v)
                         .filter(|p| p.addr.is_ipv4() == (a.key == "IPv4_address"))
-                        .ok_or_else(|| c.err(a, format!("bad address `{v}' for `{}'", a.key)))?;
+                        .ok_or_else(|| {
+                            c.err(a, format!("bad address `{}' for `{}'", shown(v), a.key))
+                        })?;
                     list.push(p);
                 }
                 f.addresses = Some((accept, list));
@@ -319,7 +321,7 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
                             word.as_str()
                         };
                         let n = names::tcp_state_by_name(name).ok_or_else(|| {
-                            c.err(s, format!("unknown TCP state `{word}' in Filter"))
+                            c.err(s, format!("unknown TCP state `{}' in Filter", shown(word)))
                         })?;
                         list.push(n);
                     }
@@ -327,7 +329,7 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
                 // `State ... { } for TCP` puts the suffix after the block
                 f.states = Some((accept, list));
             }
-            _ => return Err(c.err(x, format!("unknown key `{}' in Filter", x.key))),
+            _ => return Err(c.err(x, format!("unknown key `{}' in Filter", shown(&x.key)))),
         }
     }
     Ok(f)
@@ -361,7 +363,7 @@ fn parse_general(c: &mut Checker, it: &Item) -> Result<General, ConfigError> {
                         if !ok {
                             return Err(c.err(
                                 x,
-                                format!("bad value `{v}' for `Syslog': use on, off, daemon, user or local0..local7"),
+                                format!("bad value `{}' for `Syslog': use on, off, daemon, user or local0..local7", shown(v)),
                             ));
                         }
                         Some(v.to_string())
@@ -411,7 +413,7 @@ fn parse_general(c: &mut Checker, it: &Item) -> Result<General, ConfigError> {
             | "IPv4_interface"
             | "IPv6_interface" => c.warn_ignored(x),
             "Scheduler" => c.check_value(x, Kind::Block(SCHEDULER_KEYS))?,
-            _ => return Err(c.err(x, format!("unknown key `{}' in General", x.key))),
+            _ => return Err(c.err(x, format!("unknown key `{}' in General", shown(&x.key)))),
         }
     }
     if g.netlink_buffer_size > g.netlink_buffer_max {
@@ -461,7 +463,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         if it.block.is_none() {
             return Err(c.err(
                 it,
-                format!("`{}' must be a block: {} {{ ... }}", it.key, it.key),
+                format!("`{0}' must be a block: {0} {{ ... }}", shown(&it.key)),
             ));
         }
         let dup = |c: &Checker, slot: bool| {
@@ -508,7 +510,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 cfg.auth = Some(it.clone());
             }
             "Stats" | "Helper" => c.warn_ignored(it),
-            _ => return Err(c.err(it, format!("unknown block `{}'", it.key))),
+            _ => return Err(c.err(it, format!("unknown block `{}'", shown(&it.key)))),
         }
     }
     if let Some(sync) = &cfg.sync {
@@ -705,6 +707,23 @@ General {
         flow.orig.src = "10.0.0.1".parse().unwrap();
         flow.orig.proto = proto::UDP;
         assert!(!f.accepts(&flow));
+    }
+
+    #[test]
+    fn several_addresses_on_one_line() {
+        // as shipped configs write them (conntrackd's grammar ignores lines)
+        let c = parse(
+            "c",
+            "General {\n Filter { Address Ignore { IPv4_address 127.0.0.1 IPv4_address 192.168.0.0/16 IPv6_address ::1 } }\n}\n",
+        )
+        .unwrap();
+        let (accept, list) = c.general.filter.addresses.unwrap();
+        assert!(!accept);
+        assert_eq!(list.len(), 3);
+        assert_eq!(
+            err("General {\n Filter { Address Ignore { IPv4_address 1.2.3.4 IPv4_address } }\n}"),
+            "x.conf:2: `IPv4_address' takes one value"
+        );
     }
 
     #[test]

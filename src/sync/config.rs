@@ -322,7 +322,10 @@ impl SyncConfig {
                             && y.key != "ResendBufferSize"
                             && y.key != "Window"
                         {
-                            return Err(c.err(y, format!("unknown key `{}' in Mode", y.key)));
+                            return Err(c.err(
+                                y,
+                                format!("unknown key `{}' in Mode", crate::conf::shown(&y.key)),
+                            ));
                         }
                     }
                 }
@@ -410,12 +413,20 @@ impl SyncConfig {
                         v => {
                             return Err(c.err(
                                 x,
-                                format!("bad value `{v}' for `PeerEndianness': use little or big"),
+                                format!(
+                                    "bad value `{}' for `PeerEndianness': use little or big",
+                                    crate::conf::shown(v)
+                                ),
                             ));
                         }
                     };
                 }
-                _ => return Err(c.err(x, format!("unknown key `{}' in Sync", x.key))),
+                _ => {
+                    return Err(c.err(
+                        x,
+                        format!("unknown key `{}' in Sync", crate::conf::shown(&x.key)),
+                    ));
+                }
             }
         }
         if !mode_seen {

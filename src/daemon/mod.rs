@@ -12,6 +12,7 @@ pub mod parts;
 pub mod run;
 pub mod shell;
 pub mod stats;
+pub mod statspart;
 #[cfg(feature = "sync")]
 pub mod syncpart;
 #[cfg(feature = "wan")]

@@ -320,6 +320,11 @@ fn start_parts(
     }
     #[cfg(not(feature = "sync"))]
     let _ = event_fd;
+    if let Some(scfg) = shell.core.config.stats.clone() {
+        let p = super::statspart::StatsPart::start(scfg, g.log.socket.clone())
+            .map_err(StartError::Part)?;
+        shell.parts.stats = Some(p);
+    }
 
     shell.resync(Resync::Startup);
 

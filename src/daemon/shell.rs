@@ -192,8 +192,10 @@ impl Shell {
         }
     }
 
-    /// Re-reads the config: a bad file is logged and the old one kept.
+    /// SIGHUP: reopens the parts' log files (logrotate), then re-reads
+    /// the config: a bad file is logged and the old one kept.
     pub fn reload(&mut self) {
+        self.parts.reopen_logs(&mut self.log);
         let path = self.core.config.path.clone();
         let new = match super::config::load(&path) {
             Ok(c) => c,

@@ -379,16 +379,21 @@ impl SyncPart {
         }
     }
 
+    /// Each TCP link's connections (None for the other kinds).
+    fn tcp_states(&self) -> Vec<Option<link::tcp::TcpState>> {
+        self.socks.iter().map(|s| s.tcp_state()).collect()
+    }
+
     /// The sync summary of `-s`.
     fn summary_text(&self, out: &mut String) {
-        stats::summary(out, &self.engine);
+        stats::summary(out, &self.engine, &self.tcp_states());
     }
 
     /// `-s network|link|queue|rsqueue`.
     fn section_text(&self, section: &str) -> Option<String> {
         let mut s = String::new();
         match section {
-            "network" => stats::network(&mut s, &self.engine),
+            "network" => stats::network(&mut s, &self.engine, &self.tcp_states()),
             "link" | "multicast" => stats::link(&mut s, &self.engine),
             "queue" => stats::queue(&mut s, &self.engine),
             "rsqueue" => stats::rsqueue(&mut s, &self.engine),
@@ -407,14 +412,20 @@ impl SyncPart {
     fn json(&self) -> serde_json::Value {
         let n = self.engine.net_stats();
         let q = self.engine.queue_stats();
+        let tcp = self.tcp_states();
         let links: Vec<serde_json::Value> = self
             .engine
             .links()
             .iter()
-            .map(|l| {
-                serde_json::json!({
+            .enumerate()
+            .map(|(i, l)| {
+                let mut v = serde_json::json!({
                     "interface": l.name, "up": l.up, "active": l.active,
-                })
+                });
+                if let Some(t) = tcp.get(i).copied().flatten() {
+                    v["tcp"] = serde_json::json!({ "server": t.server, "client": t.client });
+                }
+                v
             })
             .collect();
         serde_json::json!({

@@ -396,7 +396,7 @@ impl Engine {
                 LinkRt {
                     name: l.interface.clone(),
                     kind: l.kind_name(),
-                    limit: mtu - wire::UDP_IP_OVERHEAD - auth,
+                    limit: mtu - l.header_overhead() - auth,
                     expected: l.expected_source(),
                     up: true,
                     stats: LinkStats::default(),

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use super::commit::InjectStats;
 use super::engine::{Engine, LinkView};
 use super::external::ExternalCache;
+use super::link::tcp::TcpState;
 
 fn traffic(out: &mut String, l: &LinkView) {
     let s = &l.stats;
@@ -52,9 +53,10 @@ pub fn external_inject(out: &mut String, s: &InjectStats) {
     );
 }
 
-/// The active link's traffic and `message tracking:` (end of plain `-s`).
-pub fn summary(out: &mut String, e: &Engine) {
-    active_traffic(out, e);
+/// The active link's traffic and `message tracking:` (end of plain `-s`);
+/// `tcp` holds each TCP link's connections (by link index).
+pub fn summary(out: &mut String, e: &Engine, tcp: &[Option<TcpState>]) {
+    active_traffic(out, e, tcp);
     let n = e.net_stats();
     let _ = write!(
         out,
@@ -63,15 +65,22 @@ pub fn summary(out: &mut String, e: &Engine) {
     );
 }
 
-fn active_traffic(out: &mut String, e: &Engine) {
-    if let Some(l) = e.links().into_iter().find(|l| l.active) {
-        let _ = writeln!(out, "{} traffic (active device={}):", l.kind, l.name);
-        traffic(out, &l);
+fn active_traffic(out: &mut String, e: &Engine, tcp: &[Option<TcpState>]) {
+    let Some((i, l)) = e.links().into_iter().enumerate().find(|(_, l)| l.active) else {
+        return;
+    };
+    let _ = write!(out, "{} traffic (active device={})", l.kind, l.name);
+    if let Some(t) = tcp.get(i).copied().flatten() {
+        // conntrackd's TCP channel says how its two connections are
+        let word = |up| if up { "connected" } else { "disconnected" };
+        let _ = write!(out, " server={} client={}", word(t.server), word(t.client));
     }
+    out.push_str(":\n");
+    traffic(out, &l);
 }
 
 /// `-s network`.
-pub fn network(out: &mut String, e: &Engine) {
+pub fn network(out: &mut String, e: &Engine, tcp: &[Option<TcpState>]) {
     let n = e.net_stats();
     let _ = write!(
         out,
@@ -114,7 +123,7 @@ pub fn network(out: &mut String, e: &Engine) {
             n.auth_missing, n.auth_bad_mac, n.auth_replay, n.wrong_source
         );
     }
-    active_traffic(out, e);
+    active_traffic(out, e, tcp);
 }
 
 /// `-s link`: every link with its state and role.
@@ -197,7 +206,7 @@ mod tests {
         e.on_timeout(t0 + std::time::Duration::from_secs(1));
         e.transmit(t0);
         let mut s = String::new();
-        summary(&mut s, &e);
+        summary(&mut s, &e, &[]);
         assert_eq!(
             s,
             "UDP traffic (active device=va):\n\
@@ -215,7 +224,7 @@ mod tests {
         assert!(s.contains("queue rsqueue:\ncurrent elements:\t\t           0\n"));
         assert!(s.contains("maximum elements:\t\t      131072\n"));
         let mut s = String::new();
-        network(&mut s, &e);
+        network(&mut s, &e, &[]);
         assert!(s.starts_with("network statistics:\n\trecv:\n\t\tMalformed messages:\t"));
         assert!(!s.contains("ctrack checks"));
         let mut s = String::new();

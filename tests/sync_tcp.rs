@@ -486,6 +486,52 @@ fn tcp_link_against_a_raw_peer() {
     assert_eq!(read(&mut again, 8), alive.to_vec());
 }
 
+/// With `CheckSourceAddress on` a connection from another address than
+/// the peer's is closed unread, and does not replace the peer's.
+#[test]
+fn tcp_link_checks_the_source_address() {
+    use ctrack::netlink::socket::in_netns;
+    use ctrack::sync::config::LinkConfig;
+    use ctrack::sync::link::LinkSocket;
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    if !lab::can_run() {
+        return;
+    }
+    let (a, b) = pair("tk");
+    a.must(&["ip", "addr", "add", "10.9.9.3/24", "dev", SYNC_IF]);
+    let mut cfg = LinkConfig::tcp(
+        Some("10.9.9.2".parse().unwrap()),
+        "10.9.9.1".parse().unwrap(),
+        PORT,
+        SYNC_IF,
+    );
+    cfg.check_source = true;
+    let sock = in_netns(&b.name, || LinkSocket::open(&cfg)).expect("open the TCP link");
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut peer = in_netns(&a.name, || TcpStream::connect(("10.9.9.2", PORT))).unwrap();
+    peer.write_all(&[0x1a, 0x10, 0, 8, 0, 0, 0, 1]).unwrap();
+    assert_eq!(sock.recv(&mut buf).unwrap().0, 8);
+    // an intruder on the link
+    // (it sends, then waits for an answer that does not come)
+    a.run(&[
+        "sh",
+        "-c",
+        &format!("printf '\\032\\020\\000\\010\\000\\000\\000\\011' | timeout 1 nc -s 10.9.9.3 10.9.9.2 {PORT}"),
+    ]);
+    assert!(sock.recv(&mut buf).is_err(), "the intruder was read");
+    assert!(sock.tcp_state().unwrap().server);
+    // the peer's connection still works
+    peer.write_all(&[0x1a, 0x10, 0, 8, 0, 0, 0, 2]).unwrap();
+    let (n, from) = sock.recv(&mut buf).unwrap();
+    assert_eq!(
+        (n, buf[7], from.to_string()),
+        (8, 2, "10.9.9.1".to_string())
+    );
+}
+
 /// The channel survives the peer's restart: the primary's client
 /// reconnects, the standby's server takes the new connection, and the
 /// restarted standby catches up (`-n`).

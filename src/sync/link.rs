@@ -360,7 +360,7 @@ impl LinkSocket {
     pub fn send_addr(&self) -> io::Result<SocketAddr> {
         match &self.io {
             LinkIo::Datagram { send, .. } => send.local_addr(),
-            LinkIo::Stream(t) => t.listen_addr(),
+            LinkIo::Stream(t) => Ok(t.listen_addr()),
         }
     }
 }

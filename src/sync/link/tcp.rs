@@ -8,7 +8,8 @@
 //! length in its header) with nothing around them: a sender writes its
 //! buffers of whole messages, a receiver cuts the stream back into
 //! messages, keeping a partial one until the rest arrives. A new
-//! connection to the listener replaces the old one (the peer restarted).
+//! connection to the listener replaces the old one (the peer restarted);
+//! with `CheckSourceAddress on`, only one from the peer's address does.
 //!
 //! Here the server is read by the link's reader thread ([`TcpLink::recv`])
 //! and the client lives in a thread of its own, so the core never waits
@@ -138,14 +139,14 @@ pub fn complete_messages(buf: &[u8]) -> Option<usize> {
     Some(pos)
 }
 
-/// The receiving side: the listener and the peer's connection.
+/// The receiving side: the listener and the peer's connection (only the
+/// link's reader thread uses it, blocked in it while it waits).
 #[derive(Debug)]
 struct Server {
     listener: TcpListener,
     conn: Option<(TcpStream, IpAddr)>,
     /// Bytes of a message not complete yet.
     pending: Vec<u8>,
-    timeout: Option<Duration>,
 }
 
 /// Datagrams waiting for the client connection.
@@ -167,6 +168,11 @@ struct OutQueue {
 #[derive(Debug)]
 pub struct TcpLink {
     server: Mutex<Server>,
+    listen_addr: SocketAddr,
+    /// `CheckSourceAddress on`: connections from elsewhere are closed
+    /// (they do not replace the peer's).
+    expected: Option<IpAddr>,
+    timeout: Mutex<Option<Duration>>,
     server_up: AtomicBool,
     out: Arc<Outbox>,
 }
@@ -223,13 +229,16 @@ impl TcpLink {
             .name("sync-tcp-client".into())
             .spawn(move || client.run())
             .map_err(|e| ctx("client thread", e))?;
+        let listener = TcpListener::from(fd);
         Ok(TcpLink {
+            listen_addr: listener.local_addr().map_err(|e| ctx("listen", e))?,
+            expected: cfg.expected_source(),
             server: Mutex::new(Server {
-                listener: TcpListener::from(fd),
+                listener,
                 conn: None,
                 pending: Vec::new(),
-                timeout: None,
             }),
+            timeout: Mutex::new(None),
             server_up: AtomicBool::new(false),
             out,
         })
@@ -257,7 +266,7 @@ impl TcpLink {
 
     /// How long [`TcpLink::recv`] waits (None: until something comes).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) {
-        lock(&self.server).timeout = timeout;
+        *lock(&self.timeout) = timeout;
     }
 
     /// The state of both connections.
@@ -269,8 +278,8 @@ impl TcpLink {
     }
 
     /// The listening address.
-    pub fn listen_addr(&self) -> io::Result<SocketAddr> {
-        lock(&self.server).listener.local_addr()
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
     }
 
     /// Waits for the peer's complete messages and copies them into `buf`
@@ -280,9 +289,9 @@ impl TcpLink {
     /// stream that lost its message boundaries is handed over as it is
     /// (the engine counts it malformed) and its connection dropped.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
+        let deadline = lock(&self.timeout).map(|t| Instant::now() + t);
         let mut guard = lock(&self.server);
         let srv = &mut *guard;
-        let deadline = srv.timeout.map(|t| Instant::now() + t);
         loop {
             let wait = match deadline {
                 Some(d) => {
@@ -304,11 +313,14 @@ impl TcpLink {
                 Err(e) => return Err(e),
             };
             if ready[0] != 0 {
-                if let Ok((stream, from)) = srv.listener.accept() {
-                    srv.conn = Some((stream, from.ip()));
-                    srv.pending.clear();
-                    self.server_up.store(true, Ordering::Relaxed);
+                // (a failed accept is the caller's receive error)
+                let (stream, from) = srv.listener.accept()?;
+                if self.expected.is_some_and(|want| want != from.ip()) {
+                    continue;
                 }
+                srv.conn = Some((stream, from.ip()));
+                srv.pending.clear();
+                self.server_up.store(true, Ordering::Relaxed);
                 continue;
             }
             if ready.get(1).is_none_or(|r| *r == 0) {

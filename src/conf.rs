@@ -225,16 +225,24 @@ fn parse_block(
                         block: None,
                     };
                     item.block = Some(parse_block(file, toks, pos, depth + 1)?);
-                    let close_line = toks.get(*pos - 1).map_or(0, |t| t.1);
-                    if let (Some((Tok::Word(f), l1)), Some((Tok::Word(w), l2))) =
-                        (toks.get(*pos), toks.get(*pos + 1))
-                        && f == "for"
-                        && *l1 == close_line
-                        && *l2 == close_line
+                    // `for WORD` after the block, on its line or the next
+                    // ones (no statement starts with `for`)
+                    let words_after: Vec<(usize, &String)> = toks[*pos..]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (t, _))| *t != Tok::Newline)
+                        .take(2)
+                        .map_while(|(i, (t, _))| match t {
+                            Tok::Word(w) => Some((i, w)),
+                            _ => None,
+                        })
+                        .collect();
+                    if let [(_, f), (last, w)] = words_after.as_slice()
+                        && *f == "for"
                     {
-                        item.args.push(f.clone());
-                        item.args.push(w.clone());
-                        *pos += 2;
+                        item.args.push("for".into());
+                        item.args.push((*w).clone());
+                        *pos += last + 1;
                     }
                     items.push(item);
                 } else {
@@ -551,6 +559,19 @@ mod tests {
             ]
         );
         assert_eq!(its[0].items()[1].line, 4);
+        // conntrackd ignores line ends there too
+        let its = items("State Ignore { CLOSED }\n  for\n TCP\nX 1");
+        assert_eq!(
+            flat(&its),
+            vec![
+                kv("State", &["Ignore", "for", "TCP"]),
+                kv("CLOSED", &[]),
+                kv("X", &["1"]),
+            ]
+        );
+        // only `for` joins the block statement
+        let its = items("A { }\nB 1");
+        assert_eq!(flat(&its), vec![kv("A", &[]), kv("B", &["1"])]);
     }
 
     #[test]
@@ -572,6 +593,72 @@ mod tests {
             err("General {\n LogFile \"/var/log/x\n}"),
             "t.conf:2: unclosed quote: \"/var/log/x"
         );
+    }
+
+    #[test]
+    fn value_readers_say_what_is_wrong() {
+        let its = items("A 5\nB 70000\nC 1 { }\nD\nE maybe\nF rel\nG /abs\nH on\n");
+        let msg = |r: Result<u64, ConfigError>| r.unwrap_err().msg;
+        let c = Checker::new("t.conf");
+        assert_eq!(uint(&c, &its[0], 1, 10).unwrap(), 5);
+        assert_eq!(
+            msg(uint(&c, &its[1], 1, 65535)),
+            "bad value `70000' for `B': expected a number from 1 to 65535"
+        );
+        assert_eq!(single(&c, &its[2]).unwrap_err().msg, "`C' takes one value");
+        assert_eq!(single(&c, &its[3]).unwrap_err().msg, "`D' takes one value");
+        assert_eq!(
+            flag(&c, &its[4]).unwrap_err().msg,
+            "bad value `maybe' for `E': use on or off"
+        );
+        assert!(flag(&c, &its[7]).unwrap());
+        assert_eq!(
+            path(&c, &its[5]).unwrap_err().msg,
+            "bad value `rel' for `F': must be an absolute path"
+        );
+        assert_eq!(path(&c, &its[6]).unwrap(), PathBuf::from("/abs"));
+        let mut c = Checker::new("t.conf");
+        let kind_err =
+            |c: &mut Checker, i: usize, k: Kind| c.check_value(&its[i], k).unwrap_err().msg;
+        assert_eq!(kind_err(&mut c, 3, Kind::Uint), "`D' needs a value");
+        assert_eq!(
+            kind_err(&mut c, 2, Kind::Word),
+            "`C' takes a value, not a block"
+        );
+        assert_eq!(
+            kind_err(&mut c, 0, Kind::Block(&[])),
+            "`A' needs a { ... } block"
+        );
+        assert_eq!(
+            kind_err(&mut c, 4, Kind::Bool),
+            "bad value `maybe' for `E': use on or off"
+        );
+        assert_eq!(
+            kind_err(&mut c, 4, Kind::Uint),
+            "bad value `maybe' for `E': not a number"
+        );
+        assert_eq!(
+            kind_err(&mut c, 5, Kind::Path),
+            "bad value `rel' for `F': must be an absolute path"
+        );
+        assert_eq!(
+            kind_err(&mut c, 4, Kind::Addr),
+            "bad address `maybe' for `E'"
+        );
+        assert!(c.check_value(&its[0], Kind::Uint).is_ok());
+        c.check_value(&its[7], Kind::Ignored).unwrap();
+        assert_eq!(
+            c.into_warnings(),
+            vec!["t.conf:8: `H' is a conntrackd setting that ctrackd ignores".to_string()]
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |n: usize| format!("{}{}", "A {\n".repeat(n), "}\n".repeat(n));
+        assert!(parse_items("t.conf", &nested(8)).is_ok());
+        assert_eq!(err(&nested(9)), "t.conf:9: blocks nested too deeply");
+        assert!(err(&nested(10_000)).ends_with("blocks nested too deeply"));
     }
 
     #[test]

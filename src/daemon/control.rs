@@ -173,7 +173,7 @@ pub const MAX_CLIENTS: usize = 16;
 
 /// Stack of a connection's thread: it only reads a line and copies the
 /// answer.
-const CLIENT_STACK: usize = 64 << 10;
+const CLIENT_STACK: usize = 128 << 10;
 
 /// Why a request was not run.
 #[derive(Debug)]
@@ -480,6 +480,22 @@ mod tests {
         assert!(matches!(read(&[b'k'; 100_000]), Err(RequestError::TooLong)));
         assert!(matches!(read(b"kill\xff\n"), Err(RequestError::NotText)));
         assert!(matches!(read(b"stats\r\n"), Ok(Request::Stats(None))));
+        // a read interrupted by a signal is tried again
+        struct Interrupted(bool);
+        impl Read for Interrupted {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if std::mem::replace(&mut self.0, true) {
+                    buf[..5].copy_from_slice(b"bulk\n");
+                    Ok(5)
+                } else {
+                    Err(io::ErrorKind::Interrupted.into())
+                }
+            }
+        }
+        assert_eq!(
+            read_request(&mut Interrupted(false)).unwrap(),
+            Request::Bulk
+        );
         // a line in pieces is read whole
         let mut t = Trickle {
             data: b"stats runtime\n",
@@ -605,6 +621,90 @@ mod tests {
     }
 
     #[test]
+    fn the_client_reports_each_answer() {
+        let srv = Served::start("client");
+        assert_eq!(
+            request(&srv.path, &Request::Stats(None)).unwrap(),
+            b"pong\n"
+        );
+        let dir = std::env::temp_dir().join(format!("ctrack-client-{}", std::process::id()));
+        // the socket's directory is made, a stale socket replaced
+        let path = dir.join("run/ctl");
+        let l = bind(&path).unwrap();
+        drop(l);
+        let e = request(&path, &Request::Kill).unwrap_err().0;
+        assert_eq!(
+            e,
+            format!(
+                "ctrackd is not running (stale socket at {})",
+                path.display()
+            )
+        );
+        let _l = bind(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let e = request(&path, &Request::Kill).unwrap_err().0;
+        assert_eq!(
+            e,
+            format!("ctrackd is not running (no socket at {})", path.display())
+        );
+        // answers that are not OK
+        for (answer, want) in [
+            (&b"ERR no Sync block\n"[..], "ctrackd: no Sync block"),
+            (b"WHAT\nbody", "ctrackd sent an unexpected answer: WHAT"),
+            (b"OK", "ctrackd closed the connection without an answer"),
+            (b"", "ctrackd closed the connection without an answer"),
+        ] {
+            let l = bind(&path).unwrap();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut line = [0u8; 64];
+                let _ = s.read(&mut line);
+                s.write_all(answer).unwrap();
+            });
+            assert_eq!(request(&path, &Request::Bulk).unwrap_err().0, want);
+            server.join().unwrap();
+        }
+        // OK: the body follows the status line
+        let l = bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut line = [0u8; 64];
+            let _ = s.read(&mut line);
+            s.write_all(b"OK\nline 1\nline 2\n").unwrap();
+        });
+        assert_eq!(request(&path, &Request::Bulk).unwrap(), b"line 1\nline 2\n");
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn clients_find_the_socket_in_their_config() {
+        let dir = std::env::temp_dir().join(format!("ctrack-sockpath-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("ctrackd.conf");
+        // no file: the default socket, unless the file was asked for
+        assert_eq!(
+            socket_path(&conf, false).unwrap(),
+            PathBuf::from(super::super::config::DEFAULT_SOCKET)
+        );
+        assert!(socket_path(&conf, true).is_err());
+        std::fs::write(&conf, "General {\n UNIX { Path /run/x.ctl }\n}\n").unwrap();
+        for explicit in [false, true] {
+            assert_eq!(
+                socket_path(&conf, explicit).unwrap(),
+                PathBuf::from("/run/x.ctl")
+            );
+        }
+        // a file that does not parse is the error, never the default
+        std::fs::write(&conf, "General {\n HashSize -3\n}\n").unwrap();
+        for explicit in [false, true] {
+            let e = socket_path(&conf, explicit).unwrap_err();
+            assert_eq!(e.line, 2, "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn idle_and_slow_clients_delay_nobody() {
         let srv = Served::start("slow");
         // ten clients that connect and say nothing
@@ -669,6 +769,7 @@ mod tests {
             Request::Stats(Some("runtime".into())),
             Request::Dump(Which::Internal, Format::Json),
             Request::Dump(Which::External, Format::Xml),
+            Request::Dump(Which::All, Format::Text),
             Request::FlushCache(Which::All),
             Request::FlushKernel,
             Request::Resync,

@@ -233,6 +233,15 @@ mod tests {
     }
 
     #[test]
+    fn delta_time_counts_to_when_the_line_is_written() {
+        // a destroy event without a stop time: the age at writing
+        let mut f = destroyed();
+        f.timestamp_start = Some(1_000 * 1_000_000_000);
+        let line = String::from_utf8(flow_line(&f, StatsFormat::Text, 1_007)).unwrap();
+        assert!(line.ends_with(" mark=5 delta-time=7\n"), "{line}");
+    }
+
+    #[test]
     fn json_line_is_one_object_with_the_time() {
         let line = flow_line(&destroyed(), StatsFormat::Json, 1_700_000_000);
         assert_eq!(line.last(), Some(&b'\n'));
@@ -253,6 +262,9 @@ mod tests {
             ..StatsConfig::default()
         };
         let mut p = StatsPart::start(cfg, None).unwrap();
+        // the core reports changes to it; its counters are `stats` in JSON
+        assert!(p.wants_changes());
+        assert_eq!(p.name(), "stats");
         let f = destroyed();
         let t = Instant::now();
         for kind in [EventKind::New, EventKind::Update, EventKind::Destroy] {
@@ -279,6 +291,63 @@ mod tests {
             1
         );
         assert_eq!(p.to_json().unwrap()["logged"], 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_refuses_lines_is_counted_and_warned_once() {
+        // /dev/full takes the open, refuses every write (ENOSPC)
+        let cfg = StatsConfig {
+            file: Some(PathBuf::from("/dev/full")),
+            format: StatsFormat::Json,
+            ..StatsConfig::default()
+        };
+        let mut p = StatsPart::start(cfg, None).unwrap();
+        let dir = std::env::temp_dir().join(format!("ctrack-statsfull-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let logfile = dir.join("log");
+        let mut log = Logger::new(false, Some(&logfile), None, None).unwrap();
+        for _ in 0..3 {
+            p.log_flow(&destroyed(), Some(&mut log));
+        }
+        let j = p.to_json().unwrap();
+        assert_eq!(
+            (j["logged"].as_u64(), j["write_errors"].as_u64()),
+            (Some(3), Some(3))
+        );
+        let text = std::fs::read_to_string(&logfile).unwrap();
+        assert_eq!(
+            text.matches("stats: cannot write to /dev/full").count(),
+            1,
+            "{text}"
+        );
+        // reopening (SIGHUP) starts a new outage: one more warning
+        p.reopen_logs(&mut log);
+        p.log_flow(&destroyed(), Some(&mut log));
+        let text = std::fs::read_to_string(&logfile).unwrap();
+        assert_eq!(text.matches("stats: cannot write").count(), 2, "{text}");
+        // a reload with another file switches to it
+        let good = dir.join("stats.log");
+        let mut new = crate::daemon::config::parse("c", "").unwrap();
+        new.stats = Some(StatsConfig {
+            file: Some(good.clone()),
+            ..StatsConfig::default()
+        });
+        let old = new.clone();
+        p.reload(Instant::now(), &old, &new, &mut log);
+        p.log_flow(&destroyed(), Some(&mut log));
+        assert_eq!(std::fs::read_to_string(&good).unwrap().lines().count(), 1);
+        // an unwritable path at start is an error that names it
+        let e = StatsPart::start(
+            StatsConfig {
+                file: Some(dir.join("no/such/dir/log")),
+                ..StatsConfig::default()
+            },
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(e.starts_with("cannot open stats log file "), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

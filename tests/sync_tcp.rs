@@ -238,6 +238,7 @@ fn ctrackd_to_conntrackd(tag: &str, mode: &str) {
         &tcp_line(&stdout(&b.run(&["-s"]))),
         &ctx,
     );
+    same_s_family(&|args| a.client(args), &|args| b.run(args), mode == FTFW);
 }
 
 fn conntrackd_to_ctrackd(tag: &str, mode: &str) {
@@ -262,13 +263,36 @@ fn conntrackd_to_ctrackd(tag: &str, mode: &str) {
         &tcp_line(&stdout(&b.client(&["-s"]))),
         &ctx,
     );
-    // the -s family answers as conntrackd's (sections with nothing to
-    // show: empty, exit 0)
+    same_s_family(&|args| b.client(args), &|args| a.run(args), mode == FTFW);
+}
+
+/// The `-s` sections answer as conntrackd's: those with nothing to show
+/// empty with exit 0, `-s queue` the same queues (txqueue, errorq, and
+/// rsqueue in FTFW), `-s rsqueue` only in FTFW.
+fn same_s_family(
+    ours: &dyn Fn(&[&str]) -> std::process::Output,
+    theirs: &dyn Fn(&[&str]) -> std::process::Output,
+    ftfw: bool,
+) {
     for d in ["expect", "process"] {
-        let (ours, theirs) = (b.client(&["-s", d]), a.run(&["-s", d]));
-        assert_eq!(ours.status.code(), theirs.status.code(), "-s {d}");
-        assert_eq!(stdout(&ours), stdout(&theirs), "-s {d}");
+        let (o, t) = (ours(&["-s", d]), theirs(&["-s", d]));
+        assert_eq!(o.status.code(), t.status.code(), "-s {d}");
+        assert_eq!(stdout(&o), stdout(&t), "-s {d}");
     }
+    let queues = |o: std::process::Output| -> Vec<String> {
+        stdout(&o)
+            .lines()
+            .filter(|l| l.starts_with("queue ") || l.starts_with("allocated"))
+            .map(|l| l.split('\t').next().unwrap_or(l).to_string())
+            .collect()
+    };
+    let want = queues(theirs(&["-s", "queue"]));
+    assert_eq!(queues(ours(&["-s", "queue"])), want);
+    assert_eq!(want.len(), if ftfw { 4 } else { 3 }, "{want:?}");
+    let (o, t) = (ours(&["-s", "rsqueue"]), theirs(&["-s", "rsqueue"]));
+    assert_eq!(o.status.code(), t.status.code());
+    assert_eq!(stdout(&o).is_empty(), stdout(&t).is_empty(), "-s rsqueue");
+    assert_eq!(stdout(&o).is_empty(), !ftfw);
 }
 
 #[test]

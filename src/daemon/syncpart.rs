@@ -384,6 +384,20 @@ impl SyncPart {
         self.socks.iter().map(|s| s.tcp_state()).collect()
     }
 
+    /// What the TCP links hold for their connections, as conntrackd's one
+    /// `errorq` (for other links: empty, `ErrorQueueLength` long).
+    fn error_queue(&self) -> link::tcp::ErrorQueue {
+        let mut q = link::tcp::ErrorQueue {
+            max: self.cfg.links.first().map_or(128, |l| l.error_queue),
+            ..Default::default()
+        };
+        for e in self.socks.iter().filter_map(|s| s.error_queue()) {
+            q.len += e.len;
+            q.dropped += e.dropped;
+        }
+        q
+    }
+
     /// The sync summary of `-s`.
     fn summary_text(&self, out: &mut String) {
         stats::summary(out, &self.engine, &self.tcp_states());
@@ -395,7 +409,7 @@ impl SyncPart {
         match section {
             "network" => stats::network(&mut s, &self.engine, &self.tcp_states()),
             "link" | "multicast" => stats::link(&mut s, &self.engine),
-            "queue" => stats::queue(&mut s, &self.engine),
+            "queue" => stats::queue(&mut s, &self.engine, self.error_queue()),
             "rsqueue" => stats::rsqueue(&mut s, &self.engine),
             _ => return None,
         }

@@ -347,6 +347,14 @@ impl LinkSocket {
         }
     }
 
+    /// A TCP link's queue of datagrams (None for UDP and multicast).
+    pub fn error_queue(&self) -> Option<tcp::ErrorQueue> {
+        match &self.io {
+            LinkIo::Datagram { .. } => None,
+            LinkIo::Stream(t) => Some(t.error_queue()),
+        }
+    }
+
     /// A TCP link's connections (None for UDP and multicast).
     pub fn tcp_state(&self) -> Option<tcp::TcpState> {
         match &self.io {

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use super::commit::InjectStats;
 use super::engine::{Engine, LinkView};
 use super::external::ExternalCache;
-use super::link::tcp::TcpState;
+use super::link::tcp::{ErrorQueue, TcpState};
 
 fn traffic(out: &mut String, l: &LinkView) {
     let s = &l.stats;
@@ -141,8 +141,10 @@ pub fn link(out: &mut String, e: &Engine) {
     }
 }
 
-/// `-s queue`.
-pub fn queue(out: &mut String, e: &Engine) {
+/// `-s queue`, in conntrackd's order: txqueue, errorq (what TCP links
+/// hold while they cannot send; conntrackd lists it for every link kind),
+/// rsqueue (FTFW).
+pub fn queue(out: &mut String, e: &Engine, errorq: ErrorQueue) {
     let q = e.queue_stats();
     let _ = write!(
         out,
@@ -150,11 +152,18 @@ pub fn queue(out: &mut String, e: &Engine) {
          queue txqueue:\n\
          current elements:\t\t{:>12}\n\
          maximum elements:\t\t{:>12}\n\
+         not enough space errors:\t{:>12}\n\n\
+         queue errorq:\n\
+         current elements:\t\t{:>12}\n\
+         maximum elements:\t\t{:>12}\n\
          not enough space errors:\t{:>12}\n\n",
-        q.tx_len + q.rs_len,
+        q.tx_len + q.rs_len + errorq.len,
         q.tx_len,
         i32::MAX,
-        0
+        0,
+        errorq.len,
+        errorq.max,
+        errorq.dropped
     );
     if e.mode() == super::config::ModeKind::Ftfw {
         let _ = write!(
@@ -168,9 +177,12 @@ pub fn queue(out: &mut String, e: &Engine) {
     }
 }
 
-/// `-s rsqueue`.
+/// `-s rsqueue` (FTFW only: in the other modes conntrackd answers with
+/// nothing).
 pub fn rsqueue(out: &mut String, e: &Engine) {
-    out.push_str(&e.rsqueue_text());
+    if e.mode() == super::config::ModeKind::Ftfw {
+        out.push_str(&e.rsqueue_text());
+    }
 }
 
 #[cfg(test)]
@@ -220,8 +232,19 @@ mod tests {
         link(&mut s, &e);
         assert!(s.starts_with("UDP traffic device=va status=RUNNING role=ACTIVE:\n"));
         let mut s = String::new();
-        queue(&mut s, &e);
-        assert!(s.contains("queue rsqueue:\ncurrent elements:\t\t           0\n"));
+        let errorq = ErrorQueue {
+            len: 2,
+            max: 128,
+            dropped: 1,
+        };
+        queue(&mut s, &e, errorq);
+        assert!(s.starts_with("allocated queue nodes:\t\t           2\n\nqueue txqueue:\n"));
+        assert!(s.contains(
+            "queue errorq:\ncurrent elements:\t\t           2\n\
+             maximum elements:\t\t         128\n\
+             not enough space errors:\t           1\n\n\
+             queue rsqueue:\ncurrent elements:\t\t           0\n"
+        ));
         assert!(s.contains("maximum elements:\t\t      131072\n"));
         let mut s = String::new();
         network(&mut s, &e, &[]);
@@ -236,5 +259,25 @@ mod tests {
         let mut s = String::new();
         rsqueue(&mut s, &e);
         assert_eq!(s, "resent queue (len=0)\n");
+        // NOTRACK: no resend queue, in -s queue nor -s rsqueue
+        let notrack = Engine::new(
+            &SyncConfig {
+                mode: crate::sync::config::ModeKind::Notrack,
+                ..cfg.clone()
+            },
+            Start {
+                now: t0,
+                seq: 1,
+                mtus: vec![1500],
+                auth_key: None,
+                auth_counter: 0,
+                seed: 1,
+            },
+        );
+        let mut s = String::new();
+        rsqueue(&mut s, &notrack);
+        assert_eq!(s, "");
+        queue(&mut s, &notrack, ErrorQueue::default());
+        assert!(s.contains("queue errorq:") && !s.contains("rsqueue"), "{s}");
     }
 }

@@ -49,6 +49,18 @@ pub struct TcpState {
     pub client: bool,
 }
 
+/// The datagrams a TCP link holds for its connection (conntrackd's
+/// `errorq` in `-s queue`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrorQueue {
+    /// Datagrams waiting.
+    pub len: usize,
+    /// `ErrorQueueLength`.
+    pub max: usize,
+    /// Datagrams dropped because it was full.
+    pub dropped: u64,
+}
+
 /// Locks a mutex, also when a thread panicked holding it (the data is
 /// plain queues and sockets, valid at every step).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,6 +174,8 @@ struct OutQueue {
     items: VecDeque<Vec<u8>>,
     cap: usize,
     closed: bool,
+    /// Datagrams dropped because the queue was full.
+    dropped: u64,
 }
 
 /// A TCP link: see the module documentation.
@@ -215,6 +229,7 @@ impl TcpLink {
                 items: VecDeque::new(),
                 cap: cfg.error_queue.max(1),
                 closed: false,
+                dropped: 0,
             }),
             ready: Condvar::new(),
             connected: AtomicBool::new(false),
@@ -251,6 +266,7 @@ impl TcpLink {
         let dropped = q.items.len() >= q.cap;
         if dropped {
             q.items.pop_front();
+            q.dropped += 1;
         }
         q.items.push_back(datagram.to_vec());
         drop(q);
@@ -274,6 +290,16 @@ impl TcpLink {
         TcpState {
             server: self.server_up.load(Ordering::Relaxed),
             client: self.out.connected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What waits for the connection, and what was dropped.
+    pub fn error_queue(&self) -> ErrorQueue {
+        let q = lock(&self.out.queue);
+        ErrorQueue {
+            len: q.items.len(),
+            max: q.cap,
+            dropped: q.dropped,
         }
     }
 
@@ -465,6 +491,8 @@ impl Client {
                 let mut q = lock(&self.out.queue);
                 if q.items.len() < q.cap {
                     q.items.push_front(d);
+                } else {
+                    q.dropped += 1;
                 }
                 drop(q);
                 conn = None;

@@ -7,7 +7,8 @@ mod lab;
 mod support;
 
 use std::collections::BTreeSet;
-use std::os::unix::net::UnixDatagram;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -335,6 +336,91 @@ fn single_instance_kill_and_client_errors() {
         "{}",
         lab::stderr(&badconf)
     );
+    // a client command with that config names the parse error too, as
+    // conntrackd's does, not a missing socket
+    let client = d.client(&["-s"]);
+    assert_eq!(client.status.code(), Some(1));
+    assert_eq!(
+        lab::stderr(&client).trim(),
+        format!(
+            "ctrackd: {}:2: bad value `-3' for `HashSize': expected a number from 1 to 16777216",
+            d.conf().display()
+        )
+    );
+}
+
+/// Sends raw bytes to the control socket and reads the answer.
+fn raw_request(ctl: &Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(ctl).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn control_socket_runs_only_whole_requests_and_serves_past_idle_clients() {
+    if !lab::can_run() {
+        return;
+    }
+    let ns = Netns::new("dctl");
+    let mut d = Daemon::start(&ns, "ctl", "");
+    let ctl = d.dir.join("ctl");
+    // `kill', 252 spaces and garbage: refused, the daemon stays
+    let mut attack = b"kill".to_vec();
+    attack.resize(256, b' ');
+    attack.extend_from_slice(b"garbage");
+    assert_eq!(
+        raw_request(&ctl, &attack),
+        "ERR request too long (at most 256 bytes)\n"
+    );
+    // a flush with padding and garbage on its line is no flush
+    insert_flow(&ns, "udp", "1.1.1.1");
+    wait_equal(&d, &ns);
+    let mut flush = b"flush internal".to_vec();
+    flush.resize(100, b' ');
+    flush.extend_from_slice(b"garbage\n");
+    assert!(raw_request(&ctl, &flush).starts_with("ERR unknown request"));
+    assert_eq!(cache_set(&d).len(), 1, "the cache was flushed");
+    // over-long: an answer, not a reset
+    assert_eq!(
+        raw_request(&ctl, &[b'x'; 1 << 20]),
+        "ERR request too long (at most 256 bytes)\n"
+    );
+    // a request cut short
+    let mut cut = UnixStream::connect(&ctl).unwrap();
+    cut.write_all(b"kill").unwrap();
+    cut.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    cut.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "ERR incomplete request (no newline)\n");
+    // ten idle clients do not delay -s
+    let idle: Vec<UnixStream> = (0..10)
+        .map(|_| UnixStream::connect(&ctl).unwrap())
+        .collect();
+    let t = std::time::Instant::now();
+    let o = d.client(&["-s"]);
+    assert!(o.status.success(), "{}", lab::stderr(&o));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "-s took {:?}",
+        t.elapsed()
+    );
+    drop(idle);
+    // what was refused is counted
+    let runtime = stdout(&d.client(&["-s", "runtime"]));
+    let count = |label: &str| -> u64 {
+        runtime
+            .lines()
+            .find(|l| l.contains(label))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("local read failed:") >= 3, "{runtime}");
+    assert_eq!(count("local unknown request:"), 1, "{runtime}");
+    // and the daemon still runs until a real kill
+    assert!(d.client(&["-k"]).status.success());
+    assert_eq!(d.wait_exit(), Some(0));
 }
 
 /// A syslog listener on a datagram socket, as syslogd on /dev/log.

@@ -47,8 +47,7 @@ impl Peer {
         let mut cfg = cfg;
         cfg.validate().expect("valid config");
         let sock = in_netns(&ns.name, || LinkSocket::open(&cfg.links[0])).expect("link socket");
-        sock.recv_socket()
-            .set_read_timeout(Some(Duration::from_millis(20)))
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
         let engine = Engine::new(&cfg, Start::now(vec![sock.mtu()], key.map(<[u8]>::to_vec)));
         Peer {
@@ -95,6 +94,23 @@ impl Peer {
 fn udp_cfg(mode: ModeKind, side: Side) -> SyncConfig {
     let (me, peer) = side.addrs();
     let mut link = LinkConfig::udp(
+        Some(me.parse().unwrap()),
+        peer.parse().unwrap(),
+        synclab::PORT,
+        synclab::SYNC_IF,
+    );
+    link.rcv_buffer = Some(1 << 20);
+    link.check_source = true;
+    SyncConfig {
+        mode,
+        links: vec![link],
+        ..SyncConfig::default()
+    }
+}
+
+fn tcp_cfg(mode: ModeKind, side: Side) -> SyncConfig {
+    let (me, peer) = side.addrs();
+    let mut link = LinkConfig::tcp(
         Some(me.parse().unwrap()),
         peer.parse().unwrap(),
         synclab::PORT,
@@ -189,9 +205,19 @@ fn needle(f: &Flow) -> String {
 
 #[test]
 fn ctrack_primary_to_conntrackd_standby() {
-    if !lab::can_run() {
-        return;
+    if lab::can_run() {
+        ctrack_to_conntrackd(Transport::Udp);
     }
+}
+
+#[test]
+fn ctrack_primary_to_conntrackd_standby_over_tcp() {
+    if lab::can_run() {
+        ctrack_to_conntrackd(Transport::Tcp);
+    }
+}
+
+fn ctrack_to_conntrackd(transport: Transport) {
     for (mode, block) in [
         (ModeKind::Ftfw, "Mode FTFW { }"),
         (ModeKind::Notrack, "Mode NOTRACK { }"),
@@ -203,12 +229,16 @@ fn ctrack_primary_to_conntrackd_standby() {
             &l.dir,
             "standby",
             block,
-            Transport::Udp,
+            transport,
             Side::Standby,
         );
         let _traffic = synclab::make_traffic(&l.lab);
         synclab::make_entries(l.primary());
-        let mut p = Peer::open(l.primary(), udp_cfg(mode, Side::Primary));
+        let cfg = match transport {
+            Transport::Tcp => tcp_cfg(mode, Side::Primary),
+            _ => udp_cfg(mode, Side::Primary),
+        };
+        let mut p = Peer::open(l.primary(), cfg);
         // the daemon's startup dump, as events
         let flows = table(l.primary());
         let now = Instant::now();
@@ -268,6 +298,7 @@ fn conntrackd_to_ctrack(transport: Transport, mode: ModeKind, block: &str) {
     let cfg = match transport {
         Transport::Udp => udp_cfg(mode, Side::Standby),
         Transport::Multicast => mcast_cfg(Side::Standby),
+        Transport::Tcp => tcp_cfg(mode, Side::Standby),
     };
     let mut s = Peer::open(&l.standby, cfg);
     let primary = Conntrackd::start(
@@ -374,6 +405,19 @@ fn conntrackd_primary_to_ctrack_standby_notrack_and_alarm() {
         conntrackd_to_ctrack(Transport::Udp, ModeKind::Notrack, "Mode NOTRACK { }");
         conntrackd_to_ctrack(
             Transport::Udp,
+            ModeKind::Alarm,
+            "Mode ALARM { RefreshTime 2\n\tCacheTimeout 30 }",
+        );
+    }
+}
+
+#[test]
+fn conntrackd_primary_to_ctrack_standby_over_tcp() {
+    if lab::can_run() {
+        conntrackd_to_ctrack(Transport::Tcp, ModeKind::Notrack, "Mode NOTRACK { }");
+        conntrackd_to_ctrack(Transport::Tcp, ModeKind::Ftfw, "Mode FTFW { }");
+        conntrackd_to_ctrack(
+            Transport::Tcp,
             ModeKind::Alarm,
             "Mode ALARM { RefreshTime 2\n\tCacheTimeout 30 }",
         );

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::conf::{Checker, Key, Kind, flag, parse_bool, parse_items, path, single, uint};
+use crate::conf::{Checker, Key, Kind, flag, parse_bool, parse_items, path, shown, single, uint};
 pub use crate::conf::{ConfigError, Item};
 use crate::flow::filter::Prefix;
 use crate::flow::{names, proto};
@@ -37,6 +37,32 @@ pub struct LogConfig {
     pub syslog: Option<String>,
     /// `SyslogSocket /path` (ctrack): the syslog socket instead of /dev/log.
     pub socket: Option<PathBuf>,
+}
+
+/// Log file used for `Stats { LogFile on }`.
+pub const DEFAULT_STATS_LOGFILE: &str = "/var/log/ctrackd-stats.log";
+
+/// How Stats mode writes a destroyed flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// conntrackd's line: the time (ctime), a tab, the flow in
+    /// conntrack's text without its timeout.
+    #[default]
+    Text,
+    /// One JSON object a line (ctrack's `-o json` fields plus `time`).
+    Json,
+}
+
+/// conntrackd's `Stats` block: flow accounting, a line for every flow
+/// the kernel destroys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsConfig {
+    /// `LogFile on|off|/path` (on: [`DEFAULT_STATS_LOGFILE`]).
+    pub file: Option<PathBuf>,
+    /// `Syslog on|off|facility`: the facility (lines at priority info).
+    pub syslog: Option<String>,
+    /// `LogFormat text|json` (ctrack).
+    pub format: StatsFormat,
 }
 
 /// conntrackd's `Filter` block: which flows the cache keeps.
@@ -144,6 +170,8 @@ pub struct Config {
     pub wan: Option<Item>,
     /// The `Auth` block (ctrack, for sync).
     pub auth: Option<Item>,
+    /// The `Stats` block: Stats mode (never with `Sync`).
+    pub stats: Option<StatsConfig>,
     /// The `Web` block as the web server's settings.
     #[cfg(feature = "web")]
     pub web_config: Option<crate::web::WebConfig>,
@@ -240,6 +268,13 @@ const WAN_KEYS: &[Key] = &[
 
 const AUTH_KEYS: &[Key] = &[("KeyFile", Kind::Path)];
 
+const STATS_KEYS: &[Key] = &[
+    ("LogFile", Kind::Word),
+    ("Syslog", Kind::Word),
+    ("NetlinkEventsReliable", Kind::Bool),
+    ("LogFormat", Kind::Word),
+];
+
 fn accept_ignore(c: &Checker, it: &Item) -> Result<bool, ConfigError> {
     match it.args.first().map(String::as_str) {
         Some("Accept") => Ok(true),
@@ -277,7 +312,7 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
                         let num = names::l4_by_name(name)
                             .or_else(|| crate::protocols::number(name))
                             .ok_or_else(|| {
-                                c.err(p, format!("unknown protocol `{name}' in Filter"))
+                                c.err(p, format!("unknown protocol `{}' in Filter", shown(name)))
                             })?;
                         list.push(num);
                     }
@@ -289,12 +324,14 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
                 let mut list = Vec::new();
                 for a in x.items() {
                     if a.key != "IPv4_address" && a.key != "IPv6_address" {
-                        return Err(c.err(a, format!("unknown key `{}' in Address", a.key)));
+                        return Err(c.err(a, format!("unknown key `{}' in Address", shown(&a.key))));
                     }
                     let v = single(c, a)?;
                     let p = Prefix::parse(v)
                         .filter(|p| p.addr.is_ipv4() == (a.key == "IPv4_address"))
-                        .ok_or_else(|| c.err(a, format!("bad address `{v}' for `{}'", a.key)))?;
+                        .ok_or_else(|| {
+                            c.err(a, format!("bad address `{}' for `{}'", shown(v), a.key))
+                        })?;
                     list.push(p);
                 }
                 f.addresses = Some((accept, list));
@@ -319,7 +356,7 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
                             word.as_str()
                         };
                         let n = names::tcp_state_by_name(name).ok_or_else(|| {
-                            c.err(s, format!("unknown TCP state `{word}' in Filter"))
+                            c.err(s, format!("unknown TCP state `{}' in Filter", shown(word)))
                         })?;
                         list.push(n);
                     }
@@ -327,10 +364,73 @@ fn parse_filter(c: &mut Checker, it: &Item) -> Result<CacheFilter, ConfigError> 
                 // `State ... { } for TCP` puts the suffix after the block
                 f.states = Some((accept, list));
             }
-            _ => return Err(c.err(x, format!("unknown key `{}' in Filter", x.key))),
+            _ => return Err(c.err(x, format!("unknown key `{}' in Filter", shown(&x.key)))),
         }
     }
     Ok(f)
+}
+
+/// `LogFile on|off|/path`: `on` is `default`.
+fn log_file(c: &Checker, x: &Item, default: &str) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(match parse_bool(single(c, x)?) {
+        Some(true) => Some(PathBuf::from(default)),
+        Some(false) => None,
+        None => Some(path(c, x)?),
+    })
+}
+
+/// `Syslog on|off|daemon|user|local0..7`: the facility (`on`: daemon).
+fn syslog_facility(c: &Checker, x: &Item) -> Result<Option<String>, ConfigError> {
+    let v = single(c, x)?;
+    Ok(match parse_bool(v) {
+        Some(true) => Some("daemon".into()),
+        Some(false) => None,
+        None => {
+            let ok = v == "daemon"
+                || v == "user"
+                || (v.len() == 6
+                    && v.starts_with("local")
+                    && (b'0'..=b'7').contains(&v.as_bytes()[5]));
+            if !ok {
+                return Err(c.err(
+                    x,
+                    format!(
+                        "bad value `{}' for `Syslog': use on, off, daemon, user or local0..local7",
+                        shown(v)
+                    ),
+                ));
+            }
+            Some(v.to_string())
+        }
+    })
+}
+
+/// The `Stats` block; `reliable` is set by its `NetlinkEventsReliable on`
+/// (the man page's place for it: destroy events must not be lost).
+fn parse_stats(c: &Checker, it: &Item, reliable: &mut bool) -> Result<StatsConfig, ConfigError> {
+    let mut s = StatsConfig::default();
+    for x in it.items() {
+        match x.key.as_str() {
+            "LogFile" => s.file = log_file(c, x, DEFAULT_STATS_LOGFILE)?,
+            "Syslog" => s.syslog = syslog_facility(c, x)?,
+            "NetlinkEventsReliable" => *reliable |= flag(c, x)?,
+            "LogFormat" => {
+                s.format = match single(c, x)? {
+                    "text" => StatsFormat::Text,
+                    "json" => StatsFormat::Json,
+                    v => {
+                        return Err(c.err(
+                            x,
+                            format!("bad value `{}' for `LogFormat': use text or json", shown(v)),
+                        ));
+                    }
+                }
+            }
+            // the table checked the keys
+            _ => {}
+        }
+    }
+    Ok(s)
 }
 
 fn parse_general(c: &mut Checker, it: &Item) -> Result<General, ConfigError> {
@@ -339,35 +439,8 @@ fn parse_general(c: &mut Checker, it: &Item) -> Result<General, ConfigError> {
         match x.key.as_str() {
             "HashSize" => g.hash_size = uint(c, x, 1, 1 << 24)? as u32,
             "HashLimit" => g.hash_limit = uint(c, x, 1, 1 << 26)? as u32,
-            "LogFile" => {
-                let v = single(c, x)?;
-                g.log.file = match parse_bool(v) {
-                    Some(true) => Some(PathBuf::from(DEFAULT_LOGFILE)),
-                    Some(false) => None,
-                    None => Some(path(c, x)?),
-                };
-            }
-            "Syslog" => {
-                let v = single(c, x)?;
-                g.log.syslog = match parse_bool(v) {
-                    Some(true) => Some("daemon".into()),
-                    Some(false) => None,
-                    None => {
-                        let ok = v == "daemon"
-                            || v == "user"
-                            || (v.len() == 6
-                                && v.starts_with("local")
-                                && (b'0'..=b'7').contains(&v.as_bytes()[5]));
-                        if !ok {
-                            return Err(c.err(
-                                x,
-                                format!("bad value `{v}' for `Syslog': use on, off, daemon, user or local0..local7"),
-                            ));
-                        }
-                        Some(v.to_string())
-                    }
-                };
-            }
+            "LogFile" => g.log.file = log_file(c, x, DEFAULT_LOGFILE)?,
+            "Syslog" => g.log.syslog = syslog_facility(c, x)?,
             "LockFile" => g.lock_file = path(c, x)?,
             "PidFile" => g.pid_file = path(c, x)?,
             "SyslogSocket" => g.log.socket = Some(path(c, x)?),
@@ -411,7 +484,7 @@ fn parse_general(c: &mut Checker, it: &Item) -> Result<General, ConfigError> {
             | "IPv4_interface"
             | "IPv6_interface" => c.warn_ignored(x),
             "Scheduler" => c.check_value(x, Kind::Block(SCHEDULER_KEYS))?,
-            _ => return Err(c.err(x, format!("unknown key `{}' in General", x.key))),
+            _ => return Err(c.err(x, format!("unknown key `{}' in General", shown(&x.key)))),
         }
     }
     if g.netlink_buffer_size > g.netlink_buffer_max {
@@ -448,6 +521,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         web: None,
         wan: None,
         auth: None,
+        stats: None,
         #[cfg(feature = "web")]
         web_config: None,
         #[cfg(feature = "wan")]
@@ -457,11 +531,12 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         warnings: Vec::new(),
     };
     let mut seen_general = false;
+    let mut stats_item = None;
     for it in &items {
         if it.block.is_none() {
             return Err(c.err(
                 it,
-                format!("`{}' must be a block: {} {{ ... }}", it.key, it.key),
+                format!("`{0}' must be a block: {0} {{ ... }}", shown(&it.key)),
             ));
         }
         let dup = |c: &Checker, slot: bool| {
@@ -507,9 +582,25 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 c.check("Auth", it.items(), AUTH_KEYS)?;
                 cfg.auth = Some(it.clone());
             }
-            "Stats" | "Helper" => c.warn_ignored(it),
-            _ => return Err(c.err(it, format!("unknown block `{}'", it.key))),
+            "Stats" => {
+                dup(&c, stats_item.is_some())?;
+                c.check("Stats", it.items(), STATS_KEYS)?;
+                stats_item = Some(it);
+            }
+            "Helper" => c.warn_ignored(it),
+            _ => return Err(c.err(it, format!("unknown block `{}'", shown(&it.key)))),
         }
+    }
+    if let Some(it) = stats_item {
+        if cfg.sync.is_some() {
+            return Err(c.err(
+                it,
+                "cannot use both `Stats' and `Sync' clauses in the configuration".into(),
+            ));
+        }
+        let mut reliable = false;
+        cfg.stats = Some(parse_stats(&c, it, &mut reliable)?);
+        cfg.general.events_reliable |= reliable;
     }
     if let Some(sync) = &cfg.sync {
         require(&c, sync, cfg!(feature = "sync"), "sync", "sync")?;
@@ -688,8 +779,9 @@ General {
             crate::conf::addr_value(c.web.unwrap().items(), "Address"),
             Some("192.168.1.1".parse().unwrap())
         );
-        // Backlog, Nice, PollSecs, EventIterationLimit, Type, Priority, Stats
-        assert_eq!(c.warnings.len(), 7, "{:#?}", c.warnings);
+        // Backlog, Nice, PollSecs, EventIterationLimit, Type, Priority
+        assert_eq!(c.warnings.len(), 6, "{:#?}", c.warnings);
+        assert_eq!(c.stats, Some(StatsConfig::default()));
     }
 
     #[test]
@@ -704,6 +796,68 @@ General {
         flow.orig.src = "10.0.0.1".parse().unwrap();
         flow.orig.proto = proto::UDP;
         assert!(!f.accepts(&flow));
+    }
+
+    #[test]
+    fn stats_block() {
+        let c = parse(
+            "c",
+            "Stats {\n LogFile on\n Syslog local2\n NetlinkEventsReliable on\n LogFormat json\n}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.stats,
+            Some(StatsConfig {
+                file: Some(PathBuf::from(DEFAULT_STATS_LOGFILE)),
+                syslog: Some("local2".into()),
+                format: StatsFormat::Json,
+            })
+        );
+        assert!(c.general.events_reliable);
+        let c = parse("c", "Stats {\n LogFile /tmp/s.log\n Syslog off\n}\n").unwrap();
+        let s = c.stats.unwrap();
+        assert_eq!(s.file, Some(PathBuf::from("/tmp/s.log")));
+        assert_eq!((s.syslog, s.format), (None, StatsFormat::Text));
+        assert!(!c.general.events_reliable);
+        assert_eq!(
+            err("Stats {\n LogFormat xml\n}"),
+            "x.conf:2: bad value `xml' for `LogFormat': use text or json"
+        );
+        assert_eq!(
+            err("Stats {\n Bogus 1\n}"),
+            "x.conf:2: unknown key `Bogus' in Stats"
+        );
+        assert_eq!(
+            err("Stats {\n}\nStats {\n}"),
+            "x.conf:3: a second `Stats' block"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "sync")]
+    fn stats_and_sync_exclude_each_other() {
+        let e = err(&format!("{DEBIAN_LIKE}\nStats {{\n LogFile on\n}}\n"));
+        assert!(
+            e.ends_with("cannot use both `Stats' and `Sync' clauses in the configuration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn several_addresses_on_one_line() {
+        // as shipped configs write them (conntrackd's grammar ignores lines)
+        let c = parse(
+            "c",
+            "General {\n Filter { Address Ignore { IPv4_address 127.0.0.1 IPv4_address 192.168.0.0/16 IPv6_address ::1 } }\n}\n",
+        )
+        .unwrap();
+        let (accept, list) = c.general.filter.addresses.unwrap();
+        assert!(!accept);
+        assert_eq!(list.len(), 3);
+        assert_eq!(
+            err("General {\n Filter { Address Ignore { IPv4_address 1.2.3.4 IPv4_address } }\n}"),
+            "x.conf:2: `IPv4_address' takes one value"
+        );
     }
 
     #[test]

@@ -118,6 +118,11 @@ pub fn apply_event(
 ) -> Change {
     stats.events_received += 1;
     if kind == EventKind::Destroy {
+        if !cache.remove(flow) {
+            return Change::Nothing;
+        }
+        // "traffic processed" counts the flows the cache held, as
+        // conntrackd's does
         if let Some(c) = flow.counters[0] {
             stats.bytes_orig = stats.bytes_orig.saturating_add(c.bytes);
             stats.packets_orig = stats.packets_orig.saturating_add(c.packets);
@@ -126,11 +131,7 @@ pub fn apply_event(
             stats.bytes_repl = stats.bytes_repl.saturating_add(c.bytes);
             stats.packets_repl = stats.packets_repl.saturating_add(c.packets);
         }
-        return if cache.remove(flow) {
-            Change::Removed
-        } else {
-            Change::Nothing
-        };
+        return Change::Removed;
     }
     if !filter.accepts(flow) {
         stats.events_filtered += 1;
@@ -152,7 +153,14 @@ impl Core {
     /// the epoch).
     pub fn new(config: Config, started: i64) -> Core {
         let g = &config.general;
-        let internal = Cache::new("internal", g.hash_size as usize, g.hash_limit as usize);
+        // conntrackd calls its one cache `stats` in Stats mode (`-s`
+        // prints `cache stats:`)
+        let name = if config.stats.is_some() {
+            "stats"
+        } else {
+            "internal"
+        };
+        let internal = Cache::new(name, g.hash_size as usize, g.hash_limit as usize);
         Core {
             stats: RuntimeStats {
                 started,
@@ -605,18 +613,30 @@ mod tests {
             apply_event(&mut cache, &filter, &mut stats, EventKind::Update, &f, 4),
             Change::Created
         );
-        // a destroy of an unknown flow changes nothing
+        // a destroy of an unknown flow changes nothing, its traffic is
+        // not counted (conntrackd's "traffic processed")
+        let mut unknown = udp4();
+        unknown.counters = gone.counters;
         assert_eq!(
             apply_event(
                 &mut cache,
                 &filter,
                 &mut stats,
                 EventKind::Destroy,
-                &udp4(),
+                &unknown,
                 5
             ),
             Change::Nothing
         );
+        assert_eq!((stats.bytes_orig, stats.packets_repl), (100, 1));
+    }
+
+    #[test]
+    fn stats_mode_names_the_cache_stats() {
+        let mut c = config(CacheFilter::default(), 0);
+        assert_eq!(Core::new(c.clone(), 0).internal.name(), "internal");
+        c.stats = Some(Default::default());
+        assert_eq!(Core::new(c, 0).internal.name(), "stats");
     }
 
     #[test]

@@ -41,13 +41,30 @@ type SyslogWriter = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>
 
 /// A syslog connection that reconnects when a write fails (syslogd or
 /// OpenWrt's logd restarted), which the syslog crate does not do itself.
-struct Syslog {
+pub struct Syslog {
     facility: syslog::Facility,
     socket: Option<PathBuf>,
     writer: Option<SyslogWriter>,
 }
 
 impl Syslog {
+    /// A connection to syslog (`socket`, else /dev/log) with the facility
+    /// named `facility` (daemon, user, local0..local7).
+    pub fn open(facility_name: &str, socket: Option<&Path>) -> Syslog {
+        let mut s = Syslog {
+            facility: facility(facility_name),
+            socket: socket.map(Path::to_path_buf),
+            writer: None,
+        };
+        s.connect();
+        s
+    }
+
+    /// Sends `msg` at priority info (Stats mode's flow lines).
+    pub fn info(&mut self, msg: &str) {
+        self.send_with(msg, |w, m| w.info(m));
+    }
+
     fn connect(&mut self) {
         let formatter = syslog::Formatter3164 {
             facility: self.facility,
@@ -62,6 +79,18 @@ impl Syslog {
     }
 
     fn send(&mut self, level: Level, msg: &str) {
+        self.send_with(msg, |w, m| match level {
+            Level::Notice => w.notice(m),
+            Level::Warning => w.warning(m),
+            Level::Error => w.err(m),
+        });
+    }
+
+    fn send_with(
+        &mut self,
+        msg: &str,
+        write: impl Fn(&mut SyslogWriter, &str) -> syslog::Result<()>,
+    ) {
         for _attempt in 0..2 {
             if self.writer.is_none() {
                 self.connect();
@@ -69,12 +98,7 @@ impl Syslog {
             let Some(w) = self.writer.as_mut() else {
                 return;
             };
-            let r = match level {
-                Level::Notice => w.notice(msg),
-                Level::Warning => w.warning(msg),
-                Level::Error => w.err(msg),
-            };
-            if r.is_ok() {
+            if write(w, msg).is_ok() {
                 return;
             }
             // the socket went away: drop it and reconnect once
@@ -120,15 +144,7 @@ impl Logger {
             )),
             None => None,
         };
-        let syslog = syslog_facility.map(|f| {
-            let mut s = Syslog {
-                facility: facility(f),
-                socket: syslog_socket.map(Path::to_path_buf),
-                writer: None,
-            };
-            s.connect();
-            s
-        });
+        let syslog = syslog_facility.map(|f| Syslog::open(f, syslog_socket));
         Ok(Logger {
             stderr: foreground,
             file,

@@ -12,6 +12,7 @@ pub mod parts;
 pub mod run;
 pub mod shell;
 pub mod stats;
+pub mod statspart;
 #[cfg(feature = "sync")]
 pub mod syncpart;
 #[cfg(feature = "wan")]
@@ -108,6 +109,37 @@ fn check_table(flag: &str, word: Option<&str>) -> Result<(), String> {
     }
 }
 
+/// The sections of `-s WORD` in conntrackd's order of matching (a word
+/// names the first section it is a prefix of: `-s net` is `network`),
+/// then ctrack's own.
+const STATS_SECTIONS: &[&str] = &[
+    "network",
+    "cache",
+    "runtime",
+    "multicast",
+    "link",
+    "rsqueue",
+    "process",
+    "queue",
+    "ct",
+    "expect",
+    "wan",
+];
+
+/// The section `-s WORD` asks for (None: the plain summary, which `ct`
+/// is), matched as conntrackd matches it.
+fn stats_section(word: &str) -> Result<Option<String>, String> {
+    let name = STATS_SECTIONS
+        .iter()
+        .find(|s| s.starts_with(word))
+        .ok_or_else(|| format!("unknown parameter `{word}' for option `-s'"))?;
+    Ok(match *name {
+        "ct" => None,
+        "multicast" => Some("link".into()),
+        other => Some(other.into()),
+    })
+}
+
 /// Parses ctrackd's flags (conntrackd's: one letter each, some with an
 /// optional word after them).
 pub fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -142,10 +174,8 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
             },
             "-s" => {
                 let section = match word {
-                    Some("ct") => None,
-                    Some("multicast") => Some("link".to_string()),
-                    Some("expect") => return Err("expectation sync is not supported".into()),
-                    w => w.map(str::to_string),
+                    None => None,
+                    Some(w) => stats_section(w)?,
                 };
                 set(&mut action, Action::Client(Request::Stats(section)))?;
             }
@@ -296,6 +326,7 @@ pub fn main(args: Vec<String>) -> i32 {
 /// what ran (the daemon reports its own failures), or why nothing could.
 fn ctrackd(args: Vec<String>) -> Result<i32, Failure> {
     let parsed = parse_args(&args).map_err(Failure::Usage)?;
+    let explicit = parsed.config.is_some();
     let config_path = parsed
         .config
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
@@ -317,16 +348,17 @@ fn ctrackd(args: Vec<String>) -> Result<i32, Failure> {
             Ok(exit::OK)
         }
         Action::Client(req) => {
-            ask(&config_path, &req).map_err(Failure::Client)?;
+            let socket = control::socket_path(&config_path, explicit).map_err(Failure::Config)?;
+            ask(&socket, &req).map_err(Failure::Client)?;
             Ok(exit::OK)
         }
     }
 }
 
-/// Sends `req` to the daemon running with the configuration at
-/// `config_path` and copies its answer to stdout.
-fn ask(config_path: &Path, req: &Request) -> Result<(), ClientError> {
-    let body = control::request(&control::socket_path(Some(config_path)), req)?;
+/// Sends `req` to the daemon listening on `socket` and copies its answer
+/// to stdout.
+fn ask(socket: &Path, req: &Request) -> Result<(), ClientError> {
+    let body = control::request(socket, req)?;
     let mut so = std::io::stdout().lock();
     let _ = so.write_all(&body);
     let _ = so.flush();
@@ -375,6 +407,34 @@ mod tests {
         assert!(p("-d -k").is_err());
         assert!(p("-C").is_err());
         assert!(p("-s -x").is_err());
+        // -s words as conntrackd matches them: prefixes, in its order
+        for (word, section) in [
+            ("net", Some("network")),
+            ("n", Some("network")),
+            ("c", Some("cache")),
+            ("ct", None),
+            ("r", Some("runtime")),
+            ("rs", Some("rsqueue")),
+            ("multicast", Some("link")),
+            ("m", Some("link")),
+            ("l", Some("link")),
+            ("p", Some("process")),
+            ("q", Some("queue")),
+            ("e", Some("expect")),
+            ("expect", Some("expect")),
+            ("w", Some("wan")),
+        ] {
+            assert_eq!(
+                p(&format!("-s {word}")).unwrap().action,
+                Action::Client(Request::Stats(section.map(str::to_string))),
+                "-s {word}"
+            );
+        }
+        assert_eq!(
+            p("-s bogus").unwrap_err(),
+            "unknown parameter `bogus' for option `-s'"
+        );
+        assert!(p("-s networks").is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The daemon's optional parts (sync, WAN watch, web server) as one
+//! The daemon's optional parts (sync, Stats mode, WAN watch, web server) as one
 //! trait, so the shell drives whichever are configured without a
 //! `#[cfg(feature)]` at every step: the features are named only in
 //! `parts.rs` (which parts exist) and where each part's own input arrives.
@@ -87,6 +87,9 @@ pub trait Part {
     fn to_json(&self) -> Option<serde_json::Value> {
         None
     }
+
+    /// Reopens its log files (SIGHUP, after logrotate moved them).
+    fn reopen_logs(&mut self, _log: &mut Logger) {}
 
     /// Takes the reloaded configuration (SIGHUP).
     fn reload(&mut self, _now: Instant, _old: &Config, _new: &Config, _log: &mut Logger) {}

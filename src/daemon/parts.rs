@@ -17,6 +17,9 @@ pub struct Parts {
     /// Sync, when a Sync block is configured.
     #[cfg(feature = "sync")]
     pub sync: Option<super::syncpart::SyncPart>,
+    /// Stats mode, when a Stats block is configured (always built: it is
+    /// small).
+    pub stats: Option<super::statspart::StatsPart>,
     /// The WAN watch, when a WAN block is configured.
     #[cfg(feature = "wan")]
     pub wan: Option<super::wanpart::WanPart>,
@@ -74,6 +77,12 @@ impl Parts {
                 log,
             )?);
         }
+        if let Some(cfg) = config.stats.clone() {
+            parts.stats = Some(super::statspart::StatsPart::start(
+                cfg,
+                config.general.log.socket.clone(),
+            )?);
+        }
         #[cfg(feature = "wan")]
         if let Some(cfg) = config.wan_config.clone() {
             let wtx = tx.clone();
@@ -92,13 +101,15 @@ impl Parts {
         }
     }
 
-    /// Every configured part, in a fixed order (sync, wan, web: the order
-    /// of their lines in `-s`).
+    /// Every configured part, in a fixed order (sync, stats, wan, web: the
+    /// order of their lines in `-s`).
     pub fn iter(&self) -> impl Iterator<Item = &dyn Part> {
-        #[allow(unused_mut)] // without features there is nothing to add
-        let mut all: Vec<&dyn Part> = Vec::with_capacity(3);
+        let mut all: Vec<&dyn Part> = Vec::with_capacity(4);
         #[cfg(feature = "sync")]
         if let Some(p) = &self.sync {
+            all.push(p);
+        }
+        if let Some(p) = &self.stats {
             all.push(p);
         }
         #[cfg(feature = "wan")]
@@ -114,10 +125,12 @@ impl Parts {
 
     /// Every configured part, mutable, in the order of [`Parts::iter`].
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut dyn Part> {
-        #[allow(unused_mut)] // without features there is nothing to add
-        let mut all: Vec<&mut dyn Part> = Vec::with_capacity(3);
+        let mut all: Vec<&mut dyn Part> = Vec::with_capacity(4);
         #[cfg(feature = "sync")]
         if let Some(p) = &mut self.sync {
+            all.push(p);
+        }
+        if let Some(p) = &mut self.stats {
             all.push(p);
         }
         #[cfg(feature = "wan")]
@@ -197,12 +210,22 @@ impl Parts {
         }
     }
 
+    /// Has every part reopen its log files (SIGHUP).
+    pub fn reopen_logs(&mut self, log: &mut Logger) {
+        for p in self.iter_mut() {
+            p.reopen_logs(log);
+        }
+    }
+
     /// Passes the reloaded configuration to every part, and says which
     /// block changes need a restart (a part is added or removed only at
     /// start).
     pub fn reload(&mut self, now: Instant, old: &Config, new: &Config, log: &mut Logger) {
         for p in self.iter_mut() {
             p.reload(now, old, new, log);
+        }
+        if self.stats.is_some() != new.stats.is_some() {
+            log.warning("adding or removing the Stats block takes effect at the next restart");
         }
         #[cfg(feature = "wan")]
         if self.wan.is_some() != new.wan_config.is_some() {

@@ -289,9 +289,14 @@ fn start_parts(
     shell.resync(Resync::Startup);
 
     let ctx = tx.clone();
+    let counters = shell.control_counters.clone();
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || control::serve(listener, |p| ctx.send(Input::Control(p)).is_ok()))
+        .spawn(move || {
+            control::serve(listener, counters, move |p| {
+                ctx.send(Input::Control(p)).is_ok()
+            })
+        })
         .map_err(|e| StartError::Thread("control thread", e))?;
     let mut signals = signal_hook::iterator::Signals::new([
         libc::SIGTERM,

@@ -5,11 +5,13 @@
 //! the parts). Control requests are routed here.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Instant;
 
 use super::config::CacheFilter;
-use super::control::{Reply, Request, Which};
+use super::control::{ControlCounters, Reply, Request, Which};
 use super::core::{Core, Resync, now_u32};
 use super::input::Input;
 use super::log::Logger;
@@ -30,6 +32,8 @@ pub struct Shell {
     pub parts: Parts,
     /// The log.
     pub log: Logger,
+    /// Requests the control socket refused (shared with its thread).
+    pub control_counters: Arc<ControlCounters>,
     ct: Conntrack,
     foreground: bool,
     syslog_socket: Option<PathBuf>,
@@ -63,6 +67,7 @@ impl Shell {
         Shell {
             core,
             parts: Parts::default(),
+            control_counters: Arc::default(),
             log,
             ct,
             foreground,
@@ -198,8 +203,10 @@ impl Shell {
         }
     }
 
-    /// Re-reads the config: a bad file is logged and the old one kept.
+    /// SIGHUP: reopens the parts' log files (logrotate), then re-reads
+    /// the config: a bad file is logged and the old one kept.
     pub fn reload(&mut self) {
+        self.parts.reopen_logs(&mut self.log);
         let path = self.core.config.path.clone();
         let new = match super::config::load(&path) {
             Ok(c) => c,
@@ -259,17 +266,17 @@ impl Shell {
                 parts.write_stats(Slot::CacheSection, &mut s);
                 s
             }
-            Some("process") => String::new(),
-            Some(name @ ("wan" | "network" | "link" | "multicast" | "queue" | "rsqueue")) => {
-                return match parts.section(name) {
-                    Some(text) => Ok(text),
-                    None if name == "wan" => {
-                        Err("no WAN block is configured: nothing to show for `wan'".into())
-                    }
-                    None => Err(format!(
-                        "no Sync block is configured: nothing to show for `{name}'"
-                    )),
-                };
+            // conntrackd answers these with nothing (and success) when it
+            // has nothing to show: no child processes, no expectation
+            // sync, no Sync block
+            Some("process" | "expect") => String::new(),
+            Some(name @ ("network" | "link" | "multicast" | "queue" | "rsqueue")) => {
+                return Ok(parts.section(name).unwrap_or_default());
+            }
+            Some("wan") => {
+                return parts
+                    .section("wan")
+                    .ok_or_else(|| "no WAN block is configured: nothing to show for `wan'".into());
             }
             Some(other) => return Err(format!("unknown statistics section `{other}'")),
         };
@@ -315,14 +322,17 @@ impl Shell {
 
     /// Answers a control request.
     pub fn control(&mut self, r: &Request) -> Reply {
+        let c = &self.control_counters;
+        self.core.stats.local_read_failed = c.read_failed.load(Ordering::Relaxed);
+        self.core.stats.local_unknown = c.unknown.load(Ordering::Relaxed);
         match r {
             Request::Stats(section) => self.stats_text(section.as_deref()),
             Request::Dump(Which::Internal, f) => Ok(self.core.dump_cache(*f)),
+            // without sync the external cache is empty, as conntrackd's
+            // `-e` says without a Sync block: with nothing
             Request::Dump(..) => self
                 .with_parts(|parts, cx| parts.control(r, cx))
-                .unwrap_or_else(|| {
-                    Err("no Sync block is configured: there is no external cache".into())
-                }),
+                .unwrap_or_else(|| Ok(Vec::new())),
             Request::FlushCache(which) => {
                 if matches!(which, Which::Internal | Which::All) {
                     self.core.flush_internal();

@@ -586,18 +586,37 @@ impl SyncPart {
         }
     }
 
+    /// Each TCP link's connections (None for the other kinds).
+    fn tcp_states(&self) -> Vec<Option<link::tcp::TcpState>> {
+        self.socks.iter().map(|s| s.tcp_state()).collect()
+    }
+
+    /// What the TCP links hold for their connections, as conntrackd's one
+    /// `errorq` (for other links: empty, `ErrorQueueLength` long).
+    fn error_queue(&self) -> link::tcp::ErrorQueue {
+        let mut q = link::tcp::ErrorQueue {
+            max: self.cfg.links.first().map_or(128, |l| l.error_queue),
+            ..Default::default()
+        };
+        for e in self.socks.iter().filter_map(|s| s.error_queue()) {
+            q.len += e.len;
+            q.dropped += e.dropped;
+        }
+        q
+    }
+
     /// The sync summary of `-s`.
     fn summary_text(&self, out: &mut String) {
-        stats::summary(out, &self.engine);
+        stats::summary(out, &self.engine, &self.tcp_states());
     }
 
     /// `-s network|link|queue|rsqueue`.
     fn section_text(&self, section: &str) -> Option<String> {
         let mut s = String::new();
         match section {
-            "network" => stats::network(&mut s, &self.engine),
+            "network" => stats::network(&mut s, &self.engine, &self.tcp_states()),
             "link" | "multicast" => stats::link(&mut s, &self.engine),
-            "queue" => stats::queue(&mut s, &self.engine),
+            "queue" => stats::queue(&mut s, &self.engine, self.error_queue()),
             "rsqueue" => stats::rsqueue(&mut s, &self.engine),
             _ => return None,
         }
@@ -614,14 +633,20 @@ impl SyncPart {
     fn json(&self) -> serde_json::Value {
         let n = self.engine.net_stats();
         let q = self.engine.queue_stats();
+        let tcp = self.tcp_states();
         let links: Vec<serde_json::Value> = self
             .engine
             .links()
             .iter()
-            .map(|l| {
-                serde_json::json!({
+            .enumerate()
+            .map(|(i, l)| {
+                let mut v = serde_json::json!({
                     "interface": l.name, "up": l.up, "active": l.active,
-                })
+                });
+                if let Some(t) = tcp.get(i).copied().flatten() {
+                    v["tcp"] = serde_json::json!({ "server": t.server, "client": t.client });
+                }
+                v
             })
             .collect();
         serde_json::json!({

@@ -10,6 +10,7 @@
 //!     UDP Default { IPv4_address 10.0.0.1; IPv4_Destination_Address 10.0.0.2;
 //!                   Port 3780; Interface eth2; SndSocketBuffer 1249280;
 //!                   RcvSocketBuffer 1249280; Checksum on }
+//!     # or Multicast { ... }, or TCP { the keys of UDP; ErrorQueueLength 128 }
 //!     Options { TCPWindowTracking off }
 //!     # ctrack extensions:
 //!     PeerEndianness little      # byte order of the peer's CPU (x86: little)
@@ -52,6 +53,20 @@ pub enum LinkKind {
         /// UDP port on both sides (`Port`, default 3780).
         port: u16,
     },
+    /// `TCP { IPv4_address; IPv4_Destination_Address; Port }`: as
+    /// conntrackd, a server listening on the local address for the peer's
+    /// connection (what the peer sends arrives on it) and a client
+    /// connecting to the peer (what we send goes on it).
+    Tcp {
+        /// Local address to listen on (`IPv4_address`/`IPv6_address`);
+        /// None listens on the wildcard address.
+        local: Option<IpAddr>,
+        /// The peer to connect to (`IPv4_Destination_Address`/
+        /// `IPv6_Destination_Address`).
+        peer: IpAddr,
+        /// TCP port on both sides (`Port`, default 3780).
+        port: u16,
+    },
     /// `Multicast { IPv4_address; Group; IPv4_interface }`.
     Multicast {
         /// The multicast group (`IPv4_address`, e.g. 225.0.0.50).
@@ -63,7 +78,11 @@ pub enum LinkKind {
     },
 }
 
-/// One dedicated link (a UDP or Multicast block).
+/// conntrackd's `ErrorQueueLength` default: datagrams a TCP link keeps
+/// while it cannot send.
+pub const DEFAULT_ERROR_QUEUE: usize = 128;
+
+/// One dedicated link (a UDP, Multicast or TCP block).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkConfig {
     /// Socket kind and addresses.
@@ -85,6 +104,9 @@ pub struct LinkConfig {
     /// ctrack: MTU to size datagrams with when the interface's cannot be
     /// read (tests); None = ask the interface.
     pub mtu: Option<usize>,
+    /// TCP `ErrorQueueLength`: datagrams kept while the connection is
+    /// down or busy (the oldest is dropped past it).
+    pub error_queue: usize,
 }
 
 impl LinkConfig {
@@ -99,6 +121,15 @@ impl LinkConfig {
             default: false,
             check_source: false,
             mtu: None,
+            error_queue: DEFAULT_ERROR_QUEUE,
+        }
+    }
+
+    /// A TCP link with conntrackd's defaults for everything else.
+    pub fn tcp(local: Option<IpAddr>, peer: IpAddr, port: u16, interface: &str) -> LinkConfig {
+        LinkConfig {
+            kind: LinkKind::Tcp { local, peer, port },
+            ..LinkConfig::udp(local, peer, port, interface)
         }
     }
 
@@ -122,17 +153,31 @@ impl LinkConfig {
     /// The peer address datagrams must come from, when checked.
     pub fn expected_source(&self) -> Option<IpAddr> {
         match (&self.kind, self.check_source) {
-            (LinkKind::Udp { peer, .. }, true) => Some(*peer),
+            (LinkKind::Udp { peer, .. } | LinkKind::Tcp { peer, .. }, true) => Some(*peer),
             _ => None,
         }
     }
 
-    /// "UDP" or "multicast", as conntrackd's statistics name the link.
+    /// "UDP", "multicast" or "TCP", as conntrackd's statistics name the
+    /// link.
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             LinkKind::Udp { .. } => "UDP",
             LinkKind::Multicast { .. } => "multicast",
+            LinkKind::Tcp { .. } => "TCP",
         }
+    }
+
+    /// Bytes of IP and transport headers taken from the MTU to size a
+    /// datagram: conntrackd's 28 for UDP and 40 for TCP over IPv4; over
+    /// IPv6 the IP header is 20 bytes longer.
+    pub fn header_overhead(&self) -> usize {
+        let (transport, v6) = match &self.kind {
+            LinkKind::Udp { peer, .. } => (8, peer.is_ipv6()),
+            LinkKind::Multicast { .. } => (8, false),
+            LinkKind::Tcp { peer, .. } => (20, peer.is_ipv6()),
+        };
+        transport + if v6 { 40 } else { 20 }
     }
 }
 
@@ -217,14 +262,18 @@ impl SyncConfig {
     pub fn validate(&mut self) -> Result<Vec<String>, String> {
         let mut warnings = Vec::new();
         if self.links.is_empty() {
-            return Err("Sync needs a UDP or Multicast block".into());
+            return Err("Sync needs a UDP, Multicast or TCP block".into());
         }
         if self.links.len() > MAX_LINKS {
             return Err(format!("too many links in Sync: at most {MAX_LINKS}"));
         }
         let first = self.links[0].kind_name();
         if self.links.iter().any(|l| l.kind_name() != first) {
-            return Err("cannot mix UDP and Multicast links in Sync".into());
+            return Err("cannot mix UDP, Multicast and TCP links in Sync".into());
+        }
+        if first == "TCP" && self.auth.is_some() {
+            // a stream keeps no datagram boundaries for the MAC to cover
+            return Err("Auth works on UDP and Multicast links, not on TCP".into());
         }
         if self.links.iter().filter(|l| l.default).count() > 1 {
             return Err("more than one link marked Default in Sync".into());
@@ -326,11 +375,14 @@ impl SyncConfig {
                             && y.key != "ResendBufferSize"
                             && y.key != "Window"
                         {
-                            return Err(c.err(y, format!("unknown key `{}' in Mode", y.key)));
+                            return Err(c.err(
+                                y,
+                                format!("unknown key `{}' in Mode", crate::conf::shown(&y.key)),
+                            ));
                         }
                     }
                 }
-                "UDP" | "Multicast" => {
+                "UDP" | "Multicast" | "TCP" => {
                     let default = match x.args.as_slice() {
                         [] => false,
                         [d] if d == "Default" => true,
@@ -343,14 +395,21 @@ impl SyncConfig {
                         Some(y) => uint(c, y, 1, 65535)? as u16,
                         None => 3780,
                     };
-                    let mut link = if x.key == "UDP" {
+                    let mut link = if x.key == "UDP" || x.key == "TCP" {
                         let peer = addr("IPv4_Destination_Address")
                             .or_else(|| addr("IPv6_Destination_Address"))
                             .ok_or_else(|| {
-                                c.err(x, "UDP link without IPv4_Destination_Address".into())
+                                c.err(
+                                    x,
+                                    format!("{} link without IPv4_Destination_Address", x.key),
+                                )
                             })?;
                         let local = addr("IPv4_address").or_else(|| addr("IPv6_address"));
-                        LinkConfig::udp(local, peer, port, &iface)
+                        if x.key == "TCP" {
+                            LinkConfig::tcp(local, peer, port, &iface)
+                        } else {
+                            LinkConfig::udp(local, peer, port, &iface)
+                        }
                     } else {
                         let group = match addr("IPv4_address") {
                             Some(IpAddr::V4(g)) => g,
@@ -383,16 +442,13 @@ impl SyncConfig {
                             "Checksum" => link.checksum = flag(c, y)?,
                             "CheckSourceAddress" => link.check_source = flag(c, y)?,
                             "MTU" => link.mtu = Some(uint(c, y, 576, 65535)? as usize),
+                            "ErrorQueueLength" => {
+                                link.error_queue = uint(c, y, 1, 1 << 16)? as usize
+                            }
                             _ => {}
                         }
                     }
                     s.links.push(link);
-                }
-                "TCP" => {
-                    return Err(c.err(
-                        x,
-                        "TCP sync links are not supported, use UDP or Multicast".into(),
-                    ));
                 }
                 "Options" => {
                     for y in x.items() {
@@ -414,12 +470,20 @@ impl SyncConfig {
                         v => {
                             return Err(c.err(
                                 x,
-                                format!("bad value `{v}' for `PeerEndianness': use little or big"),
+                                format!(
+                                    "bad value `{}' for `PeerEndianness': use little or big",
+                                    crate::conf::shown(v)
+                                ),
                             ));
                         }
                     };
                 }
-                _ => return Err(c.err(x, format!("unknown key `{}' in Sync", x.key))),
+                _ => {
+                    return Err(c.err(
+                        x,
+                        format!("unknown key `{}' in Sync", crate::conf::shown(&x.key)),
+                    ));
+                }
             }
         }
         if !mode_seen {
@@ -470,6 +534,55 @@ mod tests {
         assert_eq!((c.cache_timeout, c.purge_timeout), (180, 60));
         assert_eq!(c.commit_timeout, None);
         assert!(udp().checksum && !udp().default);
+    }
+
+    #[test]
+    fn tcp_links_and_their_header_overhead() {
+        let mut c = Checker::new("t.conf");
+        let items = crate::conf::parse_items(
+            "t.conf",
+            "Sync {\n Mode NOTRACK { DisableExternalCache on }\n TCP Default {\n  IPv4_address 10.0.0.1\n  IPv4_Destination_Address 10.0.0.2\n  Port 3781\n  Interface eth2\n  ErrorQueueLength 64\n }\n}\n",
+        )
+        .unwrap();
+        let s = SyncConfig::from_block(&mut c, &items[0], None).unwrap();
+        let l = &s.links[0];
+        assert_eq!(
+            l.kind,
+            LinkKind::Tcp {
+                local: Some("10.0.0.1".parse().unwrap()),
+                peer: "10.0.0.2".parse().unwrap(),
+                port: 3781,
+            }
+        );
+        assert!(l.default);
+        assert_eq!((l.kind_name(), l.error_queue), ("TCP", 64));
+        // conntrackd's channel_tcp headersiz: IP 20 + TCP 20
+        assert_eq!(l.header_overhead(), 40);
+        assert_eq!(udp().header_overhead(), 28);
+        let v6 = LinkConfig::tcp(None, "fd00::2".parse().unwrap(), 3780, "eth2");
+        assert_eq!(v6.header_overhead(), 60);
+        assert_eq!(
+            LinkConfig::tcp(None, "10.0.0.2".parse().unwrap(), 1, "e").error_queue,
+            128
+        );
+        // a TCP link needs its peer; TCP does not mix; no Auth on TCP
+        let items =
+            crate::conf::parse_items("t.conf", "Sync {\n TCP { Interface eth2 }\n}").unwrap();
+        let e = SyncConfig::from_block(&mut c, &items[0], None).unwrap_err();
+        assert_eq!(e.msg, "TCP link without IPv4_Destination_Address");
+        let mut mixed = SyncConfig {
+            links: vec![udp(), v6.clone()],
+            ..SyncConfig::default()
+        };
+        assert!(mixed.validate().unwrap_err().contains("cannot mix"));
+        let mut authed = SyncConfig {
+            links: vec![v6],
+            auth: Some(AuthConfig {
+                key_file: "/k".into(),
+            }),
+            ..SyncConfig::default()
+        };
+        assert!(authed.validate().unwrap_err().contains("not on TCP"));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::auth::{Auth, AuthError, Opened};
-use super::config::{LinkKind, ModeKind, SyncConfig};
+use super::config::{ModeKind, SyncConfig};
 use super::external::{ExternalCache, FlowKey};
 use super::wire::ct::{self, EncodeOpts};
 use super::wire::{self, Header, Messages, Packer, RecvError, flag, ty};
@@ -523,14 +523,10 @@ impl Engine {
                 } else {
                     0
                 };
-                let headers = match l.kind {
-                    LinkKind::Udp { peer, .. } if peer.is_ipv6() => wire::UDP_IP6_OVERHEAD,
-                    _ => wire::UDP_IP_OVERHEAD,
-                };
                 LinkRt {
                     name: l.interface.clone(),
                     kind: l.kind_name(),
-                    limit: mtu - headers - auth,
+                    limit: mtu - l.header_overhead() - auth,
                     expected: l.expected_source(),
                     up: true,
                     stats: LinkStats::default(),

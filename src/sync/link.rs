@@ -1,4 +1,4 @@
-//! Link sockets: UDP unicast and IPv4 multicast, set up the way
+//! Link sockets: UDP unicast, IPv4 multicast and TCP, set up the way
 //! conntrackd sets them up (a receive socket bound to the sync port, a
 //! send socket with an ephemeral port), plus the interface facts the
 //! engine needs (MTU, up/running).
@@ -10,8 +10,12 @@
 //! - send: SO_NO_CHECK when `Checksum off`, SO_SNDBUFFORCE
 //!   (`SndSocketBuffer`), bound to the device; multicast adds
 //!   IP_MULTICAST_IF = `IPv4_interface`, IP_MULTICAST_LOOP = 0, TTL 1.
+//! - TCP ([`tcp`]): a listening socket for the peer's connection and a
+//!   client connection to the peer, reconnected in a thread of its own.
 //!
 //! Only syscalls are unsafe here, each one small.
+
+pub mod tcp;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -59,7 +63,11 @@ fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+/// Calls `f` with `addr` as a C socket address and its length.
+fn with_sockaddr<T>(
+    addr: SocketAddr,
+    f: impl FnOnce(*const libc::sockaddr, libc::socklen_t) -> T,
+) -> T {
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_in is plain old data; zeroed is valid.
@@ -67,15 +75,10 @@ fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
             sa.sin_family = libc::AF_INET as libc::sa_family_t;
             sa.sin_port = a.port().to_be();
             sa.sin_addr = in_addr(*a.ip());
-            // SAFETY: `sa` is a valid sockaddr_in of the length we pass.
-            let rc = unsafe {
-                libc::bind(
-                    fd,
-                    &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            };
-            cvt(rc).map(|_| ())
+            f(
+                &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
         }
         SocketAddr::V6(a) => {
             // SAFETY: sockaddr_in6 is plain old data; zeroed is valid.
@@ -86,17 +89,19 @@ fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
                 s6_addr: a.ip().octets(),
             };
             sa.sin6_scope_id = a.scope_id();
-            // SAFETY: `sa` is a valid sockaddr_in6 of the length we pass.
-            let rc = unsafe {
-                libc::bind(
-                    fd,
-                    &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            };
-            cvt(rc).map(|_| ())
+            f(
+                &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
         }
     }
+}
+
+fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    // SAFETY: `sa` points to a valid socket address of length `len`,
+    // alive for the call.
+    let rc = with_sockaddr(addr, |sa, len| unsafe { libc::bind(fd, sa, len) });
+    cvt(rc).map(|_| ())
 }
 
 fn bind_to_device(fd: RawFd, ifname: &str) -> io::Result<()> {
@@ -219,19 +224,47 @@ impl RecvQueue {
     }
 }
 
-/// The two sockets of one link.
+/// The sockets of one link.
 #[derive(Debug)]
 pub struct LinkSocket {
-    recv: UdpSocket,
-    send: UdpSocket,
-    dest: SocketAddr,
+    io: LinkIo,
     mtu: usize,
     interface: String,
     queue: RecvQueue,
 }
 
+#[derive(Debug)]
+enum LinkIo {
+    /// UDP and multicast: one socket to receive, one to send.
+    Datagram {
+        recv: UdpSocket,
+        send: UdpSocket,
+        dest: SocketAddr,
+    },
+    /// TCP: a server for the peer's connection, a client to the peer.
+    Stream(tcp::TcpLink),
+}
+
+/// Wraps a socket error with the link's interface and what failed.
+fn link_err(cfg: &LinkConfig, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("sync link {} ({what}): {e}", cfg.interface),
+    )
+}
+
+/// The MTU datagrams are sized by: the configured one, else the
+/// interface's.
+fn link_mtu(cfg: &LinkConfig) -> io::Result<usize> {
+    match cfg.mtu {
+        Some(m) => Ok(m),
+        None => interface_mtu(&cfg.interface).map_err(|e| link_err(cfg, "MTU", e)),
+    }
+}
+
 impl LinkSocket {
-    /// Opens a link in the calling thread's network namespace.
+    /// Opens a link in the calling thread's network namespace (a TCP
+    /// link's client thread stays in it too).
     pub fn open(cfg: &LinkConfig) -> io::Result<LinkSocket> {
         let (bind_addr, dest, group) = match &cfg.kind {
             LinkKind::Udp { local, peer, port } => {
@@ -255,14 +288,17 @@ impl LinkSocket {
                 SocketAddr::new(IpAddr::V4(*group), *port),
                 Some((*group, *interface_addr)),
             ),
+            LinkKind::Tcp { .. } => {
+                return Ok(LinkSocket {
+                    io: LinkIo::Stream(tcp::TcpLink::open(cfg)?),
+                    mtu: link_mtu(cfg)?,
+                    interface: cfg.interface.clone(),
+                    queue: RecvQueue::default(),
+                });
+            }
         };
         let v6 = dest.is_ipv6();
-        let ctx = |what: &str, e: io::Error| {
-            io::Error::new(
-                e.kind(),
-                format!("sync link {} ({what}): {e}", cfg.interface),
-            )
-        };
+        let ctx = |what: &str, e: io::Error| link_err(cfg, what, e);
         // receive side
         let rfd = udp_socket(v6).map_err(|e| ctx("socket", e))?;
         let r = rfd.as_raw_fd();
@@ -311,15 +347,13 @@ impl LinkSocket {
             )
             .map_err(|e| ctx("IP_MULTICAST_TTL", e))?;
         }
-        let mtu = match cfg.mtu {
-            Some(m) => m,
-            None => interface_mtu(&cfg.interface).map_err(|e| ctx("MTU", e))?,
-        };
         Ok(LinkSocket {
-            recv: UdpSocket::from(rfd),
-            send: UdpSocket::from(sfd),
-            dest,
-            mtu,
+            io: LinkIo::Datagram {
+                recv: UdpSocket::from(rfd),
+                send: UdpSocket::from(sfd),
+                dest,
+            },
+            mtu: link_mtu(cfg)?,
             interface: cfg.interface.clone(),
             queue: RecvQueue::default(),
         })
@@ -332,8 +366,8 @@ impl LinkSocket {
         &self.queue
     }
 
-    /// The interface MTU (datagrams are MTU - 28 bytes at most on IPv4,
-    /// MTU - 48 on IPv6).
+    /// The interface MTU (the engine takes the link's header overhead
+    /// from it to size datagrams).
     pub fn mtu(&self) -> usize {
         self.mtu
     }
@@ -343,24 +377,59 @@ impl LinkSocket {
         &self.interface
     }
 
-    /// Sends one datagram to the peer or group.
+    /// Sends one datagram to the peer or group. A TCP link queues it for
+    /// its connection; an error then means the queue was full and its
+    /// oldest datagram was dropped.
     pub fn send(&self, datagram: &[u8]) -> io::Result<()> {
-        self.send.send_to(datagram, self.dest).map(|_| ())
+        match &self.io {
+            LinkIo::Datagram { send, dest, .. } => send.send_to(datagram, *dest).map(|_| ()),
+            LinkIo::Stream(t) => t.send(datagram),
+        }
     }
 
-    /// Receives one datagram: its length and source address.
+    /// Receives one datagram, or from a TCP link the complete messages
+    /// that arrived (never a part of one): its length and source address.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
-        self.recv.recv_from(buf).map(|(n, a)| (n, a.ip()))
+        match &self.io {
+            LinkIo::Datagram { recv, .. } => recv.recv_from(buf).map(|(n, a)| (n, a.ip())),
+            LinkIo::Stream(t) => t.recv(buf),
+        }
     }
 
-    /// The receive socket, to poll it or set a timeout or non-blocking mode.
-    pub fn recv_socket(&self) -> &UdpSocket {
-        &self.recv
+    /// How long [`LinkSocket::recv`] waits (None: until something comes).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match &self.io {
+            LinkIo::Datagram { recv, .. } => recv.set_read_timeout(timeout),
+            LinkIo::Stream(t) => {
+                t.set_read_timeout(timeout);
+                Ok(())
+            }
+        }
     }
 
-    /// The local address of the send socket (its ephemeral port).
+    /// A TCP link's queue of datagrams (None for UDP and multicast).
+    pub fn error_queue(&self) -> Option<tcp::ErrorQueue> {
+        match &self.io {
+            LinkIo::Datagram { .. } => None,
+            LinkIo::Stream(t) => Some(t.error_queue()),
+        }
+    }
+
+    /// A TCP link's connections (None for UDP and multicast).
+    pub fn tcp_state(&self) -> Option<tcp::TcpState> {
+        match &self.io {
+            LinkIo::Datagram { .. } => None,
+            LinkIo::Stream(t) => Some(t.state()),
+        }
+    }
+
+    /// The local address of the send socket (its ephemeral port); for
+    /// TCP, of the listening socket.
     pub fn send_addr(&self) -> io::Result<SocketAddr> {
-        self.send.local_addr()
+        match &self.io {
+            LinkIo::Datagram { send, .. } => send.local_addr(),
+            LinkIo::Stream(t) => Ok(t.listen_addr()),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use super::commit::InjectStats;
 use super::engine::{Engine, LinkView};
 use super::external::ExternalCache;
+use super::link::tcp::{ErrorQueue, TcpState};
 
 fn traffic(out: &mut String, l: &LinkView) {
     let s = &l.stats;
@@ -52,9 +53,10 @@ pub fn external_inject(out: &mut String, s: &InjectStats) {
     );
 }
 
-/// The active link's traffic and `message tracking:` (end of plain `-s`).
-pub fn summary(out: &mut String, e: &Engine) {
-    active_traffic(out, e);
+/// The active link's traffic and `message tracking:` (end of plain `-s`);
+/// `tcp` holds each TCP link's connections (by link index).
+pub fn summary(out: &mut String, e: &Engine, tcp: &[Option<TcpState>]) {
+    active_traffic(out, e, tcp);
     let n = e.net_stats();
     let _ = write!(
         out,
@@ -63,15 +65,22 @@ pub fn summary(out: &mut String, e: &Engine) {
     );
 }
 
-fn active_traffic(out: &mut String, e: &Engine) {
-    if let Some(l) = e.links().into_iter().find(|l| l.active) {
-        let _ = writeln!(out, "{} traffic (active device={}):", l.kind, l.name);
-        traffic(out, &l);
+fn active_traffic(out: &mut String, e: &Engine, tcp: &[Option<TcpState>]) {
+    let Some((i, l)) = e.links().into_iter().enumerate().find(|(_, l)| l.active) else {
+        return;
+    };
+    let _ = write!(out, "{} traffic (active device={})", l.kind, l.name);
+    if let Some(t) = tcp.get(i).copied().flatten() {
+        // conntrackd's TCP channel says how its two connections are
+        let word = |up| if up { "connected" } else { "disconnected" };
+        let _ = write!(out, " server={} client={}", word(t.server), word(t.client));
     }
+    out.push_str(":\n");
+    traffic(out, &l);
 }
 
 /// `-s network`.
-pub fn network(out: &mut String, e: &Engine) {
+pub fn network(out: &mut String, e: &Engine, tcp: &[Option<TcpState>]) {
     let n = e.net_stats();
     let _ = write!(
         out,
@@ -130,7 +139,7 @@ pub fn network(out: &mut String, e: &Engine) {
             dropped
         );
     }
-    active_traffic(out, e);
+    active_traffic(out, e, tcp);
 }
 
 /// `-s link`: every link with its state and role.
@@ -148,8 +157,10 @@ pub fn link(out: &mut String, e: &Engine) {
     }
 }
 
-/// `-s queue`.
-pub fn queue(out: &mut String, e: &Engine) {
+/// `-s queue`, in conntrackd's order: txqueue, errorq (what TCP links
+/// hold while they cannot send; conntrackd lists it for every link kind),
+/// rsqueue (FTFW).
+pub fn queue(out: &mut String, e: &Engine, errorq: ErrorQueue) {
     let q = e.queue_stats();
     let _ = write!(
         out,
@@ -157,11 +168,18 @@ pub fn queue(out: &mut String, e: &Engine) {
          queue txqueue:\n\
          current elements:\t\t{:>12}\n\
          maximum elements:\t\t{:>12}\n\
+         not enough space errors:\t{:>12}\n\n\
+         queue errorq:\n\
+         current elements:\t\t{:>12}\n\
+         maximum elements:\t\t{:>12}\n\
          not enough space errors:\t{:>12}\n\n",
-        q.tx_len + q.rs_len,
+        q.tx_len + q.rs_len + errorq.len,
         q.tx_len,
         i32::MAX,
-        0
+        0,
+        errorq.len,
+        errorq.max,
+        errorq.dropped
     );
     if e.mode() == super::config::ModeKind::Ftfw {
         let _ = write!(
@@ -175,9 +193,12 @@ pub fn queue(out: &mut String, e: &Engine) {
     }
 }
 
-/// `-s rsqueue`.
+/// `-s rsqueue` (FTFW only: in the other modes conntrackd answers with
+/// nothing).
 pub fn rsqueue(out: &mut String, e: &Engine) {
-    out.push_str(&e.rsqueue_text());
+    if e.mode() == super::config::ModeKind::Ftfw {
+        out.push_str(&e.rsqueue_text());
+    }
 }
 
 #[cfg(test)]
@@ -213,7 +234,7 @@ mod tests {
         e.on_timeout(t0 + std::time::Duration::from_secs(1));
         e.transmit(t0);
         let mut s = String::new();
-        summary(&mut s, &e);
+        summary(&mut s, &e, &[]);
         assert_eq!(
             s,
             "UDP traffic (active device=va):\n\
@@ -227,11 +248,22 @@ mod tests {
         link(&mut s, &e);
         assert!(s.starts_with("UDP traffic device=va status=RUNNING role=ACTIVE:\n"));
         let mut s = String::new();
-        queue(&mut s, &e);
-        assert!(s.contains("queue rsqueue:\ncurrent elements:\t\t           0\n"));
+        let errorq = ErrorQueue {
+            len: 2,
+            max: 128,
+            dropped: 1,
+        };
+        queue(&mut s, &e, errorq);
+        assert!(s.starts_with("allocated queue nodes:\t\t           2\n\nqueue txqueue:\n"));
+        assert!(s.contains(
+            "queue errorq:\ncurrent elements:\t\t           2\n\
+             maximum elements:\t\t         128\n\
+             not enough space errors:\t           1\n\n\
+             queue rsqueue:\ncurrent elements:\t\t           0\n"
+        ));
         assert!(s.contains("maximum elements:\t\t      131072\n"));
         let mut s = String::new();
-        network(&mut s, &e);
+        network(&mut s, &e, &[]);
         assert!(s.starts_with("network statistics:\n\trecv:\n\t\tMalformed messages:\t"));
         assert!(!s.contains("ctrack checks"));
         let mut s = String::new();
@@ -243,5 +275,25 @@ mod tests {
         let mut s = String::new();
         rsqueue(&mut s, &e);
         assert_eq!(s, "resent queue (len=0)\n");
+        // NOTRACK: no resend queue, in -s queue nor -s rsqueue
+        let notrack = Engine::new(
+            &SyncConfig {
+                mode: crate::sync::config::ModeKind::Notrack,
+                ..cfg.clone()
+            },
+            Start {
+                now: t0,
+                seq: 1,
+                mtus: vec![1500],
+                auth_key: None,
+                auth_seed: 0,
+                seed: 1,
+            },
+        );
+        let mut s = String::new();
+        rsqueue(&mut s, &notrack);
+        assert_eq!(s, "");
+        queue(&mut s, &notrack, ErrorQueue::default());
+        assert!(s.contains("queue errorq:") && !s.contains("rsqueue"), "{s}");
     }
 }

@@ -25,10 +25,6 @@ pub const MAX_DATAGRAM: usize = 65536;
 /// Bytes of IPv4 + UDP headers conntrackd subtracts from the link MTU to
 /// size its send buffer.
 pub const UDP_IP_OVERHEAD: usize = 28;
-/// Bytes of IPv6 + UDP headers: what an IPv6 link's datagrams leave of
-/// the MTU (conntrackd subtracts 28 there too, and its full datagrams are
-/// fragmented).
-pub const UDP_IP6_OVERHEAD: usize = 48;
 
 /// Message types (`enum nethdr_type`).
 pub mod ty {

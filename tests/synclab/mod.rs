@@ -74,6 +74,8 @@ pub enum Transport {
     Udp,
     /// IPv4 multicast on 225.0.0.50.
     Multicast,
+    /// TCP between the sync addresses (each side listens and connects).
+    Tcp,
 }
 
 /// Which side of the link a config is for.
@@ -101,6 +103,11 @@ pub fn transport_block(t: Transport, side: Side) -> String {
     match t {
         Transport::Udp => format!(
             "\tUDP Default {{\n\t\tIPv4_address {me}\n\t\tIPv4_Destination_Address {peer}\n\
+             \t\tPort {PORT}\n\t\tInterface {SYNC_IF}\n\t\tSndSocketBuffer 1249280\n\
+             \t\tRcvSocketBuffer 1249280\n\t\tChecksum on\n\t}}\n"
+        ),
+        Transport::Tcp => format!(
+            "\tTCP Default {{\n\t\tIPv4_address {me}\n\t\tIPv4_Destination_Address {peer}\n\
              \t\tPort {PORT}\n\t\tInterface {SYNC_IF}\n\t\tSndSocketBuffer 1249280\n\
              \t\tRcvSocketBuffer 1249280\n\t\tChecksum on\n\t}}\n"
         ),

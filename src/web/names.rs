@@ -112,7 +112,7 @@ fn stamp(p: &Option<PathBuf>) -> Option<SystemTime> {
         .and_then(|m| m.modified().ok())
 }
 
-fn read_capped(p: &Path) -> String {
+pub(super) fn read_capped(p: &Path) -> String {
     use std::io::Read;
     let mut s = Vec::new();
     if let Ok(f) = std::fs::File::open(p) {

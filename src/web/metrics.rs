@@ -115,6 +115,18 @@ impl Text {
         self.out.push(b'\n');
     }
 
+    /// A gauge of one sample in seconds, from milliseconds.
+    pub fn seconds(&mut self, name: &str, help: &str, ms: u64) {
+        if self.family(name, Kind::Gauge, help) {
+            self.sample_raw(name, &[], |out| {
+                push_u64(out, ms / 1000);
+                out.push(b'.');
+                let frac = ms % 1000;
+                out.extend_from_slice(format!("{frac:03}").as_bytes());
+            });
+        }
+    }
+
     /// A family of one sample.
     pub fn single(&mut self, name: &str, kind: Kind, help: &str, v: u64) {
         if self.family(name, kind, help) {
@@ -272,6 +284,7 @@ mod tests {
             "test",
         );
         t.single("ctrack_table_entries", Kind::Gauge, "Entries.", 5);
+        t.seconds("ctrack_d_seconds", "A duration.", 1_042);
         t.single("ctrack_table_entries", Kind::Gauge, "Entries again.", 6);
         let s = String::from_utf8(t.out).unwrap();
         for want in [
@@ -291,6 +304,7 @@ mod tests {
             "ctrack_flows{family=\"ipv4\",proto=\"tcp\",state=\"ESTABLISHED\"} 4\n",
             "ctrack_flows{family=\"ipv6\",proto=\"200\",state=\"\"} 1\n",
             "ctrack_table_entries 5\n",
+            "ctrack_d_seconds 1.042\n",
         ] {
             assert!(s.contains(want), "{want}\n---\n{s}");
         }

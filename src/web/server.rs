@@ -1054,10 +1054,9 @@ fn metrics_reply(sh: &Arc<Shared>, rq: Request) {
         "Memory of the web's table.",
         s.memory_bytes,
     );
-    t.single(
-        "ctrack_web_snapshot_last_dump_milliseconds",
-        Kind::Gauge,
-        "Duration of the last kernel dump, in milliseconds.",
+    t.seconds(
+        "ctrack_web_snapshot_last_dump_seconds",
+        "Duration of the last kernel dump.",
         s.last_dump_ms,
     );
     t.single(

@@ -10,42 +10,118 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
 use ctrack::netlink::socket::in_netns;
 use ctrack::web::{Handle, Hub, Limits, Server, WebConfig, WebContext};
 
 use crate::lab::Netns;
 use crate::support::TempDir;
 
-/// Limits for tests: the normal ones, but no rate limit in the way.
+/// Limits for tests: the normal ones, but no rate limit in the way, and
+/// one client (every test client is 127.0.0.1) may use every connection,
+/// stream and large reply.
 pub fn test_limits() -> Limits {
+    let l = Limits::default();
     Limits {
         rate_per_sec: 100_000,
         rate_burst: 100_000,
-        ..Limits::default()
+        max_conns_per_client: l.max_conns,
+        max_streams_per_client: l.max_streams,
+        max_heavy_per_client: l.max_heavy,
+        ..l
     }
 }
 
-/// Starts the server on 127.0.0.1 (port chosen by the kernel) inside `ns`.
-pub fn start(ns: &Netns, mut cfg: WebConfig, hub: Hub) -> Handle {
+/// A running test server and the kernel event feed into its hub (as
+/// ctrackd's event reader and `ctrack web` have).
+pub struct Web {
+    handle: Option<Handle>,
+    feed: Option<(Arc<AtomicBool>, JoinHandle<u64>)>,
+}
+
+impl Web {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle().local_addr()
+    }
+
+    /// Its counters (`/api/v1/stats`'s `web`).
+    pub fn stats(&self) -> serde_json::Value {
+        self.handle().stats()
+    }
+
+    fn handle(&self) -> &Handle {
+        self.handle.as_ref().expect("a running server")
+    }
+
+    /// Stops the server and the feed.
+    pub fn stop(mut self) {
+        self.end_feed();
+        if let Some(h) = self.handle.take() {
+            h.stop();
+        }
+    }
+
+    fn end_feed(&mut self) {
+        if let Some((stop, t)) = self.feed.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        self.end_feed();
+    }
+}
+
+/// Starts the server on 127.0.0.1 (port chosen by the kernel) inside
+/// `ns`, with kernel events of `ns` fed to `hub`.
+pub fn start(ns: &Netns, mut cfg: WebConfig, hub: Hub) -> Web {
     cfg.address = "127.0.0.1".parse().unwrap();
     cfg.port = 0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed =
+        ctrack::web::standalone::feed_events(Some(ns.name.clone()), hub.clone(), stop.clone())
+            .expect("event feed");
     let ctx = WebContext {
         netns: Some(ns.name.clone()),
         hub,
-        stats: Some(std::sync::Arc::new(
+        stats: Some(Arc::new(
             || serde_json::json!({"cache": {"entries": 7, "overruns": 0}, "sync": {"up": true}}),
         )),
         log: None,
+        flow_counts: None,
     };
-    Server::start(cfg, ctx).expect("web server starts")
+    let handle = Server::start(cfg, ctx).expect("web server starts");
+    Web {
+        handle: Some(handle),
+        feed: Some((stop, feed)),
+    }
 }
 
-/// A config with test limits and the given files.
+/// A config with test limits and counters fresh for every request
+/// (`CounterInterval 0`: each request waits for a dump that started after
+/// it came, so lists equal what conntrack shows right after).
 pub fn config() -> WebConfig {
     WebConfig {
         limits: test_limits(),
+        counter_interval: std::time::Duration::ZERO,
         ..WebConfig::default()
     }
+}
+
+/// Writes a token file readable by its owner only.
+pub fn token_file(dir: &std::path::Path, name: &str, token: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, token).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
 }
 
 /// Opens a TCP connection from inside `ns`.
@@ -158,7 +234,9 @@ pub fn raw(ns: &Netns, addr: SocketAddr, request: &[u8]) -> Reply {
 
 /// One request with `Connection: close`.
 pub fn req(ns: &Netns, addr: SocketAddr, method: &str, target: &str, extra: &str) -> Reply {
-    let r = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n");
+    let r = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
+    );
     raw(ns, addr, r.as_bytes())
 }
 

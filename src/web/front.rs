@@ -851,6 +851,7 @@ fn admit(
         return;
     }
     let _ = tcp.set_nodelay(true);
+    set_send_buffer(&tcp, SEND_BUFFER);
     let key = access::client_key(peer);
     let seen: Vec<(Phase, IpAddr, Instant)> = conns
         .iter()
@@ -874,6 +875,25 @@ fn admit(
         }
     }
     conns.push(Conn::new(tcp, peer, Instant::now(), sh.limits.head_timeout));
+}
+
+/// The kernel's send buffer of a client socket: a fixed size (no
+/// autotuning to megabytes per connection), so the bytes the front has
+/// written are close to what the client took (the minimum rate is judged
+/// on them) and a slow reader pins little kernel memory.
+const SEND_BUFFER: i32 = 128 * 1024;
+
+fn set_send_buffer(tcp: &TcpStream, bytes: i32) {
+    // SAFETY: setsockopt reads an int we pass, on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        );
+    }
 }
 
 /// One second (the rate check's period).

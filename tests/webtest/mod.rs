@@ -134,6 +134,64 @@ pub fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Opens a TCP connection from inside `ns` with source address `src` (a
+/// second client on the same loopback: 127.0.0.2).
+pub fn connect_from(ns: &Netns, src: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::IpAddr::V4(src) = src else {
+        panic!("IPv4 sources only")
+    };
+    let std::net::IpAddr::V4(dst) = addr.ip() else {
+        panic!("IPv4 servers only")
+    };
+    let sin = |a: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(a).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let fd = in_netns(&ns.name, || {
+        // SAFETY: plain socket calls on a descriptor this closure owns;
+        // the sockaddr structs live across the calls.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let s = OwnedFd::from_raw_fd(fd);
+            let me = sin(src, 0);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            if libc::bind(fd, (&me as *const libc::sockaddr_in).cast(), len) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let to = sin(dst, addr.port());
+            if libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(s)
+        }
+    })
+    .expect("connect from a second address");
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// A GET from source address `src`.
+pub fn get_from(ns: &Netns, src: std::net::IpAddr, addr: SocketAddr, target: &str) -> Reply {
+    let mut s = connect_from(ns, src, addr);
+    let r = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        addr.ip()
+    );
+    let _ = s.write_all(r.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    parse(&out)
+}
+
 /// A parsed reply.
 #[derive(Debug)]
 pub struct Reply {

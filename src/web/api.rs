@@ -8,6 +8,7 @@
 //! at a time, taking the table's read lock for each chunk only, so a slow
 //! reader holds no lock and no copy of the table.
 
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use crate::flow::addr::{push_ip, push_u64};
@@ -18,7 +19,7 @@ use crate::netlink::ct::{self, CtRequest, cta, msg};
 use crate::netlink::{Conntrack, Error as NlError};
 
 use super::names::Names;
-use super::query::{ApiError, FlowQuery};
+use super::query::{ApiError, FlowQuery, SortKey};
 use super::snapshot::{Pin, Store};
 use super::table::{Row, Table};
 
@@ -195,32 +196,75 @@ pub struct Selection {
     pub tally: Tally,
 }
 
+/// Windows up to this many rows (`offset + limit`) are ordered with a
+/// bounded heap of keys, one key per row; larger ones sort the slots.
+pub const HEAP_WINDOW: usize = 4096;
+
 /// Selects the rows of `q`'s window: the filter's rows, ordered by `q`'s
 /// sort (ties by slot, so paging is stable), from `offset`, at most
-/// `limit`. Only the window is fully ordered (a selection step puts it
-/// first).
+/// `limit`. A small window keeps a heap of its best keys (each row's key
+/// computed once); a large one orders the slots (4 bytes a row) with
+/// keys read from the rows, fully ordering only the window.
 pub fn select(t: &Table, q: &FlowQuery, names: &Names, now: u32) -> Selection {
-    let mut slots: Vec<u32> = if q.filter.is_empty() {
-        t.iter().map(|(s, _)| s).collect()
-    } else {
-        t.iter()
-            .filter(|(_, r)| q.filter.matches(&r.to_flow(now), names))
-            .map(|(s, _)| s)
-            .collect()
-    };
-    let tally = Tally {
+    let filtered = !q.filter.is_empty();
+    let hit = |r: &Row| !filtered || q.filter.matches(&r.to_flow(now), names);
+    let mut tally = Tally {
         total: t.len() as u64,
-        matched: slots.len() as u64,
+        matched: 0,
         acct: t.acct(),
         counters_age: t.counters_epoch().map(|e| now.saturating_sub(e)),
     };
+    let end = q.limit.map_or(usize::MAX, |l| q.offset.saturating_add(l));
+    let pick = |s: u32| t.get_slot(s).map(|r| (s, r.id()));
+    if q.sort.is_empty() {
+        // table order: the window as it comes
+        let mut picks = Vec::new();
+        for (s, r) in t.iter() {
+            if !hit(r) {
+                continue;
+            }
+            let i = tally.matched as usize;
+            tally.matched += 1;
+            if i >= q.offset && i < end {
+                picks.push((s, r.id()));
+            }
+        }
+        return Selection { picks, tally };
+    }
+    if end <= HEAP_WINDOW {
+        // the heap's top is the worst kept: a better row replaces it
+        let mut heap: BinaryHeap<(SortKey, u32)> = BinaryHeap::with_capacity(end + 1);
+        for (s, r) in t.iter() {
+            if !hit(r) {
+                continue;
+            }
+            tally.matched += 1;
+            if end == 0 {
+                continue;
+            }
+            let k = (q.sort.key(r, now), s);
+            if heap.len() < end {
+                heap.push(k);
+            } else if let Some(mut top) = heap.peek_mut()
+                && k < *top
+            {
+                *top = k;
+            }
+        }
+        let ranked = heap.into_sorted_vec();
+        let picks = ranked
+            .iter()
+            .skip(q.offset)
+            .filter_map(|&(_, s)| pick(s))
+            .collect();
+        return Selection { picks, tally };
+    }
+    let mut slots: Vec<u32> = t.iter().filter(|(_, r)| hit(r)).map(|(s, _)| s).collect();
+    tally.matched = slots.len() as u64;
     let start = q.offset.min(slots.len());
-    let end = q
-        .limit
-        .map_or(slots.len(), |l| start.saturating_add(l).min(slots.len()));
-    if !q.sort.is_empty() && start < end {
-        let row = |s: u32| t.get_slot(s);
-        let order = |a: &u32, b: &u32| match (row(*a), row(*b)) {
+    let end = end.min(slots.len());
+    if start < end {
+        let order = |a: &u32, b: &u32| match (t.get_slot(*a), t.get_slot(*b)) {
             (Some(x), Some(y)) => q.sort.cmp(x, y, now).then(a.cmp(b)),
             _ => a.cmp(b),
         };
@@ -231,9 +275,9 @@ pub fn select(t: &Table, q: &FlowQuery, names: &Names, now: u32) -> Selection {
         slots.sort_unstable_by(order);
     }
     slots.truncate(end);
-    let picks = slots[start..]
+    let picks = slots[start.min(slots.len())..]
         .iter()
-        .filter_map(|&s| t.get_slot(s).map(|r| (s, r.id())))
+        .filter_map(|&s| pick(s))
         .collect();
     Selection { picks, tally }
 }
@@ -603,6 +647,28 @@ mod tests {
         assert_eq!(one, vec![1]);
         let (last, _) = ids(&t, "sort=-id&limit=1&offset=499");
         assert_eq!(last, vec![1]);
+        let (filtered, tally) = ids(&t, "mark=2&limit=5&offset=3");
+        assert_eq!(filtered.len(), 5);
+        assert_eq!(tally.matched, 166);
+        let (sorted, tally) = ids(&t, "mark=2&sort=id&limit=5&offset=3");
+        assert_eq!(sorted, vec![12, 15, 18, 21, 24]);
+        assert_eq!(tally.matched, 166);
+    }
+
+    #[test]
+    fn heap_and_full_orders_agree() {
+        // windows on both sides of HEAP_WINDOW give the same order
+        let t = table_of(HEAP_WINDOW as u32 + 900);
+        let (whole, _) = ids(&t, "sort=-bytes,sport");
+        let (small, _) = ids(&t, &format!("sort=-bytes,sport&limit={}", HEAP_WINDOW));
+        let (big, _) = ids(&t, &format!("sort=-bytes,sport&limit={}", HEAP_WINDOW + 1));
+        assert_eq!(small, whole[..HEAP_WINDOW].to_vec());
+        assert_eq!(big, whole[..HEAP_WINDOW + 1].to_vec());
+        let (tail, _) = ids(
+            &t,
+            &format!("sort=-bytes,sport&offset={}&limit=10", HEAP_WINDOW - 5),
+        );
+        assert_eq!(tail, whole[HEAP_WINDOW - 5..HEAP_WINDOW + 5].to_vec());
     }
 
     #[test]

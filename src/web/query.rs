@@ -213,49 +213,70 @@ impl WebFilter {
 
 /// True when the flow's searchable text (protocol, state, addresses,
 /// ports, names, status words, helper) contains every word of `q`
-/// (lower case).
+/// (lower case). The text is built in a buffer of this thread, without
+/// the formatting machinery (this runs for every row of a filtered list).
 fn text_contains(f: &Flow, names: &Names, q: &[String]) -> bool {
-    let mut s = String::with_capacity(160);
-    use std::fmt::Write;
-    let _ = write!(
-        s,
-        "{} {} {} ",
-        names::l3_name(f.family),
-        names::l4_name(f.orig.proto),
-        state_name(f).unwrap_or("")
-    );
-    for t in [&f.orig, &f.reply] {
-        let _ = write!(s, "{} {} ", t.src, t.dst);
-        if proto::has_ports(t.proto) {
-            let _ = write!(
-                s,
-                "{}:{} {}:{} {} {} ",
-                t.src, t.sport, t.dst, t.dport, t.sport, t.dport
-            );
-        }
+    use crate::flow::addr::{push_ip, push_u64};
+    thread_local! {
+        static TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    for a in addrs(f) {
-        if let Some(n) = names.get(&a) {
-            s.push_str(n);
-            s.push(' ');
-        }
-    }
-    if let Some(st) = f.status {
-        for (bit, name) in STATUS_NAMES {
-            if st & bit != 0 {
-                s.push_str(name);
-                s.push(' ');
+    TEXT.with(|cell| {
+        let mut s = cell.borrow_mut();
+        s.clear();
+        let word = |s: &mut Vec<u8>, w: &[u8]| {
+            s.extend_from_slice(w);
+            s.push(b' ');
+        };
+        word(&mut s, names::l3_name(f.family).as_bytes());
+        word(&mut s, names::l4_name(f.orig.proto).as_bytes());
+        word(&mut s, state_name(f).unwrap_or("").as_bytes());
+        for t in [&f.orig, &f.reply] {
+            for (a, port) in [(t.src, t.sport), (t.dst, t.dport)] {
+                push_ip(&mut s, a);
+                s.push(b' ');
+                if proto::has_ports(t.proto) {
+                    push_ip(&mut s, a);
+                    s.push(b':');
+                    push_u64(&mut s, port as u64);
+                    s.push(b' ');
+                    push_u64(&mut s, port as u64);
+                    s.push(b' ');
+                }
             }
         }
-        if st & status::SEEN_REPLY == 0 {
-            s.push_str("UNREPLIED ");
+        for a in addrs(f) {
+            if let Some(n) = names.get(&a) {
+                word(&mut s, n.as_bytes());
+            }
         }
+        if let Some(st) = f.status {
+            for (bit, name) in STATUS_NAMES {
+                if st & bit != 0 {
+                    word(&mut s, name.as_bytes());
+                }
+            }
+            if st & status::SEEN_REPLY == 0 {
+                word(&mut s, b"UNREPLIED");
+            }
+        }
+        if let Some(h) = &f.helper {
+            s.extend_from_slice(h.as_bytes());
+        }
+        s.make_ascii_lowercase();
+        q.iter().all(|w| contains(&s, w.as_bytes()))
+    })
+}
+
+/// True when `needle` occurs in `hay` (first byte first: most places
+/// fail there, without a slice comparison).
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    if hay.len() < needle.len() {
+        return false;
     }
-    if let Some(h) = &f.helper {
-        s.push_str(&String::from_utf8_lossy(h.as_bytes()));
-    }
-    s.make_ascii_lowercase();
-    q.iter().all(|w| s.contains(w.as_str()))
+    (0..=hay.len() - needle.len()).any(|i| hay[i] == first && hay[i + 1..i + needle.len()] == *rest)
 }
 
 /// A field flows can be sorted by.
@@ -763,6 +784,18 @@ mod tests {
         assert!(!m("status=UNREPLIED"));
         assert!(m("mark=5"));
         assert!(!m("nat=snat"));
+    }
+
+    #[test]
+    fn substring_search() {
+        assert!(contains(b"abc", b""));
+        assert!(contains(b"abc", b"abc"));
+        assert!(contains(b"xabc", b"bc"));
+        assert!(contains(b"aab", b"ab"));
+        assert!(!contains(b"abc", b"abcd"));
+        assert!(!contains(b"abc", b"ac"));
+        assert!(!contains(b"", b"a"));
+        assert!(contains(b"a", b"a"));
     }
 
     #[test]

@@ -524,9 +524,8 @@ impl Table {
         self.rows.get(slot as usize).filter(|r| r.flags & LIVE != 0)
     }
 
-    /// The slot of the row with `probe`'s key.
-    fn find(&self, probe: &Row) -> Option<(u64, u32)> {
-        let h = probe.key_hash(&self.hasher);
+    /// The slot of the row with `probe`'s key (whose hash is `h`).
+    fn find(&self, h: u64, probe: &Row) -> Option<(u64, u32)> {
         let slot = *self.index.get(&h)?;
         self.rows[slot as usize]
             .same_key(probe)
@@ -613,7 +612,8 @@ impl Table {
         let Some(probe) = Row::from_flow(f, now.epoch) else {
             return;
         };
-        let found = self.find(&probe);
+        let h = probe.key_hash(&self.hasher);
+        let found = self.find(h, &probe);
         if kind == EventKind::Destroy {
             if let Some((h, slot)) = found {
                 let r = &self.rows[slot as usize];
@@ -624,13 +624,13 @@ impl Table {
             if let Some(d) = self.dumping.as_mut()
                 && d.gone.len() < MAX_GONE
             {
-                d.gone.insert(probe.key_hash(&self.hasher));
+                d.gone.insert(h);
             }
             return;
         }
         let dumping = self.dumping.is_some();
         match found {
-            Some((h, slot)) => {
+            Some((_, slot)) => {
                 let r = &mut self.rows[slot as usize];
                 if f.id.is_some_and(|id| id != r.id) {
                     // the old flow went without our hearing: a new one
@@ -640,7 +640,6 @@ impl Table {
                         fresh.flags |= SEEN;
                     }
                     self.rows[slot as usize] = fresh;
-                    let _ = h;
                 } else {
                     r.take_state(f, now.epoch);
                     if dumping {
@@ -649,7 +648,6 @@ impl Table {
                 }
             }
             None => {
-                let h = probe.key_hash(&self.hasher);
                 let mut row = probe;
                 if kind == EventKind::New {
                     row.start = now.epoch;
@@ -697,7 +695,7 @@ impl Table {
         let start = f
             .timestamp_start
             .map(|ns| (ns / 1_000_000_000).min(u32::MAX as u64) as u32);
-        let slot = match self.find(&probe) {
+        let slot = match self.find(h, &probe) {
             Some((_, slot)) if f.id.is_none_or(|id| id == self.rows[slot as usize].id) => {
                 self.rows[slot as usize].take_state(f, now.epoch);
                 slot

@@ -119,13 +119,13 @@ kib() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$PID/status"; }
 # REFRESHES page refreshes 2 s apart on a page opened now; prints the CPU
 # per refresh (ms) and the median latency (ms)
 refreshes() {
-    local t0 t1 start times=() i
+    local t0 t1 start times=() i t code
     t0=$(cpu_ticks)
     for i in $(seq "$REFRESHES"); do
         start=$(date +%s.%N)
-        set -- $(page_curl "$PAGE")
-        [ "$2" = 200 ] || { echo "HTTP $2 from the page" >&2; exit 1; }
-        times+=("$1")
+        read -r t code _ < <(page_curl "$PAGE")
+        [ "$code" = 200 ] || { echo "HTTP $code from the page" >&2; exit 1; }
+        times+=("$t")
         [ "$i" -lt "$REFRESHES" ] && sleep "$(echo "2 - ($(date +%s.%N) - $start)" | bc | sed 's/^-.*/0/')"
     done
     t1=$(cpu_ticks)
@@ -174,12 +174,12 @@ sleep 3
 lat_page=() lat_list=() bad=0
 end=$(( $(date +%s) + SECS - 5 ))
 while [ "$(date +%s)" -lt "$end" ]; do
-    set -- $(page_curl "$U/")
-    [ "$2" = 200 ] || bad=$((bad + 1))
-    lat_page+=("$1")
-    set -- $(page_curl "$PAGE")
-    [ "$2" = 200 ] || bad=$((bad + 1))
-    lat_list+=("$1")
+    read -r t code _ < <(page_curl "$U/")
+    [ "$code" = 200 ] || bad=$((bad + 1))
+    lat_page+=("$t")
+    read -r t code _ < <(page_curl "$PAGE")
+    [ "$code" = 200 ] || bad=$((bad + 1))
+    lat_list+=("$t")
     sleep 1
 done
 wait "$HOSTILE" || true
@@ -201,11 +201,11 @@ echo
 echo "== the API on $count flows (median of runs, one client, ctrackd with the default CounterInterval)"
 start_daemon "" "$BIN"
 timeit() { # runs url
-    local runs=$1 url=$2 times=() size=0
+    local runs=$1 url=$2 times=() size=0 t code
     for _ in $(seq "$runs"); do
-        set -- $(page_curl "$url")
-        [ "$2" = 200 ] || { echo "HTTP $2 from $url" >&2; exit 1; }
-        times+=("$1"); size=$3
+        read -r t code size < <(page_curl "$url")
+        [ "$code" = 200 ] || { echo "HTTP $code from $url" >&2; exit 1; }
+        times+=("$t")
     done
     med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
     printf '%8.1f ms  %9s bytes' "$(echo "$med * 1000" | bc)" "$size"

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use crate::flow::{EventKind, Flow};
 use crate::netlink::ct::{CtRequest, msg};
 use crate::netlink::{Conntrack, Event};
 
@@ -67,6 +68,11 @@ pub fn idle(now: Instant, last_watch: Option<Instant>, interval: Duration, busy:
 /// How long a request waits for a dump it needs before answering 503.
 const DUMP_WAIT: Duration = Duration::from_secs(30);
 
+/// Events kept while a request reads the table (the event thread never
+/// waits for a reader); past this the table is marked stale and the next
+/// request asks for a dump, which repairs it.
+const MAX_PENDING: usize = 4096;
+
 /// The refresher's state, under one mutex.
 #[derive(Debug, Default)]
 struct Ctl {
@@ -113,6 +119,11 @@ pub struct Store {
     /// Replies in progress that name rows by slot (no compaction then).
     pins: AtomicU32,
     stats: Mutex<SnapshotStats>,
+    /// Events that came while the table was being read, in order.
+    pending: Mutex<Vec<(EventKind, Flow)>>,
+    /// Events were lost (more pending than [`MAX_PENDING`]): the next
+    /// request asks for a dump.
+    stale: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -163,6 +174,8 @@ impl Store {
             base: Instant::now(),
             pins: AtomicU32::new(0),
             stats: Mutex::new(SnapshotStats::default()),
+            pending: Mutex::new(Vec::new()),
+            stale: AtomicBool::new(false),
         }
     }
 
@@ -178,30 +191,54 @@ impl Store {
         }
     }
 
-    /// Applies a kernel event to the table, when there is one.
+    /// Applies a kernel event to the table, when there is one. Never
+    /// waits for a reader: while one reads, the event is kept for the next
+    /// writer (at most [`MAX_PENDING`]; past it the table is marked stale
+    /// and repaired by the next dump).
     pub fn apply(&self, ev: &Event) {
         if !self.live.load(Ordering::Acquire) {
             return;
         }
-        let now = self.clock();
-        if let Ok(mut t) = self.table.write()
-            && let Some(t) = t.as_mut()
-        {
-            t.apply(ev.kind, &ev.flow, now);
+        match self.table.try_write() {
+            Ok(mut t) => {
+                let now = self.clock();
+                if let Some(t) = t.as_mut() {
+                    self.drain_into(t, now);
+                    t.apply(ev.kind, &ev.flow, now);
+                }
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if let Ok(mut p) = self.pending.lock() {
+                    if p.len() < MAX_PENDING {
+                        p.push((ev.kind, ev.flow.clone()));
+                    } else {
+                        p.clear();
+                        self.stale.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            Err(std::sync::TryLockError::Poisoned(_)) => {}
         }
     }
 
-    /// Applies a batch of events under one lock.
-    pub fn apply_all(&self, evs: &[Event]) {
-        if !self.live.load(Ordering::Acquire) || evs.is_empty() {
-            return;
+    /// Applies the events kept while the table was read.
+    fn drain_into(&self, t: &mut Table, now: Clock) {
+        let kept = match self.pending.lock() {
+            Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p),
+            _ => return,
+        };
+        for (kind, f) in &kept {
+            t.apply(*kind, f, now);
         }
-        let now = self.clock();
-        if let Ok(mut t) = self.table.write()
-            && let Some(t) = t.as_mut()
-        {
-            for ev in evs {
-                t.apply(ev.kind, &ev.flow, now);
+    }
+
+    /// Applies the kept events now (a writer of the web's own).
+    fn drain(&self) {
+        let has = self.pending.lock().is_ok_and(|p| !p.is_empty());
+        if has && let Ok(mut t) = self.table.write() {
+            let now = self.clock();
+            if let Some(t) = t.as_mut() {
+                self.drain_into(t, now);
             }
         }
     }
@@ -213,6 +250,7 @@ impl Store {
     /// cannot be read.
     pub fn view(&self, wants_counters: bool) -> Result<View<'_>, ApiError> {
         let arrived = Instant::now();
+        self.drain();
         {
             let mut c = self.lock_ctl()?;
             c.last_watch = Some(arrived);
@@ -230,8 +268,9 @@ impl Store {
                 .map(|t| t.as_ref().is_some_and(|t| t.dumps() > 0))
                 .unwrap_or(false);
             let p = plan(arrived, self.interval, seeded, c.last_start);
+            let stale = self.stale.swap(false, Ordering::SeqCst);
             let p = Plan {
-                ask: p.ask && (wants_counters || !seeded),
+                ask: (p.ask && (wants_counters || !seeded)) || stale,
                 wait: p.wait && (wants_counters || !seeded),
             };
             if p.ask {
@@ -333,6 +372,7 @@ impl Store {
                     if c.wanted {
                         break;
                     }
+                    self.drain();
                     let busy = self.pins.load(Ordering::SeqCst) > 0;
                     if self.live.load(Ordering::Acquire)
                         && idle(Instant::now(), c.last_watch, self.interval, busy)
@@ -375,6 +415,9 @@ impl Store {
         if let Ok(mut t) = self.table.write() {
             *t = None;
         }
+        if let Ok(mut p) = self.pending.lock() {
+            *p = Vec::new();
+        }
         if let Ok(mut s) = self.stats.lock() {
             s.drops += 1;
         }
@@ -413,7 +456,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::EventKind;
 
     #[test]
     fn requests_ask_for_counters_once_they_are_old() {
@@ -489,5 +531,54 @@ mod tests {
         });
         assert!(st.read().is_none());
         assert_eq!(st.stats().rows, 0);
+    }
+
+    #[test]
+    fn events_never_wait_for_a_reader() {
+        let st = Store::new(None, Duration::from_secs(30));
+        let mut t = Table::new();
+        t.begin_dump(Clock::default());
+        t.end_dump(true, Clock::default());
+        st.install(t);
+        let ev = |i: u32, kind| {
+            let mut f = crate::flow::testutil::tcp4();
+            f.orig.sport = i as u16 + 1;
+            f.id = Some(i + 1);
+            Event {
+                kind,
+                flow: f,
+                portid: 0,
+            }
+        };
+        {
+            // a reader holds the table: events wait in order beside it
+            let v = st.read().unwrap();
+            st.apply(&ev(1, EventKind::New));
+            st.apply(&ev(2, EventKind::New));
+            st.apply(&ev(1, EventKind::Destroy));
+            assert_eq!(v.table().len(), 0);
+        }
+        // the next writer applies them first, in order
+        st.apply(&ev(3, EventKind::New));
+        let ids: Vec<u32> = st
+            .read()
+            .unwrap()
+            .table()
+            .iter()
+            .map(|(_, r)| r.id())
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&3) && ids.contains(&4), "{ids:?}");
+        // too many while read: the table is stale, a request asks for a dump
+        {
+            let _v = st.read().unwrap();
+            for i in 0..=MAX_PENDING as u32 {
+                st.apply(&ev(100 + i, EventKind::New));
+            }
+        }
+        assert!(st.stale.load(Ordering::SeqCst));
+        assert!(st.pending.lock().unwrap().is_empty());
+        st.drain();
+        assert_eq!(st.read().unwrap().table().len(), 2);
     }
 }

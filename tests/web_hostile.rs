@@ -202,6 +202,23 @@ fn http10_full_lists_stream_without_a_length_and_large_replies_are_capped() {
     // HTTP/1.0 without Host is fine (no browser sends that)
     let r = raw(&ns, a, b"GET /api/v1/stats HTTP/1.0\r\n\r\n");
     assert_eq!(r.status, 200);
+    // a client that half-closes after its request (as netcat does) still
+    // gets the whole reply
+    let mut s = webtest::connect(&ns, a);
+    s.write_all(
+        format!(
+            "GET /api/v1/connections HTTP/1.0\r\nHost: {}\r\n\r\n",
+            a.ip()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let r = webtest::parse(&out);
+    assert_eq!(r.status, 200);
+    assert!(r.json()["items"].as_array().unwrap().len() >= 5000);
     // a CSV of the whole table streams too
     let r = get(&ns, a, "/api/v1/connections?format=csv&sort=src");
     assert_eq!(r.status, 200);

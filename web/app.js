@@ -221,7 +221,7 @@
     if (st.sort) p.set('sort', st.sort);
     p.set('limit', st.size);
     p.set('offset', st.offset);
-    const d = await getJSON('/api/v1/connections?' + p.toString());
+    const d = await getJSON('api/v1/connections?' + p.toString());
     if (d.matched > 0 && st.offset >= d.matched) {
       st.offset = Math.max(0, Math.floor((d.matched - 1) / st.size) * st.size);
       return loadFlows();
@@ -296,7 +296,7 @@
   }
   async function loadHosts() {
     const p = params();
-    const d = await getJSON('/api/v1/hosts?' + p.toString());
+    const d = await getJSON('api/v1/hosts?' + p.toString());
     st.hosts = d.hosts;
     const note = $('acct-note');
     note.hidden = d.acct !== false;
@@ -393,7 +393,7 @@
         const t = $('token').value.trim();
         if (t) { st.token = t; sessionStorage.setItem('ctrack-token', t); }
       }
-      const r = await fetch('/api/v1/connections?' + query, { method: 'DELETE', headers: headers() });
+      const r = await fetch('api/v1/connections?' + query, { method: 'DELETE', headers: headers() });
       let body = null;
       try { body = await r.json(); } catch (e) { body = null; }
       return { r, body };
@@ -449,7 +449,7 @@
     if (st.sort) p.set('sort', st.sort);
     p.set('format', 'csv');
     try {
-      const r = await fetch('/api/v1/connections?' + p.toString(), { cache: 'no-store', headers: headers() });
+      const r = await fetch('api/v1/connections?' + p.toString(), { cache: 'no-store', headers: headers() });
       if (!r.ok) throw new Error('HTTP ' + r.status);
       const url = URL.createObjectURL(await r.blob());
       const a = document.createElement('a');
@@ -476,7 +476,7 @@
     if (mode === 'poll') announce('Live event stream unavailable, counts are polled');
   }
   async function stream() {
-    const r = await fetch('/api/v1/events', { cache: 'no-store', headers: headers() });
+    const r = await fetch('api/v1/events', { cache: 'no-store', headers: headers() });
     if (r.status === 401) { await askToken(); return false; }
     if (!r.ok || !r.body) return false;
     setEventMode('stream');
@@ -501,7 +501,7 @@
     const end = Date.now() + ms;
     while (Date.now() < end) {
       try {
-        const s = await getJSON('/api/v1/stats');
+        const s = await getJSON('api/v1/stats');
         const w = s.web || {};
         const now = Date.now();
         if (last) {

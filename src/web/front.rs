@@ -183,6 +183,8 @@ struct Conn {
     sent: u64,
     /// What the server knows of this connection (from the relay on).
     state: Option<Arc<ConnState>>,
+    /// The client has sent its end (half-closed) during the relay.
+    client_eof: bool,
 }
 
 impl Drop for Conn {
@@ -217,6 +219,7 @@ impl Conn {
             reply_started: None,
             sent: 0,
             state: None,
+            client_eof: false,
         }
     }
 
@@ -259,8 +262,8 @@ impl Conn {
             Phase::Head => (libc::POLLIN, 0),
             Phase::Relay => {
                 // the client is read all along: its body, then nothing but
-                // its close, which ends the request (as nginx does)
-                let mut c = libc::POLLIN;
+                // its end of sending (see Conn::read_body)
+                let mut c = if self.client_eof { 0 } else { libc::POLLIN };
                 let mut u = 0;
                 if self.pending_out() && self.marked {
                     c |= libc::POLLOUT;
@@ -500,7 +503,13 @@ impl Conn {
             scratch.len()
         };
         match (&self.tcp).read(&mut scratch[..want]) {
-            Ok(0) => self.phase = Phase::Dead,
+            // the client is done sending: gone, for an event stream (its
+            // place is free at once) or a body cut short; a request's
+            // reply still goes out (an HTTP/1.0 client may half-close,
+            // as netcat does; a client that really left makes the next
+            // write fail)
+            Ok(0) if self.body_left > 0 || self.is_stream() => self.phase = Phase::Dead,
+            Ok(0) => self.client_eof = true,
             Ok(n) if self.body_left > 0 => {
                 self.to_up.extend_from_slice(&scratch[..n]);
                 self.body_left -= n;

@@ -27,29 +27,53 @@ use crate::netlink::{Conntrack, Event};
 use super::query::ApiError;
 use super::table::{Clock, Table};
 
+/// What a request waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Nothing: it is answered from the table as it is.
+    No,
+    /// The first dump into a new table (any, even one already running).
+    Seeded,
+    /// A dump that started after the request arrived (interval 0).
+    Fresh,
+}
+
 /// What a request does about the counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// Ask the refresher for a dump.
     pub ask: bool,
-    /// Wait for a dump that starts after this request arrived.
-    pub wait: bool,
+    /// What to wait for before reading.
+    pub wait: Wait,
 }
 
 /// The decision of a request arriving at `now`: `seeded` once a dump
 /// completed since the table was made; `last_start` when the newest dump
-/// (running or done) started.
-pub fn plan(now: Instant, interval: Duration, seeded: bool, last_start: Option<Instant>) -> Plan {
-    if !seeded || interval.is_zero() {
+/// (running or done) started; `running` while one runs.
+pub fn plan(
+    now: Instant,
+    interval: Duration,
+    seeded: bool,
+    last_start: Option<Instant>,
+    running: bool,
+) -> Plan {
+    if !seeded {
+        // one seeding dump for every request that comes meanwhile
+        return Plan {
+            ask: !running,
+            wait: Wait::Seeded,
+        };
+    }
+    if interval.is_zero() {
         return Plan {
             ask: true,
-            wait: true,
+            wait: Wait::Fresh,
         };
     }
     let due = last_start.is_none_or(|t| now.saturating_duration_since(t) >= interval);
     Plan {
-        ask: due,
-        wait: false,
+        ask: due && !running,
+        wait: Wait::No,
     }
 }
 
@@ -262,26 +286,24 @@ impl Store {
                 }
                 self.live.store(true, Ordering::Release);
             }
-            let seeded = self
-                .table
-                .read()
-                .map(|t| t.as_ref().is_some_and(|t| t.dumps() > 0))
-                .unwrap_or(false);
-            let p = plan(arrived, self.interval, seeded, c.last_start);
+            let seeded = self.seeded();
+            let p = plan(arrived, self.interval, seeded, c.last_start, c.running);
             let stale = self.stale.swap(false, Ordering::SeqCst);
-            let p = Plan {
-                ask: (p.ask && (wants_counters || !seeded)) || stale,
-                wait: p.wait && (wants_counters || !seeded),
-            };
-            if p.ask {
+            let counters = wants_counters || !seeded;
+            let wait = if counters { p.wait } else { Wait::No };
+            if (p.ask && counters) || (stale && !c.running) {
                 c.wanted = true;
                 self.changed.notify_all();
             }
-            if p.wait {
+            if wait != Wait::No {
                 let deadline = arrived + DUMP_WAIT;
-                while c.done_start.is_none_or(|s| s < arrived) && !c.stopping {
+                loop {
+                    let done = match wait {
+                        Wait::Fresh => c.done_start.is_some_and(|s| s >= arrived),
+                        _ => self.seeded() || (c.error.is_some() && !c.running && !c.wanted),
+                    };
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
+                    if done || c.stopping || left.is_zero() {
                         break;
                     }
                     c = match self.changed.wait_timeout(c, left) {
@@ -290,7 +312,7 @@ impl Store {
                     };
                 }
                 if let Some(e) = &c.error
-                    && !seeded
+                    && !self.seeded()
                 {
                     return Err(ApiError::new(
                         503,
@@ -301,6 +323,14 @@ impl Store {
         }
         self.read()
             .ok_or_else(|| ApiError::new(503, "the conntrack table is not loaded yet: try again"))
+    }
+
+    /// Whether the table exists and a dump completed into it.
+    fn seeded(&self) -> bool {
+        self.table
+            .read()
+            .map(|t| t.as_ref().is_some_and(|t| t.dumps() > 0))
+            .unwrap_or(false)
     }
 
     /// A read view of the table as it is, without marking a watcher or
@@ -462,45 +492,41 @@ mod tests {
         let t0 = Instant::now();
         let iv = Duration::from_secs(30);
         let s = |n: u64| t0 + Duration::from_secs(n);
-        // not seeded: ask and wait, whatever the interval
+        let plan_of = |ask, wait| Plan { ask, wait };
+        // not seeded: ask (unless the seeding dump runs) and wait for it
         assert_eq!(
-            plan(s(0), iv, false, None),
-            Plan {
-                ask: true,
-                wait: true
-            }
+            plan(s(0), iv, false, None, false),
+            plan_of(true, Wait::Seeded)
         );
         assert_eq!(
-            plan(s(0), iv, false, Some(s(0))),
-            plan(s(0), iv, false, None)
+            plan(s(0), iv, false, Some(s(0)), true),
+            plan_of(false, Wait::Seeded)
+        );
+        assert_eq!(
+            plan(s(0), Duration::ZERO, false, None, true),
+            plan_of(false, Wait::Seeded)
         );
         // seeded: ask (without waiting) only when the last dump is old
-        let fresh = plan(s(29), iv, true, Some(s(0)));
         assert_eq!(
-            fresh,
-            Plan {
-                ask: false,
-                wait: false
-            }
+            plan(s(29), iv, true, Some(s(0)), false),
+            plan_of(false, Wait::No)
         );
-        let due = plan(s(30), iv, true, Some(s(0)));
         assert_eq!(
-            due,
-            Plan {
-                ask: true,
-                wait: false
-            }
+            plan(s(30), iv, true, Some(s(0)), false),
+            plan_of(true, Wait::No)
         );
-        assert!(plan(s(31), iv, true, None).ask);
+        assert_eq!(
+            plan(s(30), iv, true, Some(s(0)), true),
+            plan_of(false, Wait::No)
+        );
+        assert!(plan(s(31), iv, true, None, false).ask);
         // a clock that went back never asks too early
-        assert!(!plan(s(0), iv, true, Some(s(5))).ask);
-        // interval 0: a dump per request, waited for
+        assert!(!plan(s(0), iv, true, Some(s(5)), false).ask);
+        // interval 0: a dump per request, waited for (one for all who
+        // come while another runs)
         assert_eq!(
-            plan(s(1), Duration::ZERO, true, Some(s(1))),
-            Plan {
-                ask: true,
-                wait: true
-            }
+            plan(s(1), Duration::ZERO, true, Some(s(1)), true),
+            plan_of(true, Wait::Fresh)
         );
     }
 

@@ -31,6 +31,11 @@ U=http://127.0.0.1:$PORT
 PAGE="$U/api/v1/connections?limit=100&offset=0&sort=-bytes"
 
 cleanup() {
+    local rc=$?
+    if [ "$rc" != 0 ] && [ -f "$DIR/log" ]; then
+        echo "bench failed ($rc); ctrackd's log ends:" >&2
+        tail -5 "$DIR/log" >&2
+    fi
     [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
     for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$NS" 2>/dev/null || true
@@ -114,13 +119,23 @@ stop_daemon() {
     PID=""
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
+# ticks of the snapshot refresher thread (the dumps): 0 when it has none
+snap_ticks() {
+    local t sum=0
+    for t in /proc/"$PID"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = ctrack-websnap ] &&
+            sum=$((sum + $(awk '{ print $14 + $15 }' "$t/stat")))
+    done
+    echo "$sum"
+}
 kib() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$PID/status"; }
 
 # REFRESHES page refreshes 2 s apart on a page opened now; prints the CPU
 # per refresh (ms) and the median latency (ms)
 refreshes() {
-    local t0 t1 start times=() i t code
+    local t0 t1 s0 s1 start times=() i t code
     t0=$(cpu_ticks)
+    s0=$(snap_ticks)
     for i in $(seq "$REFRESHES"); do
         start=$(date +%s.%N)
         read -r t code _ < <(page_curl "$PAGE")
@@ -129,8 +144,10 @@ refreshes() {
         [ "$i" -lt "$REFRESHES" ] && sleep "$(echo "2 - ($(date +%s.%N) - $start)" | bc | sed 's/^-.*/0/')"
     done
     t1=$(cpu_ticks)
+    s1=$(snap_ticks)
     med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] * 1000 }')
-    awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$REFRESHES" -v m="$med" 'BEGIN { printf "%6.1f ms CPU/refresh   %6.0f ms median latency", d * 1000 / hz / n, m }'
+    awk -v d=$((t1 - t0)) -v s=$((s1 - s0)) -v hz="$HZ" -v n="$REFRESHES" -v m="$med" \
+        'BEGIN { printf "%6.1f ms CPU/refresh (dumps %5.1f)  %6.0f ms median latency", d * 1000 / hz / n, s * 1000 / hz / n, m }'
 }
 
 echo
@@ -174,15 +191,16 @@ sleep 3
 lat_page=() lat_list=() bad=0
 end=$(( $(date +%s) + SECS - 5 ))
 while [ "$(date +%s)" -lt "$end" ]; do
-    read -r t code _ < <(page_curl "$U/")
-    [ "$code" = 200 ] || bad=$((bad + 1))
-    lat_page+=("$t")
-    read -r t code _ < <(page_curl "$PAGE")
-    [ "$code" = 200 ] || bad=$((bad + 1))
-    lat_list+=("$t")
+    read -r t code _ < <(page_curl "$U/" || true) || true
+    [ "${code:-}" = 200 ] || bad=$((bad + 1))
+    lat_page+=("${t:-99}")
+    read -r t code _ < <(page_curl "$PAGE" || true) || true
+    [ "${code:-}" = 200 ] || bad=$((bad + 1))
+    lat_list+=("${t:-99}")
     sleep 1
 done
 wait "$HOSTILE" || true
+kill -0 "$PID" 2>/dev/null || { echo "ctrackd died during the mix" >&2; exit 1; }
 stats() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 * 1000 } END { printf "median %4.0f ms, max %5.0f ms (%d requests)", a[int((NR + 1) / 2)], a[NR], NR }'; }
 peak=$(kib VmHWM)
 rss=$(kib VmRSS)

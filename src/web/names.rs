@@ -112,6 +112,8 @@ fn stamp(p: &Option<PathBuf>) -> Option<SystemTime> {
         .and_then(|m| m.modified().ok())
 }
 
+/// A file's text, at most [`MAX_FILE_BYTES`] of it, lossy UTF-8 (empty
+/// when it cannot be read).
 pub(super) fn read_capped(p: &Path) -> String {
     use std::io::Read;
     let mut s = Vec::new();

@@ -92,6 +92,9 @@ pub fn idle(now: Instant, last_watch: Option<Instant>, interval: Duration, busy:
 /// How long a request waits for a dump it needs before answering 503.
 const DUMP_WAIT: Duration = Duration::from_secs(30);
 
+/// Flows merged into the table under one hold of its write lock.
+const MERGE_RUN: u32 = 256;
+
 /// Events kept while a request reads the table (the event thread never
 /// waits for a reader); past this the table is marked stale and the next
 /// request asks for a dump, which repairs it.
@@ -167,10 +170,13 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// The table.
+    /// The table (a view is only made over one; an empty table else).
     pub fn table(&self) -> &Table {
-        // a view is only made over a table (see Store::view)
-        self.guard.as_ref().unwrap_or_else(|| unreachable!())
+        static EMPTY: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+        match self.guard.as_ref() {
+            Some(t) => t,
+            None => EMPTY.get_or_init(Table::new),
+        }
     }
 }
 
@@ -464,15 +470,24 @@ impl Store {
             },
             Err(_) => return Err("table lock poisoned".into()),
         }
+        // the write lock is taken for a run of flows at a time, not for
+        // each: readers and events get in between runs
+        let mut guard = None;
+        let mut run = 0u32;
         let res = ct.dump(&CtRequest::new(msg::GET, 0), &mut |f| {
-            let now = self.clock();
-            if let Ok(mut t) = self.table.write()
-                && let Some(t) = t.as_mut()
-            {
-                t.merge_dumped(f, now);
+            if guard.is_none() {
+                guard = self.table.write().ok();
+            }
+            if let Some(t) = guard.as_mut().and_then(|g| g.as_mut()) {
+                t.merge_dumped(f, start);
+            }
+            run += 1;
+            if run % MERGE_RUN == 0 {
+                guard = None;
             }
             Ok(())
         });
+        drop(guard);
         let end = self.clock();
         if let Ok(mut t) = self.table.write()
             && let Some(t) = t.as_mut()

@@ -208,6 +208,21 @@ impl Row {
         self.state = base | nat;
     }
 
+    /// Takes what a dump says of the flow (the fields of `fresh`, a row
+    /// made of the same dump message), keeping its counters, rate and
+    /// start.
+    fn take_fields(&mut self, fresh: &Row) {
+        const OWN: u8 = LIVE | REPLY | STATUS | MARK | ZONE;
+        self.addrs.clone_from(&fresh.addrs);
+        self.ports = fresh.ports;
+        self.status = fresh.status;
+        self.mark = fresh.mark;
+        self.expires = fresh.expires;
+        self.zone = fresh.zone;
+        self.state = fresh.state;
+        self.flags = (self.flags & !OWN) | (fresh.flags & OWN);
+    }
+
     /// Takes a dump's counters, computing the rate against the row's
     /// counters of the previous dump `dt_ms` milliseconds before (none
     /// when `dt_ms` is 0 or the row had no counters from it).
@@ -697,7 +712,7 @@ impl Table {
             .map(|ns| (ns / 1_000_000_000).min(u32::MAX as u64) as u32);
         let slot = match self.find(h, &probe) {
             Some((_, slot)) if f.id.is_none_or(|id| id == self.rows[slot as usize].id) => {
-                self.rows[slot as usize].take_state(f, now.epoch);
+                self.rows[slot as usize].take_fields(&probe);
                 slot
             }
             Some((_, slot)) => {

@@ -40,12 +40,17 @@ use super::names::NameCache;
 use super::neigh::MacCache;
 use super::query::{ApiError, Endpoint, FlowQuery};
 use super::ratelimit::RateLimiter;
-use super::shared::{API_CSP, COUNTS, Counters, PAGE_CSP, Shared, SlotKind, error_body};
+use super::shared::{API_CSP, COUNTS, Counters, PAGE_CSP, Shared, Slot, SlotKind, error_body};
 use super::snapshot::Store;
 use super::{Error, WebConfig, WebContext};
 
 /// Largest reply a worker writes itself; larger ones get a thread.
 pub const SMALL_REPLY: usize = 128 * 1024;
+
+/// A list of more rows than this (or of all, or CSV) may be large: it
+/// takes its client's large-reply place before any work is done, so a
+/// client at its cap costs nothing but the 503.
+const LARGE_ROWS: usize = 200;
 
 /// A running web server.
 pub struct Handle {
@@ -676,9 +681,16 @@ fn reply(sh: &Shared, rq: Request, res: Result<Vec<u8>, ApiError>) {
 }
 
 /// Sends a 200 reply of `body`: written by this worker when it is small,
-/// else from a thread of its own (one of the client's large-reply places;
-/// 503 when none is free).
-fn send(sh: &Arc<Shared>, rq: Request, meta: Meta, ctype: &'static str, mut body: Box<dyn Chunks>) {
+/// else from a thread of its own, in `slot` (one of the client's
+/// large-reply places, taken now when none was; 503 when none is free).
+fn send(
+    sh: &Arc<Shared>,
+    rq: Request,
+    meta: Meta,
+    ctype: &'static str,
+    mut body: Box<dyn Chunks>,
+    slot: Option<Slot>,
+) {
     let mut first = Vec::with_capacity(16 * 1024);
     let mut done = false;
     while first.len() < SMALL_REPLY {
@@ -693,13 +705,8 @@ fn send(sh: &Arc<Shared>, rq: Request, meta: Meta, ctype: &'static str, mut body
         let _ = rq.respond(secure(r, API_CSP));
         return;
     }
-    let Some(slot) = sh.take_slot(SlotKind::Heavy, meta.key) else {
-        sh.counters.add(super::shared::Count::Busy);
-        let e = ApiError::new(
-            503,
-            "too many large replies in progress: try again, or ask for a smaller page (limit)",
-        );
-        return respond_error(sh, rq, &e, &[("Retry-After", "5")]);
+    let Some(slot) = slot.or_else(|| sh.take_slot(SlotKind::Heavy, meta.key)) else {
+        return too_many_large(sh, rq);
     };
     let spawned = std::thread::Builder::new()
         .name("ctrack-webreply".into())
@@ -712,6 +719,16 @@ fn send(sh: &Arc<Shared>, rq: Request, meta: Meta, ctype: &'static str, mut body
         // the request went with the closure: its connection closes
         sh.counters.add(super::shared::Count::Busy);
     }
+}
+
+/// 503: the client (or everyone) has as many large replies as allowed.
+fn too_many_large(sh: &Shared, rq: Request) {
+    sh.counters.add(super::shared::Count::Busy);
+    let e = ApiError::new(
+        503,
+        "too many large replies in progress: try again, or ask for a smaller page (limit)",
+    );
+    respond_error(sh, rq, &e, &[("Retry-After", "5")]);
 }
 
 /// Writes a large reply: our own head (constants only), then the body a
@@ -780,6 +797,14 @@ fn list(sh: &Arc<Shared>, rq: Request, meta: Meta, qs: &str) {
         Ok(q) => q,
         Err(e) => return respond_error(sh, rq, &e, &[]),
     };
+    let large = q.csv || q.limit.is_none_or(|l| l > LARGE_ROWS);
+    let slot = match large {
+        true => match sh.take_slot(SlotKind::Heavy, meta.key) {
+            Some(s) => Some(s),
+            None => return too_many_large(sh, rq),
+        },
+        false => None,
+    };
     let names = sh.names.get();
     let sel = match sh.store.view(true) {
         Ok(v) => api::select(v.table(), &q, &names, v.now),
@@ -791,7 +816,7 @@ fn list(sh: &Arc<Shared>, rq: Request, meta: Meta, qs: &str) {
         "application/json"
     };
     let body = ListBody::new(&sh.store, sel, &q, names);
-    send(sh, rq, meta, ctype, Box::new(body));
+    send(sh, rq, meta, ctype, Box::new(body), slot);
 }
 
 fn hosts_reply(sh: &Arc<Shared>, rq: Request, meta: Meta, qs: &str) {
@@ -810,13 +835,8 @@ fn hosts_reply(sh: &Arc<Shared>, rq: Request, meta: Meta, qs: &str) {
         }
         Err(e) => return respond_error(sh, rq, &e, &[]),
     };
-    send(
-        sh,
-        rq,
-        meta,
-        "application/json",
-        Box::new(BytesBody::new(body)),
-    );
+    let body = Box::new(BytesBody::new(body));
+    send(sh, rq, meta, "application/json", body, None);
 }
 
 fn delete(sh: &Arc<Shared>, rq: Request, qs: &str) {

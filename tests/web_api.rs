@@ -218,7 +218,9 @@ fn api_lists_filters_sorts_and_pages_the_kernel_table() {
         count("host=laptop"),
         count(&format!("host={}", addr::CLIENT))
     );
-    assert!(count("host=laptop") >= 3);
+    // its two TCP flows stay (TIME_WAIT, 120 s) on a slow machine where
+    // the ping and UDP flows (30 s) may be gone by now
+    assert!(count("host=laptop") >= 2);
     assert_eq!(count("q=LAPTOP"), count("host=laptop"));
     let v = get(
         ns,

@@ -65,7 +65,7 @@ const RELAY: usize = 16 * 1024;
 /// less than [`SPOOL_TOTAL`].
 pub const SPOOL: usize = 256 * 1024;
 /// Reply bytes buffered by all connections together, beyond which each
-/// gets [`RELAY`] only.
+/// gets `RELAY` (16 KiB) only.
 pub const SPOOL_TOTAL: usize = 4 << 20;
 /// A request whose reply has not started this long after it went to the
 /// server gets 503 (the first request after a quiet spell may wait for a

@@ -183,7 +183,7 @@ const GAUGES: &[(&str, &str)] = &[
 ];
 
 /// Writes every number of the daemon's JSON `v` under `prefix`
-/// (`ctrack_cache_internal_created_total`): gauges by [`GAUGES`], other
+/// (`ctrack_cache_internal_created_total`): gauges by `GAUGES`, other
 /// numbers as counters, booleans as 0/1 gauges; an array of objects
 /// becomes one family labelled by their `interface` or `name`; strings
 /// are left out.

@@ -223,7 +223,7 @@ impl Store {
 
     /// Applies a kernel event to the table, when there is one. Never
     /// waits for a reader: while one reads, the event is kept for the next
-    /// writer (at most [`MAX_PENDING`]; past it the table is marked stale
+    /// writer (at most `MAX_PENDING`, 4096; past it the table is marked stale
     /// and repaired by the next dump).
     pub fn apply(&self, ev: &Event) {
         if !self.live.load(Ordering::Acquire) {

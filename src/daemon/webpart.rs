@@ -106,3 +106,30 @@ impl Drop for WebPart {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::testutil::tcp4;
+
+    #[test]
+    fn the_cache_counts_its_flows_by_class() {
+        let mut c = Cache::new("internal", 16, 100);
+        let mut f = tcp4();
+        c.upsert(&f, 0);
+        f.orig.sport = 2;
+        c.upsert(&f, 0);
+        let mut u = tcp4();
+        u.orig.proto = crate::flow::proto::UDP;
+        u.reply.proto = crate::flow::proto::UDP;
+        u.protoinfo = crate::flow::ProtoInfo::None;
+        c.upsert(&u, 0);
+        assert_eq!(
+            flow_counts(&c),
+            vec![
+                ((crate::flow::AF_INET, 6, "ESTABLISHED"), 2),
+                ((crate::flow::AF_INET, 17, ""), 1),
+            ]
+        );
+    }
+}

@@ -1,7 +1,10 @@
 //! The page in a real browser: Debian's headless Chromium, driven over its
 //! DevTools pipe, loads the page from the lab router, sees the lab's
-//! flows, sorts, filters, shows the hosts view, shows a hostile lease name
-//! as text, and leaves screenshots under target/ (light, dark, phone).
+//! flows and their rate columns, sorts by mouse and by keyboard, filters,
+//! shows the hosts view, shows a hostile lease name as text, kills a flow
+//! with its row's button (confirmation and admin token in the page),
+//! falls back to polling when event streams are refused, ignores a bad
+//! fragment, and leaves screenshots under target/ (light, dark, phone).
 #![cfg(feature = "web")]
 
 mod lab;
@@ -11,7 +14,7 @@ mod webtest;
 use std::time::{Duration, Instant};
 
 use ctrack::web::Hub;
-use lab::{RouterLab, addr};
+use lab::{RouterLab, addr, stdout};
 use support::TempDir;
 use webtest::{Browser, config, load_flows, start, target_dir, volume_lines};
 
@@ -28,6 +31,18 @@ fn have_chromium() -> bool {
     }
     eprintln!("skipping browser test: /usr/bin/chromium is not installed");
     false
+}
+
+/// Presses a key on whatever has the focus, as a person would.
+fn press(b: &mut Browser, key: &str, code: u32, text: &str) {
+    for ty in ["keyDown", "keyUp"] {
+        let mut ev =
+            serde_json::json!({"type": ty, "key": key, "code": key, "windowsVirtualKeyCode": code});
+        if ty == "keyDown" && !text.is_empty() {
+            ev["text"] = serde_json::Value::String(text.into());
+        }
+        b.call("Input.dispatchKeyEvent", ev);
+    }
 }
 
 fn type_filter(b: &mut Browser, text: &str) {
@@ -73,9 +88,27 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
         format!("{} nas\n{} nas\n", addr::SERVER, addr::SERVER6),
     )
     .unwrap();
+    // a flow to kill, and the admin token it takes
+    lab.router.conntrack(&[
+        "-I",
+        "-p",
+        "udp",
+        "-s",
+        "10.66.0.1",
+        "-d",
+        "10.66.0.2",
+        "--sport",
+        "4444",
+        "--dport",
+        "9999",
+        "-t",
+        "300",
+    ]);
+    let token = webtest::token_file(&dir, "web.token", "kill-token-0123456789\n");
     let mut cfg = config();
     cfg.dhcp_leases = Some(leases);
     cfg.hosts = Some(hosts);
+    cfg.token_file = Some(token);
     let web = start(&lab.router, cfg, Hub::default());
     let url = format!("http://{}/", web.local_addr());
 
@@ -137,6 +170,85 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
         "document.querySelector('th[data-sort=src]').getAttribute('aria-sort') === 'descending'",
         5,
     );
+    // by keyboard: Tab stops on the header's button, Enter sorts
+    b.eval("document.querySelector('th[data-sort=dst] button').focus()");
+    assert_eq!(
+        b.eval("document.activeElement === document.querySelector('th[data-sort=dst] button')"),
+        true
+    );
+    press(&mut b, "Enter", 13, "\r");
+    b.wait_for("document.querySelector('th[data-sort=dst]').getAttribute('aria-sort') === 'ascending' && location.hash.includes('s=dst')", 5);
+    press(&mut b, " ", 32, " ");
+    b.wait_for(
+        "document.querySelector('th[data-sort=dst]').getAttribute('aria-sort') === 'descending'",
+        5,
+    );
+
+    // the rate columns: bytes per second each way once two snapshots had
+    // the flow (each refresh takes one here: CounterInterval 0)
+    b.eval("document.querySelector('th[data-sort=rate_orig]').click()");
+    b.wait_for("document.querySelector('th[data-sort=rate_orig]').getAttribute('aria-sort') === 'descending'", 5);
+    b.wait_for(
+        "[...document.querySelectorAll('#flows tbody tr td:nth-child(10)')].some(td => td.textContent.endsWith('/s'))",
+        15,
+    );
+    assert_eq!(
+        b.eval("document.querySelector('th[data-sort=rate_reply]') !== null"),
+        true
+    );
+    // the counters' age is shown
+    b.wait_for(
+        "/\\d/.test(document.getElementById('c-age').textContent)",
+        5,
+    );
+
+    // kill one flow with its row's button: a confirmation in the page
+    // (no alert), the admin token typed there, and the flow is gone
+    type_filter(&mut b, "dport:9999");
+    b.wait_for(
+        "document.querySelectorAll('#flows tbody tr').length === 1",
+        10,
+    );
+    b.eval("document.querySelector('#flows tbody tr button.kill').click()");
+    b.wait_for("document.getElementById('confirm').open", 5);
+    assert_eq!(
+        b.eval("document.getElementById('confirm-what').textContent.includes('10.66.0.2:9999')"),
+        true
+    );
+    assert_eq!(b.eval("document.getElementById('token-row').hidden"), false);
+    // a wrong token first: refused, the dialog stays
+    b.eval("document.getElementById('token').value = 'not-the-token-00000000'; document.getElementById('confirm-yes').click()");
+    b.wait_for("!document.getElementById('confirm-error').hidden", 5);
+    assert_eq!(b.eval("document.getElementById('confirm').open"), true);
+    assert_eq!(
+        stdout(
+            &lab.router
+                .conntrack(&["-L", "-p", "udp", "--dport", "9999"])
+        )
+        .lines()
+        .count(),
+        1
+    );
+    b.eval("document.getElementById('token').value = 'kill-token-0123456789'; document.getElementById('confirm-yes').click()");
+    b.wait_for("!document.getElementById('confirm').open", 5);
+    b.wait_for(
+        "document.querySelectorAll('#flows tbody tr').length === 0",
+        10,
+    );
+    assert_eq!(
+        stdout(
+            &lab.router
+                .conntrack(&["-L", "-p", "udp", "--dport", "9999"])
+        )
+        .lines()
+        .count(),
+        0,
+        "the flow is gone from the kernel"
+    );
+    assert_eq!(
+        b.eval("document.getElementById('announce').textContent"),
+        "Killed 1 connection"
+    );
 
     // filter box: only UDP rows, and the count follows
     type_filter(&mut b, "proto:udp");
@@ -173,7 +285,9 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
         b.eval("document.querySelector('img[src=\"x\"]') === null"),
         true
     );
-    b.eval("[...document.querySelectorAll('#hosts tbody tr')].find(tr => tr.textContent.includes('laptop')).click()");
+    // a host row by keyboard: its button, Enter
+    b.eval("[...document.querySelectorAll('#hosts tbody tr')].find(tr => tr.textContent.includes('laptop')).querySelector('button').focus()");
+    press(&mut b, "Enter", 13, "\r");
     b.wait_for("!document.getElementById('view-flows').hidden && document.getElementById('filter').value.startsWith('host:')", 5);
     b.wait_for("document.querySelectorAll('#flows tbody tr').length >= 2 && [...document.querySelectorAll('#flows tbody tr')].every(tr => tr.textContent.includes('laptop'))", 10);
 
@@ -216,6 +330,79 @@ fn page_shows_sorts_and_filters_the_lab_flows() {
         .filter(|(m, _)| m == "Page.javascriptDialogOpening")
         .count();
     assert_eq!(dialogs, 0);
+    let exceptions: Vec<_> = b
+        .events
+        .iter()
+        .filter(|(m, _)| m == "Runtime.exceptionThrown")
+        .collect();
+    assert!(exceptions.is_empty(), "{exceptions:?}");
+    drop(b);
+    web.stop();
+}
+
+#[test]
+fn page_falls_back_to_polling_and_ignores_a_bad_fragment() {
+    if !lab::can_run() || !have_chromium() {
+        return;
+    }
+    let lab = lab_with_traffic("wbp");
+    load_flows(&lab.router, &volume_lines(300));
+    // no event stream for anyone: the page must say so and poll
+    let mut cfg = config();
+    cfg.limits.max_streams = 0;
+    let web = start(&lab.router, cfg, Hub::default());
+    let mut b = Browser::launch(&lab.router);
+    b.open_page(1280, 900);
+    b.goto(&format!(
+        "http://{}/#s=-colour&o=-5&n=7&v=flows",
+        web.local_addr()
+    ));
+    b.wait_for(
+        "document.querySelectorAll('#flows tbody tr').length === 100",
+        20,
+    );
+    // the bad sort, offset and size fell back to the defaults
+    assert_eq!(
+        b.eval("document.querySelector('th[data-sort=bytes_orig]').getAttribute('aria-sort')"),
+        "descending"
+    );
+    assert_eq!(
+        b.eval("document.getElementById('range').textContent.startsWith('1–100 ')"),
+        true
+    );
+    b.wait_for(
+        "document.body.dataset.events === 'poll' && !document.getElementById('ev-note').hidden",
+        15,
+    );
+    let note = b.eval("document.getElementById('ev-note').textContent");
+    assert!(note.as_str().unwrap().contains("polled"), "{note}");
+    assert_eq!(
+        b.eval("document.getElementById('announce').textContent"),
+        "Live event stream unavailable, counts are polled"
+    );
+    // and the counts come by polling: new flows show as new/s
+    std::thread::sleep(Duration::from_millis(5500));
+    let more: String = (0..400)
+        .map(|i| {
+            format!(
+                "-I -p udp -s 10.88.1.{} -d 10.78.0.1 --sport {} --dport 53 -t 120\n",
+                i % 250 + 1,
+                2000 + i
+            )
+        })
+        .collect();
+    load_flows(&lab.router, &more);
+    b.wait_for(
+        "+document.getElementById('c-new').textContent.replace(/\\D/g,'') > 0",
+        15,
+    );
+    // the live region says nothing while the page just refreshes
+    let before = b.eval("document.getElementById('announce').textContent");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        b.eval("document.getElementById('announce').textContent"),
+        before
+    );
     let exceptions: Vec<_> = b
         .events
         .iter()

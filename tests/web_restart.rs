@@ -36,7 +36,7 @@ fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd").unwrap().count() as u64
 }
 
-fn counter(web: &ctrack::web::Handle, name: &str) -> u64 {
+fn counter(web: &webtest::Web, name: &str) -> u64 {
     web.stats()[name].as_u64().unwrap_or(0)
 }
 
@@ -80,7 +80,7 @@ fn accept_loops_survive_running_out_of_descriptors() {
     // are back, 200, and tiny_http never stopped.
     let client = format!(
         "import socket,sys\nsys.stdin.readline()\nc=socket.create_connection(('127.0.0.1',{}))\n\
-         c.sendall(b'GET /api/v1/stats HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n')\nd=b''\n\
+         c.sendall(b'GET /api/v1/stats HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n')\nd=b''\n\
          while True:\n    x=c.recv(65536)\n    if not x: break\n    d+=x\n\
          print(d.split(b' ')[1].decode() if d else 'closed',flush=True)\n",
         a.port()

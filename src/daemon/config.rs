@@ -254,6 +254,9 @@ const WEB_KEYS: &[Key] = &[
     ("Address", Kind::Addr),
     ("Port", Kind::Uint),
     ("TokenFile", Kind::Path),
+    ("ReadTokenFile", Kind::Path),
+    ("ServerName", Kind::Word),
+    ("CounterInterval", Kind::Uint),
     ("DHCPLeases", Kind::Path),
     ("Hosts", Kind::Path),
     ("MaxConnections", Kind::Uint),
@@ -749,6 +752,29 @@ General {
         assert_eq!(
             err("General {\n}\nGeneral {\n}"),
             "x.conf:3: a second `General' block"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "web")]
+    fn web_access_and_counter_keys() {
+        let c = parse(
+            "c",
+            "Web {\n Address 192.168.1.1\n ServerName router.lan\n ServerName openwrt\n \
+             CounterInterval 10\n ReadTokenFile /etc/ctrack/read.token\n}\n",
+        )
+        .unwrap();
+        let w = c.web_config.unwrap();
+        assert_eq!(w.server_names, vec!["router.lan", "openwrt"]);
+        assert_eq!(w.counter_interval, std::time::Duration::from_secs(10));
+        assert_eq!(
+            w.read_token_file,
+            Some(PathBuf::from("/etc/ctrack/read.token"))
+        );
+        assert!(
+            err("Web {\n CounterInterval 3601\n}").contains("CounterInterval"),
+            "{}",
+            err("Web {\n CounterInterval 3601\n}")
         );
     }
 

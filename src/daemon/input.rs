@@ -31,6 +31,9 @@ pub enum Input {
     StatsJson(Sender<serde_json::Value>),
     /// A line for the log from another thread.
     Log(String),
+    /// A request for the cache's flow counts by class (web `/metrics`).
+    #[cfg(feature = "web")]
+    WebFlowCounts(Sender<Vec<(crate::web::metrics::FlowClass, u64)>>),
     /// What the WAN watch's rtnetlink reader received.
     #[cfg(feature = "wan")]
     Wan(crate::wan::watch::WatchInput),

@@ -172,6 +172,10 @@ impl Shell {
                 let _ = tx.send(self.stats_json());
             }
             Input::Log(m) => self.log.notice(&m),
+            #[cfg(feature = "web")]
+            Input::WebFlowCounts(tx) => {
+                let _ = tx.send(super::webpart::flow_counts(&self.core.internal));
+            }
             #[cfg(feature = "wan")]
             Input::Wan(w) => {
                 if let Some(wan) = self.parts.wan.as_mut() {

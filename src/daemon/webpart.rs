@@ -1,14 +1,37 @@
 //! The web page and JSON API inside ctrackd: started with the daemon,
-//! fed kernel events by the event reader through the [`Hub`], asking the
-//! core for its counters through the core's channel.
+//! fed kernel events by the event reader through the [`Hub`] (which also
+//! keeps the web's table current), asking the core for its counters and
+//! for the flow counts of its cache (Prometheus `/metrics`, no dump)
+//! through the core's channel.
 
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::cache::Cache;
 use super::input::Input;
 use super::part::Part;
+use crate::web::metrics::FlowClass;
 use crate::web::{Handle, Hub, Server, WebConfig, WebContext};
+
+/// How long the web waits for the core's answer.
+const CORE_WAIT: Duration = Duration::from_secs(2);
+
+/// The cache's flows by (family, protocol, TCP state name), sorted.
+pub fn flow_counts(cache: &Cache) -> Vec<(FlowClass, u64)> {
+    let mut map: std::collections::HashMap<FlowClass, u64> = Default::default();
+    for e in cache.iter() {
+        let f = e.to_flow();
+        let state = f
+            .protoinfo
+            .tcp_state()
+            .map_or("", crate::flow::names::tcp_state_name);
+        *map.entry((f.family, f.orig.proto, state)).or_default() += 1;
+    }
+    let mut v: Vec<_> = map.into_iter().collect();
+    v.sort();
+    v
+}
 
 /// The running web server.
 pub struct WebPart {
@@ -23,6 +46,7 @@ impl WebPart {
     pub fn start(cfg: WebConfig, tx: Sender<Input>) -> Result<WebPart, String> {
         let hub = Hub::default();
         let stats_tx = Mutex::new(tx.clone());
+        let counts_tx = Mutex::new(tx.clone());
         let log_tx = Mutex::new(tx);
         let ctx = WebContext {
             netns: None,
@@ -35,8 +59,19 @@ impl WebPart {
                 if !sent {
                     return serde_json::json!({});
                 }
-                rrx.recv_timeout(Duration::from_secs(2))
+                rrx.recv_timeout(CORE_WAIT)
                     .unwrap_or_else(|_| serde_json::json!({}))
+            })),
+            flow_counts: Some(Arc::new(move || {
+                let (rtx, rrx) = mpsc::channel();
+                let sent = counts_tx
+                    .lock()
+                    .map(|t| t.send(Input::WebFlowCounts(rtx)).is_ok())
+                    .unwrap_or(false);
+                if !sent {
+                    return None;
+                }
+                rrx.recv_timeout(CORE_WAIT).ok()
             })),
             hub: hub.clone(),
             log: Some(Arc::new(move |m: &str| {
@@ -69,5 +104,32 @@ impl Part for WebPart {
 impl Drop for WebPart {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::testutil::tcp4;
+
+    #[test]
+    fn the_cache_counts_its_flows_by_class() {
+        let mut c = Cache::new("internal", 16, 100);
+        let mut f = tcp4();
+        c.upsert(&f, 0);
+        f.orig.sport = 2;
+        c.upsert(&f, 0);
+        let mut u = tcp4();
+        u.orig.proto = crate::flow::proto::UDP;
+        u.reply.proto = crate::flow::proto::UDP;
+        u.protoinfo = crate::flow::ProtoInfo::None;
+        c.upsert(&u, 0);
+        assert_eq!(
+            flow_counts(&c),
+            vec![
+                ((crate::flow::AF_INET, 6, "ESTABLISHED"), 2),
+                ((crate::flow::AF_INET, 17, ""), 1),
+            ]
+        );
     }
 }

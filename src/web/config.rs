@@ -22,6 +22,11 @@ impl WebConfig {
                 }
                 "Port" => w.port = uint(c, x, 1, 65535)? as u16,
                 "TokenFile" => w.token_file = Some(path(c, x)?),
+                "ReadTokenFile" => w.read_token_file = Some(path(c, x)?),
+                "ServerName" => w.server_names.push(single(c, x)?.to_string()),
+                "CounterInterval" => {
+                    w.counter_interval = std::time::Duration::from_secs(uint(c, x, 0, 3600)?)
+                }
                 "DHCPLeases" => w.dhcp_leases = Some(path(c, x)?),
                 "Hosts" => w.hosts = Some(path(c, x)?),
                 "MaxConnections" => w.limits.max_conns = uint(c, x, 1, 100)? as usize,

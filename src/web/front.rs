@@ -20,6 +20,26 @@
 //! holds at most `max_conns` connections (and threads), all of them with
 //! a complete, checked head.
 //!
+//! Fairness: one client (an IPv4 address or an IPv6 /64) holds at most
+//! [`Limits::max_conns_per_client`] connections; at either cap the
+//! connection to make room for is one still sending its head, of the
+//! client holding the most (a flood evicts its own, never a quiet
+//! client's). A request naming another host than ours is refused (421,
+//! DNS rebinding), as is one a page of another site made (403). The
+//! front tells the server who the client is and which connection it is
+//! (`X-Ctrack-Peer`, `X-Ctrack-Conn`; a client's own such fields are
+//! dropped), so the server can cap large replies and event streams per
+//! client and end an event stream as soon as its client goes.
+//!
+//! Replies: the front reads a reply ahead of a slow client into a
+//! buffer of up to [`SPOOL`] bytes (all buffers together at most
+//! [`SPOOL_TOTAL`]), so a worker that wrote a small reply is free at
+//! once; a reply (not an event stream) must average
+//! [`Limits::min_rate`] once it has run [`Limits::min_rate_after`] and
+//! end within [`Limits::reply_deadline`], else it is cut; a request whose
+//! reply has not started [`UPSTREAM_WAIT`] after it went to the server
+//! gets 503 with `Retry-After` (never a silent close).
+//!
 //! The pure parts live beside it: the head parser in [`super::head`] and
 //! the per-address rate limit in [`super::ratelimit`]; the state the
 //! front shares with the tiny_http side is [`super::shared::Shared`].
@@ -34,11 +54,23 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Limits;
+use super::access;
 use super::head::{Head, find_crlf, input_cap, parse_head};
-use super::shared::{API_CSP, Shared, error_body};
+use super::shared::{API_CSP, ConnState, Count, Shared, error_body};
 
-/// Reply bytes buffered per connection on their way to the client.
+/// Reply bytes buffered per connection on their way to the client
+/// whatever the others hold.
 const RELAY: usize = 16 * 1024;
+/// Reply bytes buffered per connection while all buffers together hold
+/// less than [`SPOOL_TOTAL`].
+pub const SPOOL: usize = 256 * 1024;
+/// Reply bytes buffered by all connections together, beyond which each
+/// gets `RELAY` (16 KiB) only.
+pub const SPOOL_TOTAL: usize = 4 << 20;
+/// A request whose reply has not started this long after it went to the
+/// server gets 503 (the first request after a quiet spell may wait for a
+/// dump of the table: up to 30 s).
+pub const UPSTREAM_WAIT: Duration = Duration::from_secs(45);
 /// How long a finished connection may take to close after our reply.
 const LINGER: Duration = Duration::from_secs(2);
 /// A reply with no byte either way for this long is cut (a wedged
@@ -62,9 +94,11 @@ const FD_HEADROOM: usize = 16;
 fn reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        421 => "Misdirected Request",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         505 => "HTTP Version Not Supported",
@@ -141,6 +175,25 @@ struct Conn {
     marked: bool,
     up_done: bool,
     shut: bool,
+    /// When the request went to the server.
+    relayed: Instant,
+    /// When the reply's first byte came.
+    reply_started: Option<Instant>,
+    /// Reply bytes written to the client.
+    sent: u64,
+    /// What the server knows of this connection (from the relay on).
+    state: Option<Arc<ConnState>>,
+    /// The client has sent its end (half-closed) during the relay.
+    client_eof: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // an event stream of this connection ends at once
+        if let Some(s) = &self.state {
+            s.alive.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Conn {
@@ -162,7 +215,18 @@ impl Conn {
             marked: false,
             up_done: false,
             shut: false,
+            relayed: now,
+            reply_started: None,
+            sent: 0,
+            state: None,
+            client_eof: false,
         }
+    }
+
+    fn is_stream(&self) -> bool {
+        self.state
+            .as_ref()
+            .is_some_and(|s| s.stream.load(Ordering::Relaxed))
     }
 
     fn pending_out(&self) -> bool {
@@ -191,14 +255,15 @@ impl Conn {
         }
     }
 
-    /// poll(2) events wanted on the client and on tiny_http's side.
-    fn interest(&self) -> (i16, i16) {
+    /// poll(2) events wanted on the client and on tiny_http's side;
+    /// `room` is how many reply bytes this connection may buffer.
+    fn interest(&self, room: usize) -> (i16, i16) {
         match self.phase {
             Phase::Head => (libc::POLLIN, 0),
             Phase::Relay => {
                 // the client is read all along: its body, then nothing but
-                // its close, which ends the request (as nginx does)
-                let mut c = libc::POLLIN;
+                // its end of sending (see Conn::read_body)
+                let mut c = if self.client_eof { 0 } else { libc::POLLIN };
                 let mut u = 0;
                 if self.pending_out() && self.marked {
                     c |= libc::POLLOUT;
@@ -206,7 +271,7 @@ impl Conn {
                 if !self.to_up.is_empty() {
                     u |= libc::POLLOUT;
                 }
-                if !self.up_done && self.out.len() - self.out_pos < RELAY {
+                if !self.up_done && self.out.len() - self.out_pos < room {
                     u |= libc::POLLIN;
                 }
                 (c, u)
@@ -221,32 +286,61 @@ impl Conn {
     fn wake_at(&self, l: &Limits) -> Option<Instant> {
         match self.phase {
             Phase::Head | Phase::Closing => Some(self.deadline),
-            Phase::Relay if self.pending_out() => {
-                Some((self.waiting + l.send_timeout).min(self.moved + RELAY_IDLE))
+            Phase::Relay => {
+                let mut t = self.moved + RELAY_IDLE;
+                if self.pending_out() {
+                    t = t.min(self.waiting + l.send_timeout);
+                }
+                match self.reply_started {
+                    None => t = t.min(self.relayed + UPSTREAM_WAIT),
+                    // the rate is checked once a second
+                    Some(_) if !self.is_stream() => t = t.min(Instant::now() + SECOND),
+                    Some(_) => {}
+                }
+                Some(t)
             }
-            Phase::Relay => Some(self.moved + RELAY_IDLE),
             Phase::Dead => None,
         }
     }
 
-    /// Deadlines: a head not complete in time gets 408; a client that
-    /// takes no reply bytes for the send timeout, or a reply idle for
-    /// [`RELAY_IDLE`], is dropped; lingering ends.
+    /// Deadlines: a head not complete in time gets 408; a request whose
+    /// reply never starts gets 503; a client that takes no reply bytes
+    /// for the send timeout, a reply idle for [`RELAY_IDLE`], or one
+    /// slower than the minimum rate or past its deadline is dropped;
+    /// lingering ends.
     fn tick(&mut self, sh: &Shared, now: Instant) {
         match self.phase {
             Phase::Head if now >= self.deadline => {
-                sh.counters.head_timeouts.fetch_add(1, Ordering::Relaxed);
-                sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+                sh.counters.add(Count::HeadTimeouts);
+                sh.counters.add(Count::Errors);
                 self.finish(
                     error_reply(408, "request head not received in time", None),
                     now,
                 );
             }
             Phase::Relay
+                if self.reply_started.is_none()
+                    && self.out.is_empty()
+                    && now >= self.relayed + UPSTREAM_WAIT =>
+            {
+                sh.counters.add(Count::Busy);
+                sh.counters.add(Count::Errors);
+                self.finish(error_reply(503, "server busy: try again", Some("5")), now);
+            }
+            Phase::Relay
                 if (self.pending_out() && now >= self.waiting + sh.limits.send_timeout)
                     || now >= self.moved + RELAY_IDLE =>
             {
-                sh.counters.send_timeouts.fetch_add(1, Ordering::Relaxed);
+                sh.counters.add(Count::SendTimeouts);
+                self.phase = Phase::Dead;
+            }
+            Phase::Relay
+                if !self.is_stream()
+                    && self.reply_started.is_some_and(|t0| {
+                        too_slow(&sh.limits, now.duration_since(t0), self.sent)
+                    }) =>
+            {
+                sh.counters.add(Count::SlowReplies);
                 self.phase = Phase::Dead;
             }
             Phase::Closing if now >= self.deadline => self.phase = Phase::Dead,
@@ -254,15 +348,23 @@ impl Conn {
         }
     }
 
-    /// Handles poll results: `c` on the client socket, `u` on tiny_http's.
-    fn ready(&mut self, sh: &Shared, up_path: &Path, c: i16, u: i16, scratch: &mut [u8]) {
+    /// Handles poll results: `c` on the client socket, `u` on tiny_http's;
+    /// `room` as for [`Conn::interest`].
+    fn ready(
+        &mut self,
+        sh: &Shared,
+        up_path: &Path,
+        (c, u): (i16, i16),
+        scratch: &mut [u8],
+        room: usize,
+    ) {
         let now = Instant::now();
         let err = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
         match self.phase {
             Phase::Head if c != 0 => self.read_head(sh, up_path, scratch, now),
             Phase::Relay => {
                 if u != 0 {
-                    self.relay_up(u, scratch, now);
+                    self.relay_up(u, scratch, room, now);
                 }
                 if c & libc::POLLIN != 0 {
                     self.read_body(scratch, now);
@@ -327,12 +429,11 @@ impl Conn {
         match parse_head(&self.inb, &sh.limits) {
             Ok(None) => {}
             Err(r) => {
-                let counter = match r.status {
-                    413 | 414 | 431 => &sh.counters.too_large,
-                    _ => &sh.counters.bad_requests,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+                sh.counters.add(match r.status {
+                    413 | 414 | 431 => Count::TooLarge,
+                    _ => Count::BadRequests,
+                });
+                sh.counters.add(Count::Errors);
                 self.finish(error_reply(r.status, r.msg, None), now);
             }
             Ok(Some(head)) => self.start_relay(sh, up_path, head, now),
@@ -340,15 +441,18 @@ impl Conn {
     }
 
     fn start_relay(&mut self, sh: &Shared, up_path: &Path, head: Head, now: Instant) {
-        sh.counters.requests.fetch_add(1, Ordering::Relaxed);
+        sh.counters.add(Count::Requests);
+        if let Some(reply) = refusal(sh, &head) {
+            return self.finish(reply, now);
+        }
         let allowed = sh
             .limiter
             .lock()
-            .map(|mut r| r.allow(self.peer, now))
+            .map(|mut r| r.allow(access::client_key(self.peer), now))
             .unwrap_or(true);
         if !allowed {
-            sh.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+            sh.counters.add(Count::RateLimited);
+            sh.counters.add(Count::Errors);
             let reply = error_reply(429, "too many requests: slow down", Some("1"));
             return self.finish(reply, now);
         }
@@ -362,21 +466,31 @@ impl Conn {
             }) {
             Ok(s) => s,
             Err(_) => {
-                sh.counters.busy.fetch_add(1, Ordering::Relaxed);
-                sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+                sh.counters.add(Count::Busy);
+                sh.counters.add(Count::Errors);
                 let reply = error_reply(503, "server busy: try again", Some("1"));
                 return self.finish(reply, now);
             }
         };
+        let (id, state) = sh.register_conn();
         let mut to_up = head.forward;
+        to_up.extend_from_slice(b"X-Ctrack-Peer: ");
+        let mut ip = Vec::with_capacity(40);
+        crate::flow::addr::push_ip(&mut ip, self.peer);
+        to_up.extend_from_slice(&ip);
+        to_up.extend_from_slice(b"\r\nX-Ctrack-Conn: ");
+        crate::flow::addr::push_u64(&mut to_up, id as u64);
+        to_up.extend_from_slice(b"\r\n\r\n");
         let have = (self.inb.len() - head.len).min(head.body);
         to_up.extend_from_slice(&self.inb[head.len..head.len + have]);
         self.to_up = to_up;
         self.body_left = head.body - have;
         self.inb = Vec::new();
         self.up = Some(up);
+        self.state = Some(state);
         self.phase = Phase::Relay;
         self.moved = now;
+        self.relayed = now;
     }
 
     /// Reads the rest of the body for tiny_http; after it, anything the
@@ -389,7 +503,13 @@ impl Conn {
             scratch.len()
         };
         match (&self.tcp).read(&mut scratch[..want]) {
-            Ok(0) => self.phase = Phase::Dead,
+            // the client is done sending: gone, for an event stream (its
+            // place is free at once) or a body cut short; a request's
+            // reply still goes out (an HTTP/1.0 client may half-close,
+            // as netcat does; a client that really left makes the next
+            // write fail)
+            Ok(0) if self.body_left > 0 || self.is_stream() => self.phase = Phase::Dead,
+            Ok(0) => self.client_eof = true,
             Ok(n) if self.body_left > 0 => {
                 self.to_up.extend_from_slice(&scratch[..n]);
                 self.body_left -= n;
@@ -401,8 +521,9 @@ impl Conn {
         }
     }
 
-    /// tiny_http's side: write what we owe it, read its reply.
-    fn relay_up(&mut self, u: i16, scratch: &mut [u8], now: Instant) {
+    /// tiny_http's side: write what we owe it, read its reply (into at
+    /// most `room` buffered bytes).
+    fn relay_up(&mut self, u: i16, scratch: &mut [u8], room: usize, now: Instant) {
         let Some(up) = self.up.as_ref() else { return };
         if u & libc::POLLOUT != 0 && !self.to_up.is_empty() {
             match (&*up).write(&self.to_up) {
@@ -420,7 +541,7 @@ impl Conn {
         if u & readable == 0 || self.up_done {
             return;
         }
-        let room = RELAY.saturating_sub(self.out.len() - self.out_pos);
+        let room = room.saturating_sub(self.out.len() - self.out_pos);
         if room == 0 {
             return;
         }
@@ -435,6 +556,7 @@ impl Conn {
                 if !self.pending_out() {
                     self.waiting = now;
                 }
+                self.reply_started.get_or_insert(now);
                 self.out.extend_from_slice(&scratch[..n]);
                 self.moved = now;
             }
@@ -465,6 +587,7 @@ impl Conn {
         match (&self.tcp).write(&self.out[self.out_pos..]) {
             Ok(n) => {
                 self.out_pos += n;
+                self.sent += n as u64;
                 if n > 0 {
                     self.moved = now;
                     self.waiting = now;
@@ -477,6 +600,90 @@ impl Conn {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
             Err(_) => self.phase = Phase::Dead,
         }
+    }
+}
+
+/// The front's own answer to a complete head it will not pass on: 421
+/// for a `Host` that is not ours (a DNS-rebinding page), 403 for a
+/// request a page of another site made.
+fn refusal(sh: &Shared, head: &Head) -> Option<Vec<u8>> {
+    let foreign = head
+        .host
+        .as_ref()
+        .is_some_and(|h| !access::host_allowed(h, sh.listen, &sh.server_names));
+    if foreign {
+        sh.counters.add(Count::Misdirected);
+        sh.counters.add(Count::Errors);
+        return Some(error_reply(
+            421,
+            "this server does not answer for that host name",
+            None,
+        ));
+    }
+    if head.cross_site {
+        sh.counters.add(Count::CrossSite);
+        sh.counters.add(Count::Errors);
+        return Some(error_reply(403, "cross-site requests are refused", None));
+    }
+    None
+}
+
+/// True when a reply that has run for `ran` and sent `sent` bytes is
+/// past its deadline, or below the minimum rate once that applies.
+pub fn too_slow(l: &Limits, ran: Duration, sent: u64) -> bool {
+    if ran >= l.reply_deadline {
+        return true;
+    }
+    ran >= l.min_rate_after && (sent as f64) < l.min_rate as f64 * ran.as_secs_f64()
+}
+
+/// How many reply bytes one connection may buffer when all buffers hold
+/// `spooled` bytes.
+pub fn spool_room(spooled: usize) -> usize {
+    if spooled < SPOOL_TOTAL { SPOOL } else { RELAY }
+}
+
+/// Which connection makes room for a new one from `newcomer` (given as
+/// (phase, client key, born) of each): when the newcomer's client is at
+/// its share, its own oldest connection still sending its head (None:
+/// refuse the newcomer); at the cap, a closing one, else the oldest one
+/// still sending its head of the client holding the most.
+fn pick_victim(
+    conns: &[(Phase, IpAddr, Instant)],
+    newcomer: IpAddr,
+    max_conns: usize,
+    per_client: usize,
+) -> Result<Option<usize>, ()> {
+    let mine = conns.iter().filter(|c| c.1 == newcomer).count();
+    let oldest_head_of = |key: IpAddr| {
+        conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.0 == Phase::Head && c.1 == key)
+            .min_by_key(|(_, c)| c.2)
+            .map(|(i, _)| i)
+    };
+    if mine >= per_client {
+        return oldest_head_of(newcomer).map(Some).ok_or(());
+    }
+    if conns.len() < max_conns {
+        return Ok(None);
+    }
+    if let Some(i) = conns.iter().position(|c| c.0 == Phase::Closing) {
+        return Ok(Some(i));
+    }
+    // the client holding the most connections still sending their head
+    let mut counts: std::collections::HashMap<IpAddr, usize> = Default::default();
+    for c in conns.iter().filter(|c| c.0 == Phase::Head) {
+        *counts.entry(c.1).or_default() += 1;
+    }
+    let biggest = counts
+        .into_iter()
+        .max_by_key(|&(k, n)| (n, std::cmp::Reverse(k)))
+        .map(|(k, _)| k);
+    match biggest.and_then(oldest_head_of) {
+        Some(i) => Ok(Some(i)),
+        None => Err(()),
     }
 }
 
@@ -545,6 +752,8 @@ pub(super) fn run(sh: &Arc<Shared>, listener: TcpListener, wake: UnixStream, up_
         sh.counters
             .connections
             .store(conns.len() as u32, Ordering::Relaxed);
+        let spooled: usize = conns.iter().map(|c| c.out.len() - c.out_pos).sum();
+        let room = spool_room(spooled);
 
         if paused_until.is_some_and(|t| now >= t) {
             paused_until = None;
@@ -559,7 +768,7 @@ pub(super) fn run(sh: &Arc<Shared>, listener: TcpListener, wake: UnixStream, up_
         fds.push(pollfd(listener.as_raw_fd(), accepting));
         let mut next = paused_until;
         for c in &conns {
-            let (ce, ue) = c.interest();
+            let (ce, ue) = c.interest(room);
             fds.push(pollfd(c.tcp.as_raw_fd(), ce));
             let ufd = c.up.as_ref().map_or(-1, |u| u.as_raw_fd());
             fds.push(pollfd(ufd, ue));
@@ -595,7 +804,7 @@ pub(super) fn run(sh: &Arc<Shared>, listener: TcpListener, wake: UnixStream, up_
         for (i, c) in conns.iter_mut().enumerate() {
             let (cr, ur) = (fds[2 + 2 * i].revents, fds[3 + 2 * i].revents);
             if cr != 0 || ur != 0 {
-                c.ready(sh, up_path, cr, ur, &mut scratch);
+                c.ready(sh, up_path, (cr, ur), &mut scratch, room);
             }
         }
         conns.retain(|c| c.phase != Phase::Dead);
@@ -607,7 +816,7 @@ pub(super) fn run(sh: &Arc<Shared>, listener: TcpListener, wake: UnixStream, up_
                 Ok(a) => a,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    sh.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    sh.counters.add(Count::AcceptErrors);
                     let passing = matches!(
                         e.raw_os_error(),
                         Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR)
@@ -636,9 +845,9 @@ pub(super) fn run(sh: &Arc<Shared>, listener: TcpListener, wake: UnixStream, up_
     sh.counters.connections.store(0, Ordering::Relaxed);
 }
 
-/// Takes a new connection: at the cap, the oldest connection still
-/// waiting for its head (or one that is closing) makes room; when every
-/// connection has a request in progress, the new one gets 503.
+/// Takes a new connection, making room by [`pick_victim`]: a connection
+/// still sending its head is evicted (503) when it must; when none can
+/// go, the new one gets 503.
 fn admit(
     sh: &Shared,
     conns: &mut Vec<Conn>,
@@ -651,36 +860,54 @@ fn admit(
         return;
     }
     let _ = tcp.set_nodelay(true);
-    if conns.len() >= max_conns {
-        let victim = conns
-            .iter()
-            .position(|c| c.phase == Phase::Closing)
-            .or_else(|| {
-                conns
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.phase == Phase::Head)
-                    .min_by_key(|(_, c)| c.born)
-                    .map(|(i, _)| i)
-            });
-        match victim {
-            Some(i) => {
-                let old = conns.swap_remove(i);
-                if old.phase == Phase::Head {
-                    sh.counters.evicted.fetch_add(1, Ordering::Relaxed);
-                    refuse(&old.tcp, scratch);
-                }
+    set_send_buffer(&tcp, SEND_BUFFER);
+    let key = access::client_key(peer);
+    let seen: Vec<(Phase, IpAddr, Instant)> = conns
+        .iter()
+        .map(|c| (c.phase, access::client_key(c.peer), c.born))
+        .collect();
+    let per_client = sh.limits.max_conns_per_client.clamp(1, max_conns);
+    match pick_victim(&seen, key, max_conns, per_client) {
+        Ok(None) => {}
+        Ok(Some(i)) => {
+            let old = conns.swap_remove(i);
+            if old.phase == Phase::Head {
+                sh.counters.add(Count::Evicted);
+                refuse(&old.tcp, scratch);
             }
-            None => {
-                sh.counters.refused.fetch_add(1, Ordering::Relaxed);
-                sh.counters.errors.fetch_add(1, Ordering::Relaxed);
-                refuse(&tcp, scratch);
-                return;
-            }
+        }
+        Err(()) => {
+            sh.counters.add(Count::Refused);
+            sh.counters.add(Count::Errors);
+            refuse(&tcp, scratch);
+            return;
         }
     }
     conns.push(Conn::new(tcp, peer, Instant::now(), sh.limits.head_timeout));
 }
+
+/// The kernel's send buffer of a client socket: a fixed size (no
+/// autotuning to megabytes per connection), so the bytes the front has
+/// written are close to what the client took (the minimum rate is judged
+/// on them) and a slow reader pins little kernel memory.
+const SEND_BUFFER: i32 = 128 * 1024;
+
+fn set_send_buffer(tcp: &TcpStream, bytes: i32) {
+    // SAFETY: setsockopt reads an int we pass, on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        );
+    }
+}
+
+/// One second (the rate check's period).
+const SECOND: Duration = Duration::from_secs(1);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,5 +923,79 @@ mod tests {
         assert!(head.contains("\r\nX-Content-Type-Options: nosniff"));
         assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
         assert_eq!(body, "{\"error\":\"too many requests: slow down\"}");
+        for (status, phrase) in [
+            (403, "Forbidden"),
+            (421, "Misdirected Request"),
+            (408, "Request Timeout"),
+        ] {
+            let r = String::from_utf8(error_reply(status, "x", None)).unwrap();
+            assert!(
+                r.starts_with(&format!("HTTP/1.1 {status} {phrase}\r\n")),
+                "{r}"
+            );
+            assert!(!r.contains("Retry-After"));
+        }
+    }
+
+    #[test]
+    fn slow_replies_are_cut_after_a_grace() {
+        let l = Limits::default();
+        let s = Duration::from_secs;
+        assert!(!too_slow(&l, s(9), 0), "grace");
+        assert!(too_slow(&l, s(10), 0));
+        assert!(!too_slow(&l, s(10), 10 * 32 * 1024));
+        assert!(too_slow(&l, s(10), 10 * 32 * 1024 - 1));
+        assert!(!too_slow(&l, s(299), u64::MAX));
+        assert!(too_slow(&l, s(300), u64::MAX), "deadline");
+    }
+
+    #[test]
+    fn spool_room_shrinks_when_buffers_are_full() {
+        assert_eq!(spool_room(0), SPOOL);
+        assert_eq!(spool_room(SPOOL_TOTAL - 1), SPOOL);
+        assert_eq!(spool_room(SPOOL_TOTAL), RELAY);
+    }
+
+    #[test]
+    fn a_flood_makes_room_from_its_own_connections() {
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + Duration::from_secs(n);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        // under both caps: nobody goes
+        let conns = vec![(Phase::Head, a, at(0)), (Phase::Relay, b, at(1))];
+        assert_eq!(pick_victim(&conns, c, 4, 2), Ok(None));
+        // a at its share: its own oldest head goes, never b's
+        let conns = vec![
+            (Phase::Head, b, at(0)),
+            (Phase::Head, a, at(2)),
+            (Phase::Head, a, at(1)),
+        ];
+        assert_eq!(pick_victim(&conns, a, 8, 2), Ok(Some(2)));
+        // a at its share with every request in progress: refused
+        let busy = vec![(Phase::Relay, a, at(0)), (Phase::Relay, a, at(1))];
+        assert_eq!(pick_victim(&busy, a, 8, 2), Err(()));
+        // at the cap: a closing one first
+        let conns = vec![
+            (Phase::Head, a, at(0)),
+            (Phase::Closing, b, at(5)),
+            (Phase::Head, a, at(1)),
+        ];
+        assert_eq!(pick_victim(&conns, c, 3, 3), Ok(Some(1)));
+        // at the cap: the oldest head of whoever holds the most
+        let conns = vec![
+            (Phase::Head, b, at(0)),
+            (Phase::Head, a, at(3)),
+            (Phase::Head, a, at(2)),
+            (Phase::Relay, c, at(1)),
+        ];
+        assert_eq!(pick_victim(&conns, c, 4, 4), Ok(Some(2)));
+        // at the cap with every request in progress: refused
+        let conns = vec![(Phase::Relay, a, at(0)), (Phase::Relay, b, at(1))];
+        assert_eq!(pick_victim(&conns, c, 2, 2), Err(()));
+        // a tie goes to the lower address, deterministically
+        let conns = vec![(Phase::Head, b, at(0)), (Phase::Head, a, at(1))];
+        assert_eq!(pick_victim(&conns, c, 2, 2), Ok(Some(1)));
     }
 }

@@ -32,16 +32,29 @@ const TOO_LONG: Reject = reject(414, "request target too long");
 const TOO_BIG: Reject = reject(431, "request headers too large");
 const NO_BODY: Reject = reject(413, "this API takes no request body");
 
+/// Prefix of the header fields the front adds for the server (the
+/// client's address, its connection number): a client's own fields with
+/// this prefix are dropped, so only the front's reach the server.
+pub const INTERNAL_PREFIX: &[u8] = b"x-ctrack-";
+
 /// A complete, checked request head.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Head {
     /// What tiny_http gets: the request line and the kept header fields,
-    /// rebuilt with CRLFs, ending in `Connection: close`.
+    /// rebuilt with CRLFs, ending in `Connection: close\r\n`; the caller
+    /// appends its own fields and the empty line.
     pub forward: Vec<u8>,
     /// Bytes of the input the head took (a body starts here).
     pub len: usize,
     /// Body bytes that follow (`Content-Length`, DELETE only).
     pub body: usize,
+    /// The `Host` field's value, if any.
+    pub host: Option<Vec<u8>>,
+    /// `Sec-Fetch-Site: cross-site`: a page of another site made the
+    /// browser send this request.
+    pub cross_site: bool,
+    /// The request is HTTP/1.0.
+    pub http10: bool,
 }
 
 /// Bytes of input that can hold a head within `l` (plus a DELETE body).
@@ -120,6 +133,8 @@ pub fn parse_head(buf: &[u8], l: &Limits) -> Result<Option<Head>, Reject> {
     let mut length: Option<usize> = None;
     let mut chunked = false;
     let mut kept: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut host: Option<&[u8]> = None;
+    let mut cross = false;
     let end = loop {
         let Some(e) = find_crlf(buf, p) else {
             return if buf.len() - hs > l.max_header_bytes || buf.len() >= input_cap(l) {
@@ -164,6 +179,19 @@ pub fn parse_head(buf: &[u8], l: &Limits) -> Result<Option<Head>, Reject> {
             length = Some(n);
         } else if is("transfer-encoding") {
             chunked = true;
+        } else if name.len() >= INTERNAL_PREFIX.len()
+            && name[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX)
+        {
+            // only the front sets these
+        } else if is("host") {
+            if host.is_some() {
+                return Err(reject(400, "more than one Host field"));
+            }
+            host = Some(value);
+            kept.push((name, value));
+        } else if is("sec-fetch-site") {
+            cross |= super::access::cross_site(value);
+            kept.push((name, value));
         } else if is("connection")
             || is("keep-alive")
             || is("proxy-connection")
@@ -186,6 +214,10 @@ pub fn parse_head(buf: &[u8], l: &Limits) -> Result<Option<Head>, Reject> {
             return Err(reject(413, "request body too large (at most 1024 bytes)"));
         }
     }
+    if host.is_none() && version == b"HTTP/1.1" {
+        // RFC 9112 3.2: an HTTP/1.1 request without Host is a 400
+        return Err(reject(400, "missing Host field"));
+    }
     let mut forward = Vec::with_capacity(end - start + 32);
     forward.extend_from_slice(line);
     forward.extend_from_slice(b"\r\n");
@@ -200,11 +232,14 @@ pub fn parse_head(buf: &[u8], l: &Limits) -> Result<Option<Head>, Reject> {
         crate::flow::addr::push_u64(&mut forward, body as u64);
         forward.extend_from_slice(b"\r\n");
     }
-    forward.extend_from_slice(b"Connection: close\r\n\r\n");
+    forward.extend_from_slice(b"Connection: close\r\n");
     Ok(Some(Head {
         forward,
         len: end,
         body,
+        host: host.map(<[u8]>::to_vec),
+        cross_site: cross,
+        http10: version == b"HTTP/1.0",
     }))
 }
 
@@ -232,8 +267,10 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(h.forward).unwrap(),
-            "GET /api/v1/stats?x=1 HTTP/1.1\r\nHost: r\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+            "GET /api/v1/stats?x=1 HTTP/1.1\r\nHost: r\r\nAccept: */*\r\nConnection: close\r\n"
         );
+        assert_eq!(h.host.as_deref(), Some(&b"r"[..]));
+        assert!(!h.cross_site && !h.http10);
         assert_eq!(h.body, 0);
         assert_eq!(
             &b"GET /api/v1/stats?x=1 HTTP/1.1\r\nHost: r\r\nConnection: keep-alive\r\n\
@@ -243,6 +280,34 @@ mod tests {
         // leading empty lines are skipped, HTTP/1.0 is fine
         let h = ok(b"\r\nGET / HTTP/1.0\r\n\r\n");
         assert!(h.forward.starts_with(b"GET / HTTP/1.0\r\n"));
+        assert!(h.http10 && h.host.is_none());
+    }
+
+    #[test]
+    fn host_fetch_site_and_internal_fields() {
+        let h = ok(
+            b"GET / HTTP/1.1\r\nhost: a:1\r\nSec-Fetch-Site: cross-site\r\n\
+                     X-Ctrack-Peer: 1.2.3.4\r\nx-ctrack-conn: 9\r\n\r\n",
+        );
+        assert_eq!(h.host.as_deref(), Some(&b"a:1"[..]));
+        assert!(h.cross_site);
+        let fwd = String::from_utf8(h.forward).unwrap();
+        assert!(!fwd.to_ascii_lowercase().contains("x-ctrack"), "{fwd}");
+        assert!(fwd.contains("Sec-Fetch-Site: cross-site\r\n"));
+        assert!(
+            !ok(b"GET / HTTP/1.1\r\nHost: a\r\nSec-Fetch-Site: same-origin\r\n\r\n").cross_site
+        );
+        // a short name that is not the prefix is kept
+        let h = ok(b"GET / HTTP/1.1\r\nHost: a\r\nX-Ctrack: 1\r\n\r\n");
+        assert!(
+            String::from_utf8(h.forward)
+                .unwrap()
+                .contains("X-Ctrack: 1\r\n")
+        );
+        // HTTP/1.1 needs exactly one Host
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert!(ok(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n").http10);
     }
 
     #[test]
@@ -280,8 +345,8 @@ mod tests {
         }
         assert_eq!(status(&b), 431);
         // exactly at the limit is fine
-        let mut b = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..l.max_headers {
+        let mut b = b"GET / HTTP/1.1\r\nHost: r\r\n".to_vec();
+        for i in 1..l.max_headers {
             b.extend(format!("X-{i}: v\r\n").bytes());
         }
         b.extend(b"\r\n");
@@ -303,15 +368,18 @@ mod tests {
             status(b"DELETE / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             413
         );
-        let h = ok(b"DELETE /a HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}");
+        let h = ok(b"DELETE /a HTTP/1.1\r\nHost: r\r\nContent-Length: 2\r\n\r\n{}");
         assert_eq!(h.body, 2);
         assert!(
             String::from_utf8(h.forward)
                 .unwrap()
-                .ends_with("Content-Length: 2\r\nConnection: close\r\n\r\n")
+                .ends_with("Content-Length: 2\r\nConnection: close\r\n")
         );
         // zero is no body
-        assert_eq!(ok(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").body, 0);
+        assert_eq!(
+            ok(b"GET / HTTP/1.1\r\nHost: r\r\nContent-Length: 0\r\n\r\n").body,
+            0
+        );
         for bad in [
             &b"DELETE / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"[..],
             b"DELETE / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",

@@ -6,12 +6,15 @@
 //! client's bounded queue with `try_send`. A client whose queue is full is
 //! too slow: it is dropped (its stream ends with an `event: dropped`
 //! message), never buffered without limit.
+//!
+//! Every event also goes to the web's shared table ([`Store::apply`]),
+//! which is how lists stay current between counter snapshots.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::flow::EventKind;
 use crate::flow::json::{JsonOptions, write_flow};
@@ -19,6 +22,7 @@ use crate::netlink::Event;
 
 use super::names::{NameCache, Names};
 use super::query::WebFilter;
+use super::snapshot::Store;
 
 /// Queue length per client when none is configured.
 pub const DEFAULT_QUEUE: usize = 1024;
@@ -30,14 +34,24 @@ struct Sub {
     tx: SyncSender<Arc<[u8]>>,
 }
 
+/// The clients and the counts (64-bit, under the clients' lock: no
+/// 64-bit atomics on 32-bit MIPS).
+#[derive(Default)]
+struct Subs {
+    list: Vec<Sub>,
+    published: u64,
+    delivered: u64,
+    dropped_clients: u64,
+    new: u64,
+    destroyed: u64,
+}
+
 #[derive(Default)]
 struct Inner {
-    subs: Mutex<Vec<Sub>>,
+    subs: Mutex<Subs>,
     names: Mutex<Option<Arc<NameCache>>>,
+    store: Mutex<Option<Arc<Store>>>,
     next_id: AtomicU32,
-    published: AtomicU32,
-    delivered: AtomicU32,
-    dropped_clients: AtomicU32,
     queue: AtomicU32,
 }
 
@@ -68,12 +82,17 @@ impl std::fmt::Debug for Hub {
 pub struct HubStats {
     /// Connected clients.
     pub clients: u32,
-    /// Events published by the daemon (wrapping counter).
-    pub published: u32,
-    /// Event copies queued to clients (wrapping counter).
-    pub delivered: u32,
+    /// Events published by the daemon.
+    pub published: u64,
+    /// Event copies queued to clients.
+    pub delivered: u64,
     /// Clients dropped because their queue was full.
-    pub dropped_clients: u32,
+    pub dropped_clients: u64,
+    /// NEW events published (the page's new flows per second when it
+    /// polls instead of streaming).
+    pub new: u64,
+    /// DESTROY events published.
+    pub destroyed: u64,
 }
 
 /// One client's end: its queue of serialized events.
@@ -104,6 +123,14 @@ impl Hub {
         }
     }
 
+    /// Gives the hub the table every event is applied to (the web server
+    /// does this).
+    pub fn set_store(&self, store: Arc<Store>) {
+        if let Ok(mut s) = self.inner.store.lock() {
+            *s = Some(store);
+        }
+    }
+
     fn names(&self) -> Arc<Names> {
         match self.inner.names.lock() {
             Ok(n) => n
@@ -120,7 +147,7 @@ impl Hub {
         let (tx, rx) = std::sync::mpsc::sync_channel(n);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut subs) = self.inner.subs.lock() {
-            subs.push(Sub {
+            subs.list.push(Sub {
                 id,
                 filter,
                 updates,
@@ -133,46 +160,66 @@ impl Hub {
     /// Removes a client (when its connection ends).
     pub fn unsubscribe(&self, id: u32) {
         if let Ok(mut subs) = self.inner.subs.lock() {
-            subs.retain(|s| s.id != id);
+            subs.list.retain(|s| s.id != id);
         }
     }
 
     /// Removes every client: their streams end (used when stopping).
     pub fn close_all(&self) {
         if let Ok(mut subs) = self.inner.subs.lock() {
-            subs.clear();
+            subs.list.clear();
         }
     }
 
     /// Number of connected clients.
     pub fn clients(&self) -> u32 {
-        self.inner.subs.lock().map(|s| s.len() as u32).unwrap_or(0)
+        self.inner
+            .subs
+            .lock()
+            .map(|s| s.list.len() as u32)
+            .unwrap_or(0)
     }
 
     /// The hub's counters.
     pub fn stats(&self) -> HubStats {
-        HubStats {
-            clients: self.clients(),
-            published: self.inner.published.load(Ordering::Relaxed),
-            delivered: self.inner.delivered.load(Ordering::Relaxed),
-            dropped_clients: self.inner.dropped_clients.load(Ordering::Relaxed),
+        match self.inner.subs.lock() {
+            Ok(s) => HubStats {
+                clients: s.list.len() as u32,
+                published: s.published,
+                delivered: s.delivered,
+                dropped_clients: s.dropped_clients,
+                new: s.new,
+                destroyed: s.destroyed,
+            },
+            Err(_) => HubStats::default(),
         }
     }
 
-    /// Hands a kernel event to every client that selected it. Never
-    /// blocks: a client with a full queue is dropped.
+    /// Hands a kernel event to the table and to every client that
+    /// selected it. Never blocks on a client: one with a full queue is
+    /// dropped.
     pub fn publish(&self, ev: &Event) {
-        self.inner.published.fetch_add(1, Ordering::Relaxed);
+        if let Ok(s) = self.inner.store.lock()
+            && let Some(s) = s.as_ref()
+        {
+            s.apply(ev);
+        }
         let Ok(mut subs) = self.inner.subs.lock() else {
             return;
         };
-        if subs.is_empty() {
+        subs.published += 1;
+        match ev.kind {
+            EventKind::New => subs.new += 1,
+            EventKind::Destroy => subs.destroyed += 1,
+            EventKind::Update => {}
+        }
+        if subs.list.is_empty() {
             return;
         }
         let names = self.names();
         let mut msg: Option<Arc<[u8]>> = None;
-        let mut dropped = 0;
-        subs.retain(|s| {
+        let (mut dropped, mut delivered) = (0, 0);
+        subs.list.retain(|s| {
             if ev.kind == EventKind::Update && !s.updates {
                 return true;
             }
@@ -182,7 +229,7 @@ impl Hub {
             let m = msg.get_or_insert_with(|| sse_message(ev, &names)).clone();
             match s.tx.try_send(m) {
                 Ok(()) => {
-                    self.inner.delivered.fetch_add(1, Ordering::Relaxed);
+                    delivered += 1;
                     true
                 }
                 Err(TrySendError::Full(_)) => {
@@ -192,11 +239,8 @@ impl Hub {
                 Err(TrySendError::Disconnected(_)) => false,
             }
         });
-        if dropped > 0 {
-            self.inner
-                .dropped_clients
-                .fetch_add(dropped, Ordering::Relaxed);
-        }
+        subs.delivered += delivered;
+        subs.dropped_clients += dropped;
     }
 }
 
@@ -219,15 +263,22 @@ fn sse_message(ev: &Event, names: &Names) -> Arc<[u8]> {
 /// noticed and proxies keep the stream open.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// Writes a client's events to its connection until the client goes away,
-/// the hub drops it, or writing fails (the socket's send timeout bounds a
-/// stalled write). Runs on the client's own thread.
-pub fn pump(hub: &Hub, sub: Subscription, out: &mut dyn Write) {
+/// How often a stream checks that its client is still there.
+const CHECK: Duration = Duration::from_millis(200);
+
+/// Writes a client's events to its connection until the client goes away
+/// (`gone` says so, checked every 200 ms: its slot is free at once), the
+/// hub drops it, or writing fails. Runs on the client's own thread.
+pub fn pump(hub: &Hub, sub: Subscription, out: &mut dyn Write, gone: &dyn Fn() -> bool) {
     let _ = out
         .write_all(b": ctrack events\n\n")
         .and_then(|_| out.flush());
+    let mut quiet_since = Instant::now();
     loop {
-        match sub.rx.recv_timeout(KEEPALIVE) {
+        if gone() {
+            break;
+        }
+        match sub.rx.recv_timeout(CHECK) {
             Ok(first) => {
                 if out.write_all(&first).is_err() {
                     break;
@@ -242,8 +293,12 @@ pub fn pump(hub: &Hub, sub: Subscription, out: &mut dyn Write) {
                 if !ok || out.flush().is_err() {
                     break;
                 }
+                quiet_since = Instant::now();
             }
             Err(RecvTimeoutError::Timeout) => {
+                if quiet_since.elapsed() < KEEPALIVE {
+                    continue;
+                }
                 if out
                     .write_all(b": keep-alive\n\n")
                     .and_then(|_| out.flush())
@@ -251,6 +306,7 @@ pub fn pump(hub: &Hub, sub: Subscription, out: &mut dyn Write) {
                 {
                     break;
                 }
+                quiet_since = Instant::now();
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let _ = out
@@ -307,8 +363,21 @@ mod tests {
         assert_eq!(hub.stats().dropped_clients, 2);
         assert_eq!(hub.clients(), 1);
         let mut out = Vec::new();
-        pump(&hub, all, &mut out);
+        pump(&hub, all, &mut out, &|| false);
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("reconnect\"}\n\n"), "{text}");
+        let st = hub.stats();
+        assert_eq!((st.published, st.new, st.destroyed), (5, 1, 3));
+        // a client that went: its stream ends within a check, its slot
+        // is free
+        let left = hub.subscribe(WebFilter::default(), false);
+        let before = hub.clients();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        pump(&hub, left, &mut out, &|| {
+            t0.elapsed() > Duration::from_millis(300)
+        });
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert_eq!(hub.clients(), before - 1);
     }
 }

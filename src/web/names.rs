@@ -112,7 +112,9 @@ fn stamp(p: &Option<PathBuf>) -> Option<SystemTime> {
         .and_then(|m| m.modified().ok())
 }
 
-fn read_capped(p: &Path) -> String {
+/// A file's text, at most [`MAX_FILE_BYTES`] of it, lossy UTF-8 (empty
+/// when it cannot be read).
+pub(super) fn read_capped(p: &Path) -> String {
     use std::io::Read;
     let mut s = Vec::new();
     if let Ok(f) = std::fs::File::open(p) {

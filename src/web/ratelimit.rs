@@ -1,11 +1,12 @@
-//! The per-address rate limit of the web front (429 past it): token
+//! The per-client rate limit of the web front (429 past it): token
 //! buckets in a bounded table, pure (the caller passes the time).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-/// Per-address token buckets; the table is bounded (oldest entries go).
+/// Per-client token buckets (the front keys them by [`super::access::client_key`]);
+/// the table is bounded (oldest entries go).
 pub struct RateLimiter {
     rate: f32,
     burst: f32,

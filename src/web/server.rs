@@ -1,16 +1,24 @@
 //! The HTTP side: our listener and the front (src/web/front.rs), a
 //! private Unix socket to tiny_http, tiny_http's request queue, the gate
-//! (bounded hand-off to a fixed worker pool), routing, and responses with
-//! security headers.
+//! (bounded hand-off to a fixed worker pool), access checks (tokens),
+//! routing, and replies with security headers.
 //!
 //! Threads: the front (accept and every client socket); tiny_http's
 //! accept thread and its per-connection readers, at most
 //! `Limits::max_conns` since only the front connects to it; one
-//! supervisor running the gate; `Limits::workers` workers; one thread per
-//! event stream (at most `Limits::max_streams`).
+//! supervisor running the gate; `Limits::workers` workers; the snapshot
+//! refresher; one thread per large reply (at most `Limits::max_heavy`)
+//! and per event stream (at most `Limits::max_streams`).
+//!
+//! A reply up to [`SMALL_REPLY`] bytes is written by the worker at once
+//! (the socket to the front and the front's buffer hold it whatever the
+//! client's pace). A larger one is rendered a chunk at a time by a thread
+//! of its own, chunked for HTTP/1.1 and delimited by the connection's
+//! close for HTTP/1.0, so tiny_http never holds a whole body; a slow
+//! reader then keeps that thread, never a worker.
 
 use std::io::{Cursor, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -21,15 +29,28 @@ use std::time::{Duration, Instant};
 
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
-use super::api;
+use super::access;
+use super::api::{self, BytesBody, Chunks, ListBody};
 use super::assets;
 use super::front;
+use super::hosts;
 use super::hub;
+use super::metrics::{self, Kind, Text};
 use super::names::NameCache;
+use super::neigh::MacCache;
 use super::query::{ApiError, Endpoint, FlowQuery};
 use super::ratelimit::RateLimiter;
-use super::shared::{API_CSP, Counters, PAGE_CSP, Shared, error_body};
+use super::shared::{API_CSP, COUNTS, Counters, PAGE_CSP, Shared, Slot, SlotKind, error_body};
+use super::snapshot::Store;
 use super::{Error, WebConfig, WebContext};
+
+/// Largest reply a worker writes itself; larger ones get a thread.
+pub const SMALL_REPLY: usize = 128 * 1024;
+
+/// A list of more rows than this (or of all, or CSV) may be large: it
+/// takes its client's large-reply place before any work is done, so a
+/// client at its cap costs nothing but the 503.
+const LARGE_ROWS: usize = 200;
 
 /// A running web server.
 pub struct Handle {
@@ -39,6 +60,7 @@ pub struct Handle {
     wake: UnixStream,
     sock: SockDir,
     supervisor: Option<JoinHandle<()>>,
+    refresher: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -69,6 +91,7 @@ impl Handle {
     fn shutdown(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.hub.close_all();
+        self.shared.store.stop();
         // the front first: closing its sockets ends every request tiny_http
         // is reading or answering
         let _ = (&self.wake).write(&[1]);
@@ -85,6 +108,9 @@ impl Handle {
         }
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+        if let Some(r) = self.refresher.take() {
+            let _ = r.join();
         }
         if let Ok(mut servers) = self.shared.servers.lock() {
             servers.clear();
@@ -214,24 +240,17 @@ impl SockDir {
 #[derive(Debug)]
 pub struct Server;
 
-fn read_token(path: &std::path::Path) -> Result<Vec<u8>, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Token(path.to_path_buf(), e.to_string()))?;
-    let t = text.trim();
-    if t.len() < 16 {
-        return Err(Error::Token(
-            path.to_path_buf(),
-            "the token must be at least 16 characters".into(),
-        ));
+/// Reads a token file: private to its owner and group, one word of 16
+/// or more characters.
+fn read_token(path: &Path) -> Result<Vec<u8>, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |e: String| Error::Token(path.to_path_buf(), e);
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if let Some(p) = access::token_mode_problem(meta.mode()) {
+        return Err(err(p));
     }
-    if t.bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        return Err(Error::Token(
-            path.to_path_buf(),
-            "the token must be one word".into(),
-        ));
-    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let t = access::token_text(&text).map_err(|e| err(e.into()))?;
     Ok(t.as_bytes().to_vec())
 }
 
@@ -239,6 +258,14 @@ impl Server {
     /// Binds `config`'s address (inside `ctx.netns` when given) and starts
     /// the server's threads.
     pub fn start(config: WebConfig, ctx: WebContext) -> Result<Handle, Error> {
+        let token = match &config.token_file {
+            Some(p) => Some(read_token(p)?),
+            None => None,
+        };
+        let read_token = match &config.read_token_file {
+            Some(p) => Some(read_token(p)?),
+            None => None,
+        };
         let addr = config.socket_addr();
         let bind = || TcpListener::bind(addr);
         let listener = match &ctx.netns {
@@ -248,21 +275,28 @@ impl Server {
         .map_err(|e| Error::Bind(addr, e))?;
         listener.set_nonblocking(true).map_err(Error::Io)?;
         let local = listener.local_addr().map_err(Error::Io)?;
-        let token = match &config.token_file {
-            Some(p) => Some(read_token(p)?),
-            None => None,
-        };
         let names = Arc::new(NameCache::new(
             config.dhcp_leases.clone(),
             config.hosts.clone(),
         ));
         ctx.hub.set_names(names.clone());
+        let store = Arc::new(Store::new(ctx.netns.clone(), config.counter_interval));
+        ctx.hub.set_store(store.clone());
         let limits = config.limits.clone();
         let shared = Arc::new(Shared {
             netns: ctx.netns.clone(),
             limiter: Mutex::new(RateLimiter::new(limits.rate_per_sec, limits.rate_burst)),
             limits,
             token,
+            read_token,
+            listen: local.ip(),
+            server_names: config.server_names.clone(),
+            store,
+            macs: MacCache::new(ctx.netns.clone(), config.dhcp_leases.clone()),
+            flow_counts: ctx.flow_counts.clone(),
+            conns: Mutex::new(Default::default()),
+            next_conn: AtomicU32::new(1),
+            slots: Mutex::new(Default::default()),
             names,
             hub: ctx.hub.clone(),
             stats: ctx.stats.clone(),
@@ -287,6 +321,7 @@ impl Server {
             wake,
             sock,
             supervisor: None,
+            refresher: None,
             workers: Vec::new(),
         };
         match Self::spawn(&mut handle, listener, unix, wake_rx) {
@@ -299,8 +334,8 @@ impl Server {
         }
     }
 
-    /// Starts the workers, tiny_http on `unix`, its supervisor and the
-    /// front.
+    /// Starts the workers, the snapshot refresher, tiny_http on `unix`,
+    /// its supervisor and the front.
     fn spawn(
         handle: &mut Handle,
         listener: TcpListener,
@@ -308,7 +343,7 @@ impl Server {
         wake_rx: UnixStream,
     ) -> Result<(), Error> {
         let shared = handle.shared.clone();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Request>(shared.limits.queue.max(1));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Queued>(shared.limits.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..shared.limits.workers.max(1) {
             let sh = shared.clone();
@@ -319,6 +354,13 @@ impl Server {
                 .map_err(Error::Io)?;
             handle.workers.push(w);
         }
+        let store = shared.store.clone();
+        handle.refresher = Some(
+            std::thread::Builder::new()
+                .name("ctrack-websnap".into())
+                .spawn(move || store.run_refresher())
+                .map_err(Error::Io)?,
+        );
         let first = tiny_http::Server::from_listener(unix.try_clone().map_err(Error::Io)?, None)
             .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         let sh = shared.clone();
@@ -340,6 +382,9 @@ impl Server {
     }
 }
 
+/// A request waiting for a worker, with the time it was queued.
+type Queued = (Request, Instant);
+
 /// Runs tiny_http servers on the Unix listener, one after another: when
 /// a server's request queue ends without a stop (its accept loop died on
 /// an accept error such as EMFILE), a new one is built on the same
@@ -350,7 +395,7 @@ fn supervise(
     sh: &Arc<Shared>,
     listener: UnixListener,
     first: tiny_http::Server,
-    tx: SyncSender<Request>,
+    tx: SyncSender<Queued>,
 ) {
     let mut server = Some(first);
     let mut pause = Duration::from_millis(50);
@@ -389,7 +434,7 @@ fn supervise(
         if sh.stopping.load(Ordering::SeqCst) {
             break;
         }
-        sh.counters.restarts.fetch_add(1, Ordering::Relaxed);
+        sh.counters.add(super::shared::Count::Restarts);
         sh.note(&format!("web: HTTP accept loop ended ({why}); restarting"));
         let (sh2, tx2, old) = (sh.clone(), tx.clone(), s.clone());
         let _ = std::thread::Builder::new()
@@ -405,7 +450,7 @@ fn supervise(
 
 /// Serves requests that still reach a dead server (connections accepted
 /// before its accept loop ended) until it has been quiet for a while.
-fn drain(sh: &Arc<Shared>, s: &Arc<tiny_http::Server>, tx: &SyncSender<Request>) {
+fn drain(sh: &Arc<Shared>, s: &Arc<tiny_http::Server>, tx: &SyncSender<Queued>) {
     let mut quiet = Instant::now();
     while !sh.stopping.load(Ordering::SeqCst) && quiet.elapsed() < Duration::from_secs(60) {
         match s.recv_timeout(Duration::from_millis(500)) {
@@ -431,14 +476,23 @@ fn add<R: std::io::Read>(r: &mut Response<R>, name: &str, value: &str) {
     }
 }
 
+/// The security headers every reply carries, as (name, value).
+fn security_headers(csp: &str) -> [(&'static str, &str); 6] {
+    [
+        ("Server", "ctrack"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Content-Security-Policy", csp),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cache-Control", "no-store"),
+    ]
+}
+
 /// Adds the headers every reply carries.
 fn secure<R: std::io::Read>(mut r: Response<R>, csp: &str) -> Response<R> {
-    add(&mut r, "Server", "ctrack");
-    add(&mut r, "X-Content-Type-Options", "nosniff");
-    add(&mut r, "Content-Security-Policy", csp);
-    add(&mut r, "X-Frame-Options", "DENY");
-    add(&mut r, "Referrer-Policy", "no-referrer");
-    add(&mut r, "Cache-Control", "no-store");
+    for (k, v) in security_headers(csp) {
+        add(&mut r, k, v);
+    }
     r
 }
 
@@ -448,36 +502,54 @@ fn json_response(status: u16, body: Vec<u8>) -> Response<Cursor<Vec<u8>>> {
     secure(r, API_CSP)
 }
 
+/// The header of a 401: the scheme a client must use.
+const CHALLENGE: (&str, &str) = ("WWW-Authenticate", "Bearer realm=\"ctrack\"");
+
 fn respond_error(sh: &Shared, rq: Request, e: &ApiError, extra: &[(&str, &str)]) {
-    sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+    sh.counters.add(super::shared::Count::Errors);
     let mut r = json_response(e.status, error_body(&e.msg));
     for (k, v) in extra {
         add(&mut r, k, v);
+    }
+    if e.status == 401 {
+        sh.counters.add(super::shared::Count::Unauthorized);
+        add(&mut r, CHALLENGE.0, CHALLENGE.1);
+    }
+    if e.status == 503 && !extra.iter().any(|(k, _)| *k == "Retry-After") {
+        add(&mut r, "Retry-After", "2");
     }
     let _ = rq.respond(r);
 }
 
 /// Hands a request to the workers, on the supervisor thread; 503 when
-/// they are all busy and the queue is full. Sizes, bodies and the rate
-/// were checked by the front before tiny_http saw the request.
-fn gate(sh: &Arc<Shared>, rq: Request, tx: &SyncSender<Request>) {
-    match tx.try_send(rq) {
+/// they are all busy and the queue is full. Sizes, bodies, the host and
+/// the rate were checked by the front before tiny_http saw the request.
+fn gate(sh: &Arc<Shared>, rq: Request, tx: &SyncSender<Queued>) {
+    match tx.try_send((rq, Instant::now())) {
         Ok(()) => {}
-        Err(TrySendError::Full(rq)) | Err(TrySendError::Disconnected(rq)) => {
-            sh.counters.busy.fetch_add(1, Ordering::Relaxed);
+        Err(TrySendError::Full((rq, _))) | Err(TrySendError::Disconnected((rq, _))) => {
+            sh.counters.add(super::shared::Count::Busy);
             let e = ApiError::new(503, "server busy: try again");
             respond_error(sh, rq, &e, &[("Retry-After", "1")]);
         }
     }
 }
 
-fn worker(sh: &Arc<Shared>, rx: &Arc<Mutex<Receiver<Request>>>) {
+fn worker(sh: &Arc<Shared>, rx: &Arc<Mutex<Receiver<Queued>>>) {
     loop {
         let next = match rx.lock() {
             Ok(r) => r.recv(),
             Err(_) => return,
         };
-        let Ok(rq) = next else { return };
+        let Ok((rq, queued)) = next else { return };
+        if queued.elapsed() >= sh.limits.queue_wait {
+            // its client has waited long enough: say so rather than
+            // answer late
+            sh.counters.add(super::shared::Count::Busy);
+            let e = ApiError::new(503, "server busy: try again");
+            respond_error(sh, rq, &e, &[("Retry-After", "2")]);
+            continue;
+        }
         route(sh, rq);
     }
 }
@@ -485,6 +557,71 @@ fn worker(sh: &Arc<Shared>, rx: &Arc<Mutex<Receiver<Request>>>) {
 fn allow(sh: &Shared, rq: Request, allowed: &str) {
     let e = ApiError::new(405, "method not allowed");
     respond_error(sh, rq, &e, &[("Allow", allowed)]);
+}
+
+/// What the front told the server about a request: the client's key
+/// (for its caps) and its connection.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    key: IpAddr,
+    conn: Option<u32>,
+    http10: bool,
+    head: bool,
+}
+
+impl Meta {
+    fn of(rq: &Request) -> Meta {
+        fn field<'a>(rq: &'a Request, name: &'static str) -> Option<&'a str> {
+            rq.headers()
+                .iter()
+                .find(|h| h.field.equiv(name))
+                .map(|h| h.value.as_str().trim())
+        }
+        let peer = field(rq, "X-Ctrack-Peer")
+            .and_then(|v| v.parse::<IpAddr>().ok())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Meta {
+            key: access::client_key(peer),
+            conn: field(rq, "X-Ctrack-Conn").and_then(|v| v.parse().ok()),
+            http10: *rq.http_version() == tiny_http::HTTPVersion(1, 0),
+            head: matches!(rq.method(), Method::Head),
+        }
+    }
+}
+
+/// What a request needs to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// Data: the read token when one is configured (the admin token does
+    /// too).
+    Read,
+    /// Deleting: the admin token.
+    Admin,
+}
+
+/// Checks the request's bearer token against what `need` asks: 401 (with
+/// `WWW-Authenticate: Bearer`) when it is missing or wrong, 403 when
+/// deleting is not configured at all.
+fn authorize(sh: &Shared, rq: &Request, need: Need) -> Result<(), ApiError> {
+    let given = rq
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .and_then(|h| access::bearer(h.value.as_str()));
+    let is = |t: &Option<Vec<u8>>| matches!((t, given), (Some(t), Some(g)) if access::constant_time_eq(g.as_bytes(), t));
+    match need {
+        Need::Read if sh.read_token.is_none() || is(&sh.read_token) || is(&sh.token) => Ok(()),
+        Need::Read => Err(ApiError::new(401, "a valid bearer token is needed to read")),
+        Need::Admin if sh.token.is_none() => Err(ApiError::new(
+            403,
+            "deleting is disabled: no TokenFile is configured",
+        )),
+        Need::Admin if is(&sh.token) => Ok(()),
+        Need::Admin => Err(ApiError::new(
+            401,
+            "a valid bearer token is needed to delete",
+        )),
+    }
 }
 
 fn route(sh: &Arc<Shared>, rq: Request) {
@@ -501,28 +638,36 @@ fn route(sh: &Arc<Shared>, rq: Request) {
         let _ = rq.respond(secure(r, csp));
         return;
     }
+    let known = matches!(
+        path,
+        "/api/v1/connections" | "/api/v1/hosts" | "/api/v1/stats" | "/metrics" | "/api/v1/events"
+    );
+    if !known {
+        return respond_error(sh, rq, &ApiError::new(404, "not found"), &[]);
+    }
+    let need = if matches!(rq.method(), Method::Delete) {
+        Need::Admin
+    } else {
+        Need::Read
+    };
+    if let Err(e) = authorize(sh, &rq, need) {
+        return respond_error(sh, rq, &e, &[]);
+    }
+    let meta = Meta::of(&rq);
     match path {
         "/api/v1/connections" => match rq.method() {
-            Method::Get | Method::Head => list(sh, rq, qs),
+            Method::Get | Method::Head => list(sh, rq, meta, qs),
             Method::Delete => delete(sh, rq, qs),
             _ => allow(sh, rq, "GET, HEAD, DELETE"),
         },
-        "/api/v1/hosts" if get => {
-            let res = FlowQuery::parse(qs, Endpoint::Hosts).and_then(|q| {
-                let mut ct = api::open(sh.netns.as_deref())?;
-                let names = sh.names.get();
-                api::hosts(&mut ct, &q, &names, api::acct_sysctl(sh.netns.as_deref()))
-            });
-            reply(sh, rq, res);
-        }
+        "/api/v1/hosts" if get => hosts_reply(sh, rq, meta, qs),
         "/api/v1/stats" if get => {
             let body = stats_body(sh);
             reply(sh, rq, Ok(body));
         }
-        "/metrics" if get => metrics(sh, rq),
-        "/api/v1/events" if matches!(rq.method(), Method::Get) => events(sh, rq, qs),
-        "/api/v1/hosts" | "/api/v1/stats" | "/metrics" | "/api/v1/events" => allow(sh, rq, "GET"),
-        _ => respond_error(sh, rq, &ApiError::new(404, "not found"), &[]),
+        "/metrics" if get => metrics_reply(sh, rq),
+        "/api/v1/events" if matches!(rq.method(), Method::Get) => events(sh, rq, meta, qs),
+        _ => allow(sh, rq, "GET"),
     }
 }
 
@@ -535,93 +680,166 @@ fn reply(sh: &Shared, rq: Request, res: Result<Vec<u8>, ApiError>) {
     }
 }
 
-fn list(sh: &Arc<Shared>, rq: Request, qs: &str) {
+/// Sends a 200 reply of `body`: written by this worker when it is small,
+/// else from a thread of its own, in `slot` (one of the client's
+/// large-reply places, taken now when none was; 503 when none is free).
+fn send(
+    sh: &Arc<Shared>,
+    rq: Request,
+    meta: Meta,
+    ctype: &'static str,
+    mut body: Box<dyn Chunks>,
+    slot: Option<Slot>,
+) {
+    let mut first = Vec::with_capacity(16 * 1024);
+    let mut done = false;
+    while first.len() < SMALL_REPLY {
+        if !body.fill(&mut first) {
+            done = true;
+            break;
+        }
+    }
+    if done {
+        let mut r = Response::from_data(first);
+        add(&mut r, "Content-Type", ctype);
+        let _ = rq.respond(secure(r, API_CSP));
+        return;
+    }
+    let Some(slot) = slot.or_else(|| sh.take_slot(SlotKind::Heavy, meta.key)) else {
+        return too_many_large(sh, rq);
+    };
+    let spawned = std::thread::Builder::new()
+        .name("ctrack-webreply".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let _slot = slot;
+            stream_reply(rq, meta, ctype, first, body);
+        });
+    if spawned.is_err() {
+        // the request went with the closure: its connection closes
+        sh.counters.add(super::shared::Count::Busy);
+    }
+}
+
+/// 503: the client (or everyone) has as many large replies as allowed.
+fn too_many_large(sh: &Shared, rq: Request) {
+    sh.counters.add(super::shared::Count::Busy);
+    let e = ApiError::new(
+        503,
+        "too many large replies in progress: try again, or ask for a smaller page (limit)",
+    );
+    respond_error(sh, rq, &e, &[("Retry-After", "5")]);
+}
+
+/// Writes a large reply: our own head (constants only), then the body a
+/// chunk at a time, chunked for HTTP/1.1, delimited by the connection's
+/// close for HTTP/1.0; ends when the client goes.
+fn stream_reply(rq: Request, meta: Meta, ctype: &str, first: Vec<u8>, mut body: Box<dyn Chunks>) {
+    let mut w = rq.into_writer();
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(if meta.http10 {
+        b"HTTP/1.0 200 OK\r\n"
+    } else {
+        b"HTTP/1.1 200 OK\r\n"
+    });
+    for (k, v) in security_headers(API_CSP) {
+        head.extend_from_slice(k.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"Content-Type: ");
+    head.extend_from_slice(ctype.as_bytes());
+    if !meta.http10 {
+        head.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+    }
+    head.extend_from_slice(b"\r\n\r\n");
+    if w.write_all(&head).is_err() || meta.head {
+        let _ = w.flush();
+        return;
+    }
+    let chunked = !meta.http10;
+    let send = |w: &mut Box<dyn Write + Send>, data: &[u8]| -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if chunked {
+            w.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+            w.write_all(data)?;
+            w.write_all(b"\r\n")
+        } else {
+            w.write_all(data)
+        }
+    };
+    if send(&mut w, &first).is_err() {
+        return;
+    }
+    drop(first);
+    let mut buf = Vec::with_capacity(api::CHUNK + 4096);
+    loop {
+        buf.clear();
+        let more = body.fill(&mut buf);
+        if send(&mut w, &buf).is_err() || w.flush().is_err() {
+            return;
+        }
+        if !more {
+            break;
+        }
+    }
+    if chunked {
+        let _ = w.write_all(b"0\r\n\r\n");
+    }
+    let _ = w.flush();
+}
+
+fn list(sh: &Arc<Shared>, rq: Request, meta: Meta, qs: &str) {
     let q = match FlowQuery::parse(qs, Endpoint::List) {
         Ok(q) => q,
         Err(e) => return respond_error(sh, rq, &e, &[]),
     };
-    let mut ct = match api::open(sh.netns.as_deref()) {
-        Ok(c) => c,
+    let large = q.csv || q.limit.is_none_or(|l| l > LARGE_ROWS);
+    let slot = match large {
+        true => match sh.take_slot(SlotKind::Heavy, meta.key) {
+            Some(s) => Some(s),
+            None => return too_many_large(sh, rq),
+        },
+        false => None,
+    };
+    let names = sh.names.get();
+    let sel = match sh.store.view(true) {
+        Ok(v) => api::select(v.table(), &q, &names, v.now),
+        Err(e) => return respond_error(sh, rq, &e, &[]),
+    };
+    let ctype = if q.csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    let body = ListBody::new(&sh.store, sel, &q, names);
+    send(sh, rq, meta, ctype, Box::new(body), slot);
+}
+
+fn hosts_reply(sh: &Arc<Shared>, rq: Request, meta: Meta, qs: &str) {
+    let q = match FlowQuery::parse(qs, Endpoint::Hosts) {
+        Ok(q) => q,
         Err(e) => return respond_error(sh, rq, &e, &[]),
     };
     let names = sh.names.get();
-    if !q.sort.is_empty() {
-        match api::sorted_list(&mut ct, &q, &names) {
-            Ok(api::Sorted::Bytes(b)) => reply(sh, rq, Ok(b)),
-            Ok(api::Sorted::Stream(r)) => {
-                let mut r = Response::new(StatusCode(200), Vec::new(), r, None, None);
-                add(&mut r, "Content-Type", "application/json");
-                let _ = rq.respond(secure(r, API_CSP));
-            }
-            Err(e) => respond_error(sh, rq, &e, &[]),
+    let macs = sh.macs.get();
+    let body = match sh.store.view(true) {
+        Ok(v) => {
+            let (list, other) = hosts::aggregate(v.table(), &q, &names, &macs, v.now);
+            let acct = api::acct_sysctl(sh.netns.as_deref())
+                .unwrap_or(v.table().acct() || v.table().is_empty());
+            hosts::render(&list, other, v.table(), &names, acct, v.now)
         }
-        return;
-    }
-    // unsorted: stream from the dump on a helper thread through a small
-    // bounded channel, so memory stays flat whatever the table size
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    std::thread::scope(|s| {
-        let names = &names;
-        let q = &q;
-        let spawned = std::thread::Builder::new()
-            .name("ctrack-webdump".into())
-            .spawn_scoped(s, move || api::stream_list(ct, q, names, tx));
-        if spawned.is_err() {
-            let e = ApiError::new(503, "server busy: try again");
-            return respond_error(sh, rq, &e, &[]);
-        }
-        let mut r = Response::new(
-            StatusCode(200),
-            Vec::new(),
-            api::ChanReader::new(rx),
-            None,
-            None,
-        );
-        add(&mut r, "Content-Type", "application/json");
-        let _ = rq.respond(secure(r, API_CSP));
-    });
-}
-
-/// Compares in time that depends only on the lengths, not on where the
-/// first difference is.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len().max(b.len());
-    let mut diff = (a.len() ^ b.len()) as u32;
-    for i in 0..n {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= (x ^ y) as u32;
-    }
-    diff == 0
-}
-
-fn authorized(sh: &Shared, rq: &Request) -> Result<(), ApiError> {
-    let Some(token) = &sh.token else {
-        return Err(ApiError::new(
-            403,
-            "deleting is disabled: no TokenFile is configured",
-        ));
+        Err(e) => return respond_error(sh, rq, &e, &[]),
     };
-    let given = rq
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str().trim())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token) => Ok(()),
-        _ => Err(ApiError::new(
-            403,
-            "a valid bearer token is needed to delete",
-        )),
-    }
+    let body = Box::new(BytesBody::new(body));
+    send(sh, rq, meta, "application/json", body, None);
 }
 
 fn delete(sh: &Arc<Shared>, rq: Request, qs: &str) {
-    if let Err(e) = authorized(sh, &rq) {
-        return respond_error(sh, rq, &e, &[]);
-    }
     let res = FlowQuery::parse(qs, Endpoint::Delete).and_then(|q| {
         let names = sh.names.get();
         api::delete(sh.netns.as_deref(), &q, &names)
@@ -629,18 +847,19 @@ fn delete(sh: &Arc<Shared>, rq: Request, qs: &str) {
     reply(sh, rq, res);
 }
 
-fn events(sh: &Arc<Shared>, rq: Request, qs: &str) {
+fn events(sh: &Arc<Shared>, rq: Request, meta: Meta, qs: &str) {
     let q = match FlowQuery::parse(qs, Endpoint::Events) {
         Ok(q) => q,
         Err(e) => return respond_error(sh, rq, &e, &[]),
     };
-    let max = sh.limits.max_streams as u32;
-    let n = sh.counters.streams.fetch_add(1, Ordering::SeqCst);
-    if n >= max {
-        sh.counters.streams.fetch_sub(1, Ordering::SeqCst);
-        sh.counters.busy.fetch_add(1, Ordering::Relaxed);
+    let Some(slot) = sh.take_slot(SlotKind::Stream, meta.key) else {
+        sh.counters.add(super::shared::Count::Busy);
         let e = ApiError::new(503, "too many event streams");
         return respond_error(sh, rq, &e, &[("Retry-After", "5")]);
+    };
+    let conn = meta.conn.and_then(|id| sh.conn(id));
+    if let Some(c) = &conn {
+        c.stream.store(true, Ordering::SeqCst);
     }
     let sub = sh.hub.subscribe(q.filter, q.updates);
     let mut w = rq.into_writer();
@@ -654,7 +873,6 @@ fn events(sh: &Arc<Shared>, rq: Request, qs: &str) {
         .is_err()
     {
         sh.hub.unsubscribe(sub.id);
-        sh.counters.streams.fetch_sub(1, Ordering::SeqCst);
         return;
     }
     let sh2 = sh.clone();
@@ -663,46 +881,53 @@ fn events(sh: &Arc<Shared>, rq: Request, qs: &str) {
         .name("ctrack-websse".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            hub::pump(&sh2.hub, sub, &mut w);
-            sh2.counters.streams.fetch_sub(1, Ordering::SeqCst);
+            let _slot = slot;
+            let gone = || {
+                sh2.stopping.load(Ordering::Relaxed)
+                    || conn
+                        .as_ref()
+                        .is_some_and(|c| !c.alive.load(Ordering::SeqCst))
+            };
+            hub::pump(&sh2.hub, sub, &mut w, &gone);
         });
     if spawned.is_err() {
         sh.hub.unsubscribe(id);
-        sh.counters.streams.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 fn web_stats(sh: &Shared) -> serde_json::Value {
     let c = &sh.counters;
     let h = sh.hub.stats();
-    let counters = [
-        ("requests", &c.requests),
-        ("rate_limited", &c.rate_limited),
-        ("busy", &c.busy),
-        ("too_large", &c.too_large),
-        ("bad_requests", &c.bad_requests),
-        ("connections", &c.connections),
-        ("refused", &c.refused),
-        ("evicted", &c.evicted),
-        ("head_timeouts", &c.head_timeouts),
-        ("send_timeouts", &c.send_timeouts),
-        ("accept_errors", &c.accept_errors),
-        ("errors", &c.errors),
-        ("restarts", &c.restarts),
-        ("streams", &c.streams),
-    ];
+    let s = sh.store.stats();
     let mut m = serde_json::Map::new();
-    for (k, v) in counters {
+    for (k, name, _) in COUNTS {
+        m.insert(name.into(), c.get(k).into());
+    }
+    for (k, v) in [
+        ("connections", &c.connections),
+        ("streams", &c.streams),
+        ("heavy", &c.heavy),
+    ] {
         m.insert(k.into(), v.load(Ordering::Relaxed).into());
     }
     for (k, v) in [
         ("events_published", h.published),
         ("events_delivered", h.delivered),
+        ("events_new", h.new),
+        ("events_destroyed", h.destroyed),
         ("streams_dropped", h.dropped_clients),
     ] {
         m.insert(k.into(), v.into());
     }
     m.insert("uptime".into(), sh.started.elapsed().as_secs().into());
+    m.insert(
+        "snapshot".into(),
+        serde_json::json!({
+            "dumps": s.dumps, "dump_errors": s.dump_errors, "last_dump_ms": s.last_dump_ms,
+            "rows": s.rows, "memory_bytes": s.memory_bytes, "drops": s.drops,
+            "counter_interval": sh.store.interval().as_secs(),
+        }),
+    );
     serde_json::Value::Object(m)
 }
 
@@ -710,14 +935,20 @@ fn table_counts(sh: &Shared) -> Option<(u32, Option<u32>)> {
     api::open(sh.netns.as_deref()).ok()?.count().ok()
 }
 
-fn stats_body(sh: &Shared) -> Vec<u8> {
-    let mut v = match &sh.stats {
+fn daemon_stats(sh: &Shared) -> serde_json::Value {
+    let v = match &sh.stats {
         Some(f) => f(),
         None => serde_json::json!({}),
     };
-    if !v.is_object() {
-        v = serde_json::json!({ "daemon": v });
+    if v.is_object() {
+        v
+    } else {
+        serde_json::json!({ "daemon": v })
     }
+}
+
+fn stats_body(sh: &Shared) -> Vec<u8> {
+    let mut v = daemon_stats(sh);
     if let Some(m) = v.as_object_mut() {
         m.insert("web".into(), web_stats(sh));
         if let Some((count, max)) = table_counts(sh) {
@@ -730,53 +961,132 @@ fn stats_body(sh: &Shared) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-fn metrics(sh: &Arc<Shared>, rq: Request) {
-    let mut out = Vec::with_capacity(4096);
-    let mut ct = match api::open(sh.netns.as_deref()) {
+/// Flow counts by class: the daemon's cache when it can tell, else the
+/// web's table.
+fn flow_counts(sh: &Shared) -> Result<(metrics::FlowCounts, &'static str), ApiError> {
+    if let Some(f) = &sh.flow_counts
+        && let Some(c) = f()
+    {
+        return Ok((c, "the daemon's cache"));
+    }
+    let v = sh.store.view(false)?;
+    let mut map: std::collections::HashMap<metrics::FlowClass, u64> = Default::default();
+    for (_, r) in v.table().iter() {
+        let f = r.to_flow(v.now);
+        let st = super::query::state_name(&f).unwrap_or("");
+        *map.entry((f.family, f.orig.proto, st)).or_default() += 1;
+    }
+    let mut out: Vec<_> = map.into_iter().collect();
+    out.sort();
+    Ok((out, "the event-fed table"))
+}
+
+fn metrics_reply(sh: &Arc<Shared>, rq: Request) {
+    let (counts, source) = match flow_counts(sh) {
         Ok(c) => c,
         Err(e) => return respond_error(sh, rq, &e, &[]),
     };
-    out.extend_from_slice(
-        b"# HELP ctrack_flows Conntrack entries by family, protocol and state (fresh dump).\n\
-          # TYPE ctrack_flows gauge\n",
-    );
-    match api::flow_counts(&mut ct) {
-        Ok(counts) => {
-            for ((fam, proto, state), n) in counts {
-                out.extend_from_slice(b"ctrack_flows");
-                api::push_flow_labels(&mut out, fam, proto, state);
-                out.push(b' ');
-                crate::flow::addr::push_u64(&mut out, n);
-                out.push(b'\n');
-            }
-        }
-        Err(e) => return respond_error(sh, rq, &e, &[]),
-    }
-    if let Ok((count, max)) = ct.count() {
-        out.extend_from_slice(
-            b"# HELP ctrack_table_entries Entries in the conntrack table.\n\
-              # TYPE ctrack_table_entries gauge\nctrack_table_entries ",
+    let mut t = Text::default();
+    metrics::flows(&mut t, &counts, source);
+    if let Some((count, max)) = table_counts(sh) {
+        t.single(
+            "ctrack_table_entries",
+            Kind::Gauge,
+            "Entries in the conntrack table.",
+            count as u64,
         );
-        crate::flow::addr::push_u64(&mut out, count as u64);
-        out.push(b'\n');
         if let Some(m) = max {
-            out.extend_from_slice(
-                b"# HELP ctrack_table_max Size limit of the conntrack table (nf_conntrack_max).\n\
-                  # TYPE ctrack_table_max gauge\nctrack_table_max ",
+            t.single(
+                "ctrack_table_max",
+                Kind::Gauge,
+                "Size limit of the conntrack table (nf_conntrack_max).",
+                m as u64,
             );
-            crate::flow::addr::push_u64(&mut out, m as u64);
-            out.push(b'\n');
         }
     }
-    let mut v = match &sh.stats {
-        Some(f) => f(),
-        None => serde_json::json!({}),
-    };
-    if let Some(m) = v.as_object_mut() {
-        m.insert("web".into(), web_stats(sh));
+    let c = &sh.counters;
+    for (k, name, help) in COUNTS {
+        t.single(
+            &format!("ctrack_web_{name}_total"),
+            Kind::Counter,
+            help,
+            c.get(k),
+        );
     }
-    api::flatten_metrics(&mut out, "ctrack", &v, 0);
-    let mut r = Response::from_data(out);
+    let gauges = [
+        ("connections", "Client connections open.", &c.connections),
+        ("streams", "Event streams open.", &c.streams),
+        ("heavy_replies", "Large replies being sent.", &c.heavy),
+    ];
+    for (name, help, v) in gauges {
+        t.single(
+            &format!("ctrack_web_{name}"),
+            Kind::Gauge,
+            help,
+            v.load(Ordering::Relaxed) as u64,
+        );
+    }
+    let h = sh.hub.stats();
+    let s = sh.store.stats();
+    for (name, help, v) in [
+        (
+            "events_published",
+            "Kernel events the web was given.",
+            h.published,
+        ),
+        (
+            "events_delivered",
+            "Event copies queued to stream clients.",
+            h.delivered,
+        ),
+        (
+            "streams_dropped",
+            "Stream clients dropped for reading too slowly.",
+            h.dropped_clients,
+        ),
+        (
+            "snapshot_dumps",
+            "Kernel dumps taken for counters.",
+            s.dumps,
+        ),
+        (
+            "snapshot_dump_errors",
+            "Kernel dumps that failed.",
+            s.dump_errors,
+        ),
+        (
+            "snapshot_drops",
+            "Times the table was dropped for lack of watchers.",
+            s.drops,
+        ),
+    ] {
+        t.single(&format!("ctrack_web_{name}_total"), Kind::Counter, help, v);
+    }
+    t.single(
+        "ctrack_web_snapshot_rows",
+        Kind::Gauge,
+        "Flows in the web's table (0 when nobody watches).",
+        s.rows,
+    );
+    t.single(
+        "ctrack_web_snapshot_memory_bytes",
+        Kind::Gauge,
+        "Memory of the web's table.",
+        s.memory_bytes,
+    );
+    t.seconds(
+        "ctrack_web_snapshot_last_dump_seconds",
+        "Duration of the last kernel dump.",
+        s.last_dump_ms,
+    );
+    t.single(
+        "ctrack_web_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since the web server started.",
+        sh.started.elapsed().as_secs(),
+    );
+    metrics::daemon_families(&mut t, "ctrack", &daemon_stats(sh), 0);
+    let mut r = Response::from_data(t.out);
     add(
         &mut r,
         "Content-Type",
@@ -790,10 +1100,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn constant_time_compare() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
+    fn security_headers_are_constants() {
+        let h = security_headers(PAGE_CSP);
+        assert_eq!(h[2], ("Content-Security-Policy", PAGE_CSP));
+        assert!(
+            h.iter()
+                .all(|(k, v)| !k.contains('\n') && !v.contains('\n'))
+        );
+        assert_eq!(CHALLENGE.1, "Bearer realm=\"ctrack\"");
     }
 }

@@ -58,7 +58,8 @@ pub fn feed_events(
 
 /// The usage line of `ctrack web` (`-h`, and after an unknown option).
 const USAGE: &str = "usage: ctrack web [--netns NAME] [--listen ADDRESS:PORT] [--leases FILE] \
-[--hosts FILE] [--token-file FILE]";
+[--hosts FILE] [--token-file FILE] [--read-token-file FILE] [--server-name NAME]... \
+[--counter-interval SECONDS]";
 
 /// The options of `ctrack web` (`--netns` is taken before).
 const OPTIONS: &[Spec] = &[
@@ -66,6 +67,9 @@ const OPTIONS: &[Spec] = &[
     Spec::value("--leases"),
     Spec::value("--hosts"),
     Spec::value("--token-file"),
+    Spec::value("--read-token-file"),
+    Spec::value("--server-name"),
+    Spec::value("--counter-interval"),
     Spec::flag("-h"),
     Spec::flag("--help"),
 ];
@@ -120,6 +124,16 @@ fn parse(args: &[String]) -> Result<Option<WebConfig>, WebError> {
             "--leases" => cfg.dhcp_leases = Some(PathBuf::from(v)),
             "--hosts" => cfg.hosts = Some(PathBuf::from(v)),
             "--token-file" => cfg.token_file = Some(PathBuf::from(v)),
+            "--read-token-file" => cfg.read_token_file = Some(PathBuf::from(v)),
+            "--server-name" => cfg.server_names.push(v.to_string()),
+            "--counter-interval" => {
+                let secs: u64 = v.parse().ok().filter(|&s| s <= 3600).ok_or_else(|| {
+                    WebError::Usage(format!(
+                        "invalid value '{v}' for --counter-interval (seconds, 0 to 3600)"
+                    ))
+                })?;
+                cfg.counter_interval = std::time::Duration::from_secs(secs);
+            }
             // the table's last two: "-h", "--help"
             _ => return Ok(None),
         }
@@ -196,6 +210,15 @@ mod tests {
         let cfg = p("--listen 127.0.0.1:8077 --hosts /h").unwrap().unwrap();
         assert_eq!(cfg.port, 8077);
         assert_eq!(cfg.hosts, Some(PathBuf::from("/h")));
+        assert_eq!(cfg.counter_interval, crate::web::DEFAULT_COUNTER_INTERVAL);
+        let cfg = p("--counter-interval 0 --server-name a --server-name b --read-token-file /r")
+            .unwrap()
+            .unwrap();
+        assert!(cfg.counter_interval.is_zero());
+        assert_eq!(cfg.server_names, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(cfg.read_token_file, Some(PathBuf::from("/r")));
+        assert!(usage_error("--counter-interval 3601").contains("--counter-interval"));
+        assert!(usage_error("--counter-interval x").contains("--counter-interval"));
         assert!(p("--bogus -h").is_err());
         assert!(p("-h --bogus").unwrap().is_none());
         assert_eq!(usage_error("--leases"), "--leases needs a value");

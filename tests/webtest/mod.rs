@@ -10,42 +10,118 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
 use ctrack::netlink::socket::in_netns;
 use ctrack::web::{Handle, Hub, Limits, Server, WebConfig, WebContext};
 
 use crate::lab::Netns;
 use crate::support::TempDir;
 
-/// Limits for tests: the normal ones, but no rate limit in the way.
+/// Limits for tests: the normal ones, but no rate limit in the way, and
+/// one client (every test client is 127.0.0.1) may use every connection,
+/// stream and large reply.
 pub fn test_limits() -> Limits {
+    let l = Limits::default();
     Limits {
         rate_per_sec: 100_000,
         rate_burst: 100_000,
-        ..Limits::default()
+        max_conns_per_client: l.max_conns,
+        max_streams_per_client: l.max_streams,
+        max_heavy_per_client: l.max_heavy,
+        ..l
     }
 }
 
-/// Starts the server on 127.0.0.1 (port chosen by the kernel) inside `ns`.
-pub fn start(ns: &Netns, mut cfg: WebConfig, hub: Hub) -> Handle {
+/// A running test server and the kernel event feed into its hub (as
+/// ctrackd's event reader and `ctrack web` have).
+pub struct Web {
+    handle: Option<Handle>,
+    feed: Option<(Arc<AtomicBool>, JoinHandle<u64>)>,
+}
+
+impl Web {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle().local_addr()
+    }
+
+    /// Its counters (`/api/v1/stats`'s `web`).
+    pub fn stats(&self) -> serde_json::Value {
+        self.handle().stats()
+    }
+
+    fn handle(&self) -> &Handle {
+        self.handle.as_ref().expect("a running server")
+    }
+
+    /// Stops the server and the feed.
+    pub fn stop(mut self) {
+        self.end_feed();
+        if let Some(h) = self.handle.take() {
+            h.stop();
+        }
+    }
+
+    fn end_feed(&mut self) {
+        if let Some((stop, t)) = self.feed.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        self.end_feed();
+    }
+}
+
+/// Starts the server on 127.0.0.1 (port chosen by the kernel) inside
+/// `ns`, with kernel events of `ns` fed to `hub`.
+pub fn start(ns: &Netns, mut cfg: WebConfig, hub: Hub) -> Web {
     cfg.address = "127.0.0.1".parse().unwrap();
     cfg.port = 0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed =
+        ctrack::web::standalone::feed_events(Some(ns.name.clone()), hub.clone(), stop.clone())
+            .expect("event feed");
     let ctx = WebContext {
         netns: Some(ns.name.clone()),
         hub,
-        stats: Some(std::sync::Arc::new(
+        stats: Some(Arc::new(
             || serde_json::json!({"cache": {"entries": 7, "overruns": 0}, "sync": {"up": true}}),
         )),
         log: None,
+        flow_counts: None,
     };
-    Server::start(cfg, ctx).expect("web server starts")
+    let handle = Server::start(cfg, ctx).expect("web server starts");
+    Web {
+        handle: Some(handle),
+        feed: Some((stop, feed)),
+    }
 }
 
-/// A config with test limits and the given files.
+/// A config with test limits and counters fresh for every request
+/// (`CounterInterval 0`: each request waits for a dump that started after
+/// it came, so lists equal what conntrack shows right after).
 pub fn config() -> WebConfig {
     WebConfig {
         limits: test_limits(),
+        counter_interval: std::time::Duration::ZERO,
         ..WebConfig::default()
     }
+}
+
+/// Writes a token file readable by its owner only.
+pub fn token_file(dir: &std::path::Path, name: &str, token: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, token).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
 }
 
 /// Opens a TCP connection from inside `ns`.
@@ -56,6 +132,64 @@ pub fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
     .expect("connect in netns");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s
+}
+
+/// Opens a TCP connection from inside `ns` with source address `src` (a
+/// second client on the same loopback: 127.0.0.2).
+pub fn connect_from(ns: &Netns, src: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::IpAddr::V4(src) = src else {
+        panic!("IPv4 sources only")
+    };
+    let std::net::IpAddr::V4(dst) = addr.ip() else {
+        panic!("IPv4 servers only")
+    };
+    let sin = |a: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(a).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let fd = in_netns(&ns.name, || {
+        // SAFETY: plain socket calls on a descriptor this closure owns;
+        // the sockaddr structs live across the calls.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let s = OwnedFd::from_raw_fd(fd);
+            let me = sin(src, 0);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            if libc::bind(fd, (&me as *const libc::sockaddr_in).cast(), len) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let to = sin(dst, addr.port());
+            if libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(s)
+        }
+    })
+    .expect("connect from a second address");
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// A GET from source address `src`.
+pub fn get_from(ns: &Netns, src: std::net::IpAddr, addr: SocketAddr, target: &str) -> Reply {
+    let mut s = connect_from(ns, src, addr);
+    let r = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        addr.ip()
+    );
+    let _ = s.write_all(r.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    parse(&out)
 }
 
 /// A parsed reply.
@@ -158,7 +292,9 @@ pub fn raw(ns: &Netns, addr: SocketAddr, request: &[u8]) -> Reply {
 
 /// One request with `Connection: close`.
 pub fn req(ns: &Netns, addr: SocketAddr, method: &str, target: &str, extra: &str) -> Reply {
-    let r = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n");
+    let r = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
+    );
     raw(ns, addr, r.as_bytes())
 }
 

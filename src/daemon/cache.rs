@@ -15,7 +15,7 @@
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::flow::{Flow, ProtoInfo, TcpInfo, Tuple, proto};
+use crate::flow::{Flow, ProtoInfo, TcpInfo, Tuple};
 
 /// Addresses of an entry: original src/dst, reply src/dst.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,25 +52,6 @@ pub struct Entry {
     since: u32,
 }
 
-fn l4_pack(t: &Tuple) -> (u16, u16) {
-    if proto::is_icmp(t.proto) {
-        (t.icmp_id, ((t.icmp_type as u16) << 8) | t.icmp_code as u16)
-    } else {
-        (t.sport, t.dport)
-    }
-}
-
-fn l4_unpack(t: &mut Tuple, a: u16, b: u16) {
-    if proto::is_icmp(t.proto) {
-        t.icmp_id = a;
-        t.icmp_type = (b >> 8) as u8;
-        t.icmp_code = b as u8;
-    } else {
-        t.sport = a;
-        t.dport = b;
-    }
-}
-
 impl Entry {
     /// A compact entry from a decoded flow, or None when the flow has no
     /// usable original tuple (mixed or missing addresses).
@@ -92,8 +73,8 @@ impl Entry {
             }
             _ => return None,
         };
-        let (o1, o2) = l4_pack(&f.orig);
-        let (r1, r2) = l4_pack(&reply);
+        let (o1, o2) = f.orig.l4_pack();
+        let (r1, r2) = reply.l4_pack();
         let mut flags = 0;
         let mut set = |bit: u8, on: bool| {
             if on {
@@ -178,14 +159,14 @@ impl Entry {
             proto: self.proto,
             ..Tuple::default()
         };
-        l4_unpack(&mut orig, self.ports[0], self.ports[1]);
+        orig.l4_unpack(self.ports[0], self.ports[1]);
         let mut reply = Tuple {
             src: self.addr(2),
             dst: self.addr(3),
             proto: self.proto,
             ..Tuple::default()
         };
-        l4_unpack(&mut reply, self.ports[2], self.ports[3]);
+        reply.l4_unpack(self.ports[2], self.ports[3]);
         let has = |bit: u8| self.flags & bit != 0;
         Flow {
             family: self.family(),

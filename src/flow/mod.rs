@@ -129,6 +129,32 @@ impl Default for Tuple {
 }
 
 impl Tuple {
+    /// The layer-4 identity as two numbers, for compact stores (caches
+    /// that keep four `u16`s a flow): ports, or ICMP id and type<<8|code.
+    pub fn l4_pack(&self) -> (u16, u16) {
+        if proto::is_icmp(self.proto) {
+            (
+                self.icmp_id,
+                ((self.icmp_type as u16) << 8) | self.icmp_code as u16,
+            )
+        } else {
+            (self.sport, self.dport)
+        }
+    }
+
+    /// Sets the layer-4 identity from what [`Tuple::l4_pack`] made (the
+    /// protocol must be set first).
+    pub fn l4_unpack(&mut self, a: u16, b: u16) {
+        if proto::is_icmp(self.proto) {
+            self.icmp_id = a;
+            self.icmp_type = (b >> 8) as u8;
+            self.icmp_code = b as u8;
+        } else {
+            self.sport = a;
+            self.dport = b;
+        }
+    }
+
     /// The tuple a reply to this one would carry, without NAT: addresses
     /// and ports swapped, ICMP requests turned into their replies.
     pub fn inverted(&self) -> Tuple {
@@ -472,6 +498,33 @@ pub(crate) mod testutil {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn l4_identity_packs_and_unpacks() {
+        let t = testutil::tcp4().orig;
+        let (a, b) = t.l4_pack();
+        assert_eq!((a, b), (1234, 80));
+        let mut back = Tuple {
+            proto: t.proto,
+            ..Tuple::default()
+        };
+        back.l4_unpack(a, b);
+        assert_eq!((back.sport, back.dport), (1234, 80));
+        let icmp = Tuple {
+            proto: proto::ICMP,
+            icmp_type: 8,
+            icmp_code: 3,
+            icmp_id: 77,
+            ..Tuple::default()
+        };
+        assert_eq!(icmp.l4_pack(), (77, 0x0803));
+        let mut back = Tuple {
+            proto: proto::ICMP,
+            ..Tuple::default()
+        };
+        back.l4_unpack(77, 0x0803);
+        assert_eq!(back, icmp);
+    }
 
     #[test]
     fn nat_predicates_follow_reply_tuple() {

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::flow::{AF_INET, AF_INET6, Counters, EventKind, Flow, ProtoInfo, TcpInfo, Tuple, proto};
+use crate::flow::{AF_INET, AF_INET6, Counters, EventKind, Flow, ProtoInfo, TcpInfo, Tuple};
 
 /// The time as the table needs it: wall-clock seconds for expiry and
 /// age, a monotonic millisecond count for rates.
@@ -84,25 +84,6 @@ pub struct Row {
     flags: u8,
 }
 
-fn l4_pack(t: &Tuple) -> (u16, u16) {
-    if proto::is_icmp(t.proto) {
-        (t.icmp_id, ((t.icmp_type as u16) << 8) | t.icmp_code as u16)
-    } else {
-        (t.sport, t.dport)
-    }
-}
-
-fn l4_unpack(t: &mut Tuple, a: u16, b: u16) {
-    if proto::is_icmp(t.proto) {
-        t.icmp_id = a;
-        t.icmp_type = (b >> 8) as u8;
-        t.icmp_code = b as u8;
-    } else {
-        t.sport = a;
-        t.dport = b;
-    }
-}
-
 /// The state byte of a flow (state number, its protocol, NAT bits).
 fn state_byte(f: &Flow) -> u8 {
     let (kind, num) = match f.protoinfo {
@@ -147,8 +128,8 @@ impl Row {
         } else {
             f.orig.inverted()
         };
-        let (o1, o2) = l4_pack(&f.orig);
-        let (r1, r2) = l4_pack(&reply);
+        let (o1, o2) = f.orig.l4_pack();
+        let (r1, r2) = reply.l4_pack();
         let mut row = Row {
             addrs: addrs_of(f, &reply)?,
             bytes: [0; 2],
@@ -187,7 +168,7 @@ impl Row {
         if f.has_reply {
             if let Some(a) = addrs_of(f, &f.reply) {
                 self.addrs = a;
-                let (r1, r2) = l4_pack(&f.reply);
+                let (r1, r2) = f.reply.l4_pack();
                 self.ports[2] = r1;
                 self.ports[3] = r2;
                 self.flags |= REPLY;
@@ -346,14 +327,14 @@ impl Row {
             proto: self.proto,
             ..Tuple::default()
         };
-        l4_unpack(&mut orig, self.ports[0], self.ports[1]);
+        orig.l4_unpack(self.ports[0], self.ports[1]);
         let mut reply = Tuple {
             src: self.addr(2),
             dst: self.addr(3),
             proto: self.proto,
             ..Tuple::default()
         };
-        l4_unpack(&mut reply, self.ports[2], self.ports[3]);
+        reply.l4_unpack(self.ports[2], self.ports[3]);
         let has = |bit: u8| self.flags & bit != 0;
         let num = Some(self.state & STATE_NUM);
         let protoinfo = match (self.state >> KIND_SHIFT) & 3 {
@@ -822,6 +803,7 @@ pub(crate) fn set_rate(r: &mut Row, orig: u32, reply: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::proto;
     use crate::flow::testutil::tcp4;
 
     fn flow(i: u32) -> Flow {

@@ -34,6 +34,7 @@ BIN=$PWD/target/release/ctrack
 DIR=$(mktemp -d /tmp/ctbench-s.XXXXXX)
 
 # namespaces made (pair runs in a subshell: they are kept in a file)
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
     [ -f "$DIR/nss" ] && while read -r x y; do
         for ns in $x $y; do
@@ -228,6 +229,7 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 # medians per implementation, over the runs of the lowest loss given
+# shellcheck disable=SC2086 # LOSS is a list of words
 BASE=$(printf '%s\n' $LOSS | sort -n | head -1)
 med() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 col() { awk -v i="$1" -v k="$2" -v b="$BASE" '$1 == i && $12 == b { print $k }' "$DIR/results" | med; }

@@ -156,6 +156,7 @@ start_daemon "" "$BIN"
 new=$(refreshes)
 snap=$(ip netns exec "$NS" curl -s "$U/api/v1/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin)["web"]["snapshot"]; print(s["dumps"], s["counter_interval"])')
 stop_daemon
+# shellcheck disable=SC2086 # snap holds two words: dumps and the interval
 printf '%-58s %s  (%s dumps, CounterInterval %s s)\n' "new: shared counter snapshot, lists from the table" "$new" $snap
 if [ -n "$OLD_BIN" ]; then
     start_daemon "" "$OLD_BIN"
@@ -204,10 +205,10 @@ kill -0 "$PID" 2>/dev/null || { echo "ctrackd died during the mix" >&2; exit 1; 
 stats() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 * 1000 } END { printf "median %4.0f ms, max %5.0f ms (%d requests)", a[int((NR + 1) / 2)], a[NR], NR }'; }
 peak=$(kib VmHWM)
 rss=$(kib VmRSS)
-threads=$(ls "/proc/$PID/task" | wc -l)
+threads=$(find "/proc/$PID/task" -mindepth 1 -maxdepth 1 | wc -l)
 web=$(ip netns exec "$NS" curl -s "$U/api/v1/stats" | python3 -c 'import json,sys; w=json.load(sys.stdin)["web"]; print(" ".join("%s=%s" % (k, w[k]) for k in ("requests","busy","rate_limited","refused","evicted","too_large","slow_replies","send_timeouts","head_timeouts")))')
 stop_daemon
-cat "$DIR/hostile.txt" | sed 's/^/  hostile: /'
+sed 's/^/  hostile: /' "$DIR/hostile.txt"
 echo "  server: $web"
 printf '%-58s %s\n' "the page (GET /) during the mix" "$(stats "${lat_page[@]}")"
 printf '%-58s %s\n' "a page of flows (?limit=100&sort=-bytes) during the mix" "$(stats "${lat_list[@]}")"

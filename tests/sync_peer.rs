@@ -1,6 +1,10 @@
-//! ctrack's sync engine against a real Debian conntrackd 1.4.7, before the
-//! daemon exists: a small loop drives the engine with real UDP/multicast
-//! sockets in the lab namespaces.
+//! ctrack's sans-I/O sync engine (src/sync/engine.rs) against a real
+//! Debian conntrackd 1.4.7, below the daemon: a small loop feeds the
+//! engine real UDP/multicast datagrams in the lab namespaces and sends
+//! what it asks, so a failure here points at the engine and the wire
+//! format, not at the daemon's wiring. The same pairs with ctrackd itself
+//! on each side (the daemon's sync part, commits, restarts, forgeries)
+//! are tests/sync_daemon.rs and tests/sync_inject.rs.
 //!
 //! - ctrack primary -> conntrackd standby: the standby's external cache
 //!   (`conntrackd -e`) lists the primary's flows, and after
@@ -29,7 +33,10 @@ use ctrack::sync::external::FlowKey;
 use ctrack::sync::link::LinkSocket;
 use synclab::{Conntrackd, Side, SyncLab, Transport};
 
-/// An engine and its link socket, driven by hand.
+/// An engine and its link socket, driven by hand (only sends and logs:
+/// these tests replicate events they feed themselves and commit with
+/// `commit_external`; ctrackd's carrying out of every action is tested
+/// in tests/sync_daemon.rs).
 struct Peer {
     engine: Engine,
     sock: LinkSocket,
@@ -58,7 +65,8 @@ impl Peer {
         }
     }
 
-    /// Runs the loop a daemon would run, for `ms` milliseconds.
+    /// Feeds datagrams and timers to the engine and sends what it asks,
+    /// for `ms` milliseconds.
     fn run(&mut self, ms: u64) {
         let end = Instant::now() + Duration::from_millis(ms);
         let mut buf = vec![0u8; 65536];

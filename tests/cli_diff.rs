@@ -1397,7 +1397,16 @@ fn ctrackd_tutorial_forms_are_ctrack() {
     });
     // -F is still conntrackd's: it asks the daemon (none runs here)
     load(&t, small);
+    // a configuration that reads, whose daemon does not run
     let conf = tmp.join("none.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "General {{\n UNIX {{\n  Path {}\n }}\n}}\n",
+            tmp.join("none.ctl").display()
+        ),
+    )
+    .expect("write the configuration");
     let f = Run::of(&t.run(&[ctrackd.as_str(), "-C", conf.to_str().expect("path"), "-F"]));
     d.check(
         f.code == 1 && f.err.contains("ctrackd is not running") && table(&t).len() == 3,
